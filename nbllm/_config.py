@@ -1,0 +1,402 @@
+"""Configuration models: providers, models, capabilities, retry policy.
+
+All models are immutable; an edit builds a validated copy (`ProviderConfig.replace`).
+Constructing any of them with bad input raises `ConfigError` naming the field and
+the fix, never a raw pydantic `ValidationError`.
+
+``${VAR}`` and ``${VAR:-default}`` are expanded from the environment in the
+provider's string fields when it is created. Header values are the exception:
+they are kept as written and expanded when a request is built, so a
+``${TOKEN}`` header is never written back into a saved file in plain text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from nbllm import _constants
+from nbllm._exceptions import ConfigError
+from nbllm._urls import is_azure, normalize_url
+
+CAPABILITY_NAMES = ("tools", "vision", "prompt_cache", "json", "streaming", "include_usage")
+CAPABILITY_ALIASES = {"cache": "prompt_cache", "usage": "include_usage", "stream": "streaming"}
+AUTH_STYLES_HELP = "bearer, azure, none or header:NAME (e.g. header:x-api-key)"
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_WHOLE_VAR_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_SECRET_FIELDS = ("key", "headers", "extra_body")
+
+
+def expand_vars(text: str, field: str, environ: Mapping[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in `text` from `environ`."""
+    env = os.environ if environ is None else environ
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{field}: environment variable {name} is not set; set it, "
+            f"or write ${{{name}:-default}} to give a default"
+        )
+
+    return _VAR_RE.sub(substitute, text)
+
+
+def parse_capability_names(names: str | Iterable[str]) -> dict[str, bool]:
+    """``"tools,vision,no-streaming"`` -> ``{"tools": True, "vision": True, "streaming": False}``."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    flags: dict[str, bool] = {}
+    for raw in items:
+        word = raw.strip().lower().replace("-", "_")
+        if not word:
+            continue
+        value = True
+        for prefix in ("no_", "!"):
+            if word.startswith(prefix):
+                word, value = word[len(prefix) :], False
+        word = CAPABILITY_ALIASES.get(word, word)
+        if word not in CAPABILITY_NAMES:
+            raise ConfigError(
+                f"unknown capability {raw.strip()!r}; choose from "
+                f"{', '.join(CAPABILITY_NAMES)} (prefix no- to turn one off)"
+            )
+        flags[word] = value
+    return flags
+
+
+class _Model(BaseModel):
+    """Base: immutable, no unknown fields, and `ConfigError` instead of `ValidationError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    _what: ClassVar[str] = "config"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, self._what)) from None
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with `changes` applied (unlike `model_copy`, which skips validation)."""
+        return type(self)(**{**self._fields_as_given(), **changes})
+
+    def _fields_as_given(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class Capabilities(_Model):
+    """What a model supports; the client only sends what the flags allow."""
+
+    _what: ClassVar[str] = "capabilities"
+
+    tools: bool = False
+    vision: bool = False
+    prompt_cache: bool = False
+    json_mode: bool = Field(False, alias="json")
+    streaming: bool = True
+    include_usage: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_names(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if isinstance(data, str | list | tuple):
+            return _to_aliases(parse_capability_names(data))
+        if isinstance(data, dict):
+            return {CAPABILITY_ALIASES.get(k, k): v for k, v in data.items()}
+        return data
+
+    def with_flags(self, flags: Mapping[str, bool]) -> Capabilities:
+        """A copy with the named flags set (names as in `parse_capability_names`)."""
+        current = self.as_flags()
+        current.update(flags)
+        return Capabilities(**_to_aliases(current))
+
+    def as_flags(self) -> dict[str, bool]:
+        """Every capability by its public name (``json``, not ``json_mode``)."""
+        return {
+            "tools": self.tools,
+            "vision": self.vision,
+            "prompt_cache": self.prompt_cache,
+            "json": self.json_mode,
+            "streaming": self.streaming,
+            "include_usage": self.include_usage,
+        }
+
+    def enabled(self) -> list[str]:
+        """Names of the capabilities that are on."""
+        return [name for name, on in self.as_flags().items() if on]
+
+
+def _to_aliases(flags: Mapping[str, bool]) -> dict[str, bool]:
+    return {("json" if k == "json_mode" else k): v for k, v in flags.items()}
+
+
+class ModelSpec(_Model):
+    """One model a provider serves. The id is the key in `ProviderConfig.models`."""
+
+    _what: ClassVar[str] = "model"
+
+    context_window: int | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # YAML shorthand: `gpt-4o: 128000`, `gpt-4o:` (nothing), `caps: [tools, vision]`.
+        if data is None:
+            return {}
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"context_window": data}
+        if isinstance(data, dict) and "caps" in data:
+            data = dict(data)
+            data["capabilities"] = data.pop("caps")
+        return data
+
+    @field_validator("context_window", mode="before")
+    @classmethod
+    def _positive_window(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"must be a positive whole number of tokens, got {value!r}; "
+                "e.g. 32768, or leave it out if unknown"
+            )
+        return value
+
+
+class RetryPolicy(_Model):
+    """How failed calls are retried. Delays are computed in `_retry`."""
+
+    _what: ClassVar[str] = "retry"
+
+    max_retries: int = Field(_constants.MAX_RETRIES, ge=0, le=10)
+    retry_after_ceiling_s: float = Field(_constants.RETRY_AFTER_CEILING_S, gt=0)
+    backoff_base_s: float = Field(_constants.BACKOFF_BASE_S, ge=0)
+    backoff_max_s: float = Field(_constants.BACKOFF_MAX_S, ge=0)
+
+
+class ProviderConfig(_Model):
+    """An OpenAI-compatible endpoint, how to authenticate to it, and the models it serves.
+
+    Key sources, first found wins: `key` (a literal, kept as `SecretStr`, never
+    saved), `key_env` (an environment variable's name), `key_keyring` (an OS
+    keyring entry), then ``NBLLM_<NAME>_API_KEY``. See `nbllm._auth`.
+    """
+
+    _what: ClassVar[str] = "provider"
+
+    name: str
+    url: str
+    key: SecretStr | None = None
+    key_env: str | None = None
+    key_keyring: str | None = None
+    auth: str = "bearer"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    api_version: str | None = None
+    connect_timeout_s: float = Field(_constants.CONNECT_TIMEOUT_S, gt=0)
+    read_timeout_s: float = Field(_constants.READ_TIMEOUT_S, gt=0)
+    requests_per_second: float | None = Field(None, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    privacy: bool = False
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    fallback: list[str] = Field(default_factory=list)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("url"):
+            declared = " declares models but" if data.get("models") else ""
+            raise ValueError(
+                f"provider {data.get('name', '?')!r}{declared} has no url; add the endpoint's "
+                "base URL, e.g. url: http://localhost:8000/v1"
+            )
+        key = data.get("key")
+        if isinstance(key, str) and (whole := _WHOLE_VAR_RE.match(key.strip())):
+            # `key: ${VAR}` is a reference: keep the variable's name, not its value.
+            data["key"], data["key_env"] = None, whole.group(1)
+        for field in ("name", "url", "api_version", "auth", "key_env", "key_keyring"):
+            if isinstance(data.get(field), str):
+                data[field] = expand_vars(data[field], field)
+        if isinstance(data.get("key"), str):
+            data["key"] = expand_vars(data["key"], "key")
+        if isinstance(data.get("models"), list | tuple):
+            data["models"] = _models_from_list(data["models"])
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"provider name {value!r} is not allowed; use letters, digits, '-', '_' or '.' "
+                "(no '/' or spaces), e.g. openrouter or local-vllm"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        try:
+            return normalize_url(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("key_env")
+    @classmethod
+    def _valid_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            # The value is not echoed: people paste the key itself here.
+            raise ValueError(
+                "this is not an environment variable name (letters, digits and _ only); "
+                "give the variable's name, e.g. OPENROUTER_API_KEY, not the key itself"
+            )
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _valid_auth(cls, value: str) -> str:
+        style = value.strip()
+        if style.lower() in ("bearer", "azure", "none"):
+            return style.lower()
+        head, _, header = style.partition(":")
+        if head.lower() == "header" and _HEADER_NAME_RE.match(header):
+            return f"header:{header}"
+        raise ValueError(f"unknown auth style {value!r}; choose {AUTH_STYLES_HELP}")
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in value:
+            if not _HEADER_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _valid_model_ids(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for model_id in value:
+            if not model_id.strip() or model_id != model_id.strip():
+                raise ValueError(f"model id {model_id!r} is empty or has surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _azure_needs_version(self) -> ProviderConfig:
+        if is_azure(self.url, self.auth) and not self.api_version:
+            raise ValueError(
+                f"provider {self.name!r} is an Azure OpenAI endpoint and needs an api_version; "
+                "add --api-version 2024-10-21 (or api_version: in YAML)"
+            )
+        return self
+
+    @property
+    def is_azure(self) -> bool:
+        return is_azure(self.url, self.auth)
+
+    def header_templates(self) -> dict[str, str]:
+        """Extra headers as written (``${VAR}`` not yet expanded)."""
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
+
+    def unsaved_headers(self) -> list[str]:
+        """Headers that hold a literal secret, which a config file must not store."""
+        return [
+            name
+            for name, value in self.header_templates().items()
+            if is_sensitive_header(name) and not _VAR_RE.search(value)
+        ]
+
+    def saved_form(self) -> dict[str, Any]:
+        """What a config file holds: no literal key or secret header, defaults left out."""
+        saved = self.model_dump(mode="json", by_alias=True, exclude={"key", "headers"}, exclude_defaults=True)
+        unsaved = self.unsaved_headers()
+        headers = {k: v for k, v in self.header_templates().items() if k not in unsaved}
+        return {"name": self.name, "url": self.url, **saved} | ({"headers": headers} if headers else {})
+
+
+def is_sensitive_header(name: str) -> bool:
+    """Whether a header of this name usually carries a credential."""
+    lowered = name.lower()
+    return any(word in lowered for word in ("authorization", "key", "token", "secret", "cookie"))
+
+
+def _models_from_list(items: Iterable[Any]) -> dict[str, Any]:
+    """``["gpt-4o=128000", "llama3"]`` or ``[{"id": ..., ...}]`` -> the models mapping."""
+    models: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, str):
+            model_id, window = split_model_arg(item)
+            models[model_id] = {"context_window": window} if window else {}
+        elif isinstance(item, dict) and "id" in item:
+            spec = dict(item)
+            models[str(spec.pop("id"))] = spec
+        else:
+            raise ValueError(f"models entry {item!r} should be an id string or a mapping with id:")
+    return models
+
+
+def split_model_arg(text: str) -> tuple[str, int | None]:
+    """``"qwen2.5-coder:7b=32768"`` -> ``("qwen2.5-coder:7b", 32768)``; ids may hold ``/`` and ``:``."""
+    model_id, sep, window = text.strip().rpartition("=")
+    if not sep:
+        return text.strip(), None
+    if not window.isdigit() or int(window) <= 0:
+        raise ConfigError(
+            f"context window {window!r} in {text!r} is not a positive whole number; "
+            "write ID=TOKENS, e.g. gpt-4o=128000"
+        )
+    if not model_id:
+        raise ConfigError(f"{text!r} has no model id before '='; write ID=TOKENS")
+    return model_id, int(window)
+
+
+def describe_validation_error(exc: ValidationError, what: str) -> str:
+    """One line per problem: the field's path and the fix. Never echoes a secret field's value."""
+    lines = [f"{loc}: {message}" if loc else message for loc, message in _problems(exc)]
+    prefix = f"invalid {what}: " if len(lines) == 1 else f"invalid {what}:\n  "
+    return prefix + "\n  ".join(lines)
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, ConfigError) and isinstance(nested.__context__, ValidationError):
+            # A nested model (pydantic runs its custom __init__) already failed: keep its
+            # problems, with their paths under this one.
+            for inner_loc, message in _problems(nested.__context__):
+                problems.append((".".join(filter(None, (loc, inner_loc))), message))
+            continue
+        message = str(error["msg"]).removeprefix("Value error, ")
+        secret = any(part in _SECRET_FIELDS for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling"
+        elif error["type"] not in ("value_error", "assertion_error") and not secret:
+            message += f" (got {error.get('input')!r})"
+        problems.append((loc, message))
+    return problems

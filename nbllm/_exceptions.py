@@ -1,0 +1,184 @@
+"""The one error tree of nbllm.
+
+Every error the package raises on purpose derives from `NbllmError`, so a caller
+can catch one type. Third-party errors (pydantic, httpx, yaml) are translated at
+the edge with ``raise ... from exc``. No message ever contains a key.
+
+    NbllmError
+    ├── ConfigError                 a provider or model definition is invalid
+    │   └── ConfigFileError         a saved config file cannot be read or written
+    ├── NameResolutionError         a model name does not pick exactly one model
+    │   ├── UnknownModelError       no provider declares it (suggests close names)
+    │   └── AmbiguousModelError     several do (lists the qualified choices)
+    ├── ProviderExistsError         add without replace, the name is taken
+    ├── ProviderNotFoundError       no provider with that name
+    ├── MissingKeyError             the provider needs a key and none was found
+    └── APIError                    a call to an endpoint failed
+        ├── StatusError             the endpoint answered with an HTTP error status
+        │   ├── BadRequestError         400, 422 and other 4xx not listed here
+        │   │   └── ContextTooLongError the prompt does not fit the model's window
+        │   ├── AuthenticationError     401
+        │   ├── PermissionDeniedError   403
+        │   ├── NotFoundError           404
+        │   │   └── ModelNotFoundError  the server does not know the model id
+        │   ├── RateLimitError          429
+        │   └── ServerError             5xx
+        ├── TransportError          no usable HTTP exchange happened
+        │   ├── ConnectionError     could not connect, or the connection dropped
+        │   └── TimeoutError        connect or read timeout
+        └── StreamError             the server sent an error event mid-stream
+            └── IncompleteStreamError  the stream ended without an end marker
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NbllmError(Exception):
+    """Root of every error nbllm raises on purpose.
+
+    `hint` is the next step for the user; `str()` joins message and hint.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nHint: {self.hint}"
+        return self.message
+
+
+class ConfigError(NbllmError, ValueError):
+    """A provider or model definition is invalid; the message names the field and the fix."""
+
+
+class ConfigFileError(ConfigError):
+    """A saved config file cannot be read, parsed or written."""
+
+
+class NameResolutionError(NbllmError, LookupError):
+    """A model name does not resolve to exactly one provider/model."""
+
+
+class UnknownModelError(NameResolutionError):
+    """No registered provider declares the model."""
+
+    def __init__(self, message: str, *, suggestions: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.suggestions = suggestions
+
+
+class AmbiguousModelError(NameResolutionError):
+    """Several providers declare the model; `choices` are the qualified names."""
+
+    def __init__(self, message: str, *, choices: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.choices = choices
+
+
+class ProviderExistsError(NbllmError):
+    """A provider with that name is already registered."""
+
+
+class ProviderNotFoundError(NbllmError, LookupError):
+    """No provider with that name is registered."""
+
+
+class MissingKeyError(NbllmError):
+    """The provider's auth style needs a key and no key source yields one."""
+
+
+class APIError(NbllmError):
+    """A call to an endpoint failed.
+
+    Carries what the upstream said (`upstream_message`), the HTTP `status` when
+    there was one, and the server's `request_id` when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        upstream_message: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.upstream_message = upstream_message
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        if self.hint:
+            text += f"\nHint: {self.hint}"
+        return text
+
+
+class StatusError(APIError):
+    """The endpoint answered with an HTTP error status."""
+
+
+class BadRequestError(StatusError):
+    """400, 422 or another 4xx the server refused as malformed."""
+
+
+class ContextTooLongError(BadRequestError):
+    """The prompt plus the reply reserve exceed the model's context window."""
+
+
+class AuthenticationError(StatusError):
+    """401: the key is missing, wrong, or sent in the wrong header."""
+
+
+class PermissionDeniedError(StatusError):
+    """403: the key is valid but may not use this model or endpoint."""
+
+
+class NotFoundError(StatusError):
+    """404: usually a URL without its `/v1` suffix, or a wrong full path."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """The server does not serve the requested model id."""
+
+
+class RateLimitError(StatusError):
+    """429: too many requests; `retry_after_s` is the server's requested wait."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+
+
+class ServerError(StatusError):
+    """5xx: the server failed."""
+
+
+class TransportError(APIError):
+    """No usable HTTP exchange happened."""
+
+
+class ConnectionError(TransportError):
+    """Could not connect, or the connection dropped."""
+
+
+class TimeoutError(TransportError):
+    """A connect or read timeout expired."""
+
+
+class StreamError(APIError):
+    """The server reported an error inside the stream."""
+
+
+class IncompleteStreamError(StreamError):
+    """The stream ended with neither `[DONE]` nor a finish_reason."""

@@ -1,0 +1,156 @@
+"""Saving and loading the session's providers as YAML.
+
+The file lives in the platform config directory (``NBLLM_CONFIG_DIR`` overrides
+it) and holds key *references* only: environment variable names and keyring
+entries. A literal key is moved to the OS keyring when one is installed, and
+left out, with a note saying so, when not.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+from nbllm import _constants
+from nbllm._auth import provider_env_var, store_in_keyring
+from nbllm._config import ProviderConfig
+from nbllm._exceptions import ConfigError, ConfigFileError, NbllmError
+from nbllm._store import Store
+
+FILE_VERSION = 1
+
+
+def config_dir() -> Path:
+    """Where nbllm keeps its config: ``$NBLLM_CONFIG_DIR`` or the platform's user config dir."""
+    override = os.environ.get(_constants.CONFIG_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir("nbllm", appauthor=False))
+
+
+def default_config_path() -> Path:
+    return config_dir() / _constants.CONFIG_FILE_NAME
+
+
+@dataclass
+class PersistReport:
+    """What a save or load did, for the magic to print."""
+
+    path: Path
+    providers: list[str] = field(default_factory=list)
+    default: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.providers)} provider(s) ({', '.join(self.providers) or 'none'}) - {self.path}"]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def save(store: Store, path: Path | str | None = None) -> PersistReport:
+    """Write every provider and the default model to `path` (the default config file)."""
+    target = Path(path).expanduser() if path else default_config_path()
+    report = PersistReport(target, default=store.default)
+    entries = []
+    for config in store.providers.values():
+        saved = config.saved_form()
+        if config.key is not None:
+            entry = store_in_keyring(config.name, config.key)
+            if entry is not None:
+                saved["key_keyring"] = entry
+                report.notes.append(
+                    f"{config.name}: the key typed in this session was moved to the OS keyring "
+                    f"({_constants.KEYRING_SERVICE}/{entry}); the file refers to it by name"
+                )
+            elif not config.key_env:
+                report.notes.append(
+                    f"{config.name}: its key was typed in this session and no OS keyring is "
+                    f"installed, so the key was left out of the file. In the next session set "
+                    f"{provider_env_var(config.name)}, or install keyring (pip install keyring)"
+                )
+        for header in config.unsaved_headers():
+            report.notes.append(
+                f"{config.name}: header {header} holds a literal secret and was left out of the "
+                f"file; write it as {header}=${{VAR}} to have it saved as a reference"
+            )
+        entries.append(saved)
+        report.providers.append(config.name)
+    document: dict[str, Any] = {"version": FILE_VERSION, "providers": entries}
+    if store.default:
+        document["default"] = store.default
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    _write_private(target, text)
+    return report
+
+
+def load(store: Store, path: Path | str | None = None) -> PersistReport:
+    """Add (replacing same-named) the providers saved in `path`; all or nothing."""
+    source = Path(path).expanduser() if path else default_config_path()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(
+            f"no config file at {source}",
+            hint="save the session's providers first with %llm_provider save, or give a path",
+        ) from None
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read {source}: {exc.strerror}") from None
+    configs, default, notes = parse_config_file(text, source)
+    for config in configs:
+        store.add_provider(config, replace=True)
+    report = PersistReport(source, [c.name for c in configs], notes=notes)
+    if default:
+        try:
+            report.default = store.set_default(default)
+        except NbllmError:
+            report.notes.append(f"the saved default {default!r} no longer resolves; not set")
+    return report
+
+
+def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfig], str | None, list[str]]:
+    """Validate a whole config file before anything is added to the store."""
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("providers", []), list):
+        raise ConfigFileError(f"{source} should hold a mapping with a 'providers:' list")
+    configs, notes = [], []
+    for index, entry in enumerate(document.get("providers") or []):
+        label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigFileError(f"{source}: provider {label} should be a mapping")
+        try:
+            config = ProviderConfig(**entry)
+        except ConfigError as exc:
+            raise ConfigFileError(f"{source}: provider {label}: {exc.message}") from None
+        if config.key is not None:
+            notes.append(
+                f"{config.name}: the file holds a plaintext key; replace it with "
+                f"key_env: VAR or key: ${{VAR}}"
+            )
+        configs.append(config)
+    default = document.get("default")
+    return configs, default if isinstance(default, str) else None, notes
+
+
+def _write_private(target: Path, text: str) -> None:
+    """Write atomically, readable by the owner only (the file names key sources)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".providers-", suffix=".yaml")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ConfigFileError(
+            f"cannot write {target}: {exc.strerror}",
+            hint=f"give another path, or set {_constants.CONFIG_DIR_ENV} to a writable folder",
+        ) from None

@@ -1,0 +1,139 @@
+"""Read-only views of the store for `%llm_provider list` and `show`.
+
+They render themselves: HTML in a notebook, aligned text in a terminal. They
+hold only what is safe to print: the key's *status*, never the key.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from nbllm._auth import key_status, mask_headers
+from nbllm._config import ProviderConfig
+from nbllm._urls import chat_url, models_url
+
+SHIELD = "\N{SHIELD}"
+DEFAULT_MARK = "\N{BLACK STAR}"
+
+
+@dataclass(frozen=True)
+class _Row:
+    provider: str
+    model: str
+    context: str
+    caps: str
+    privacy: str
+    key: str
+    default: str
+
+
+def _rows(providers: list[ProviderConfig], default: str | None) -> list[_Row]:
+    rows = []
+    for config in providers:
+        status = key_status(config)
+        shield = f"{SHIELD} private" if config.privacy else ""
+        if not config.models:
+            rows.append(_Row(config.name, "(no models)", "", "", shield, status, ""))
+        for model_id, spec in config.models.items():
+            mark = DEFAULT_MARK if default == f"{config.name}/{model_id}" else ""
+            window = f"{spec.context_window:,}" if spec.context_window else "?"
+            caps = ", ".join(spec.capabilities.enabled())
+            rows.append(_Row(config.name, model_id, window, caps, shield, status, mark))
+    return rows
+
+
+_HEADINGS = ("provider", "model", "context", "capabilities", "privacy", "key", "default")
+
+
+def _text_table(rows: list[tuple[str, ...]], headings: tuple[str, ...]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headings)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[tuple[str, ...]], headings: tuple[str, ...]) -> str:
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headings)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in r) + "</tr>"
+        for r in rows
+    )
+    return f"<table class='nbllm-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class ProviderList:
+    """Every provider and model, with the default marked."""
+
+    def __init__(self, providers: list[ProviderConfig], default: str | None) -> None:
+        self._rows = [tuple(vars(r).values()) for r in _rows(providers, default)]
+
+    def __repr__(self) -> str:
+        if not self._rows:
+            return "No providers registered. Add one with %llm_provider add NAME --url URL"
+        return _text_table(self._rows, _HEADINGS)
+
+    def _repr_html_(self) -> str:
+        if not self._rows:
+            return f"<p>{html.escape(repr(self))}</p>"
+        return _html_table(self._rows, _HEADINGS)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class ProviderDetail:
+    """One provider's settings and models."""
+
+    def __init__(self, config: ProviderConfig, default: str | None) -> None:
+        sample_model = next(iter(config.models), "<model>")
+        self._title = config.name + (f"  {SHIELD} private" if config.privacy else "")
+        rps = config.requests_per_second
+        self._settings = [
+            ("url", config.url),
+            (
+                "chat url",
+                chat_url(config.url, sample_model, auth=config.auth, api_version=config.api_version),
+            ),
+            (
+                "models url",
+                models_url(config.url, auth=config.auth, api_version=config.api_version),
+            ),
+            ("auth", config.auth),
+            ("key", key_status(config)),
+            ("api version", config.api_version or ""),
+            (
+                "headers",
+                ", ".join(f"{k}: {v}" for k, v in mask_headers(config.header_templates(), set()).items()),
+            ),
+            (
+                "timeouts",
+                f"connect {config.connect_timeout_s:g} s, read {config.read_timeout_s:g} s",
+            ),
+            ("rate limit", f"{rps:g} requests/s" if rps else "none"),
+            ("retries", str(config.retry.max_retries)),
+            ("fallback", ", ".join(config.fallback)),
+        ]
+        self._settings = [(k, v) for k, v in self._settings if v]
+        self._models = ProviderList([config], default)
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k, _ in self._settings)
+        lines = [self._title] + [f"  {k.ljust(width)}  {v}" for k, v in self._settings]
+        return "\n".join(lines) + "\n\n" + repr(self._models)
+
+    def _repr_html_(self) -> str:
+        settings = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._settings
+        )
+        return (
+            f"<h4>{html.escape(self._title)}</h4><table class='nbllm-settings'>{settings}</table>"
+            + self._models._repr_html_()
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
