@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from nbllm._api import achat, astream, chat, history
 from nbllm._config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
+from nbllm._constants import VERSION as __version__
 from nbllm._exceptions import (
     AmbiguousModelError,
     APIError,
@@ -35,20 +37,25 @@ from nbllm._exceptions import (
     TransportError,
     UnknownModelError,
 )
+from nbllm._history import AttemptRecord, CallRecord, History, get_history
+from nbllm._results import ChatResult, DoneEvent, StatusEvent, TokenEvent, ToolCall, ToolCallEvent, Usage
 from nbllm._store import Resolved, Store, StoreEvent, get_store
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIError",
     "AmbiguousModelError",
+    "AttemptRecord",
     "AuthenticationError",
     "BadRequestError",
+    "CallRecord",
     "Capabilities",
+    "ChatResult",
     "ConfigError",
     "ConfigFileError",
     "ConnectionError",
     "ContextTooLongError",
+    "DoneEvent",
+    "History",
     "IncompleteStreamError",
     "MissingKeyError",
     "ModelNotFoundError",
@@ -65,14 +72,24 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "StatusError",
+    "StatusEvent",
     "Store",
     "StoreEvent",
     "StreamError",
     "TimeoutError",
+    "TokenEvent",
+    "ToolCall",
+    "ToolCallEvent",
     "TransportError",
     "UnknownModelError",
+    "Usage",
     "__version__",
+    "achat",
+    "astream",
+    "chat",
+    "get_history",
     "get_store",
+    "history",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]

@@ -34,3 +34,6 @@ CONFIG_DIR_ENV = "NBLLM_CONFIG_DIR"
 
 KEYRING_SERVICE = "nbllm"
 """Service name under which keys are kept in the OS keyring."""
+
+VERSION = "0.1.0"
+"""The package version (sent in the User-Agent header)."""

@@ -47,3 +47,9 @@ class FakeKeyring:
 
     def get_password(self, service: str, user: str) -> str | None:
         return self.entries.get((service, user))
+
+
+@pytest.fixture(autouse=True)
+def fresh_history() -> Iterator[None]:
+    nbllm.get_history().clear()
+    yield

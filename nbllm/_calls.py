@@ -1,0 +1,286 @@
+"""A whole call: rate limit, attempts, retries, fallbacks, the result and its history record.
+
+`astream` is the engine; `achat` and `chat` are built on it. A call is retried
+only while nothing has reached the consumer; after that a failure keeps the
+partial text (on the raised error's `result`) and is recorded as it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from nbllm._client import ChatRequest, ReplyState, prepare, send
+from nbllm._exceptions import (
+    APIError,
+    IncompleteStreamError,
+    NbllmError,
+    RateLimitError,
+    StatusError,
+    TransportError,
+)
+from nbllm._history import AttemptRecord, CallRecord, History, get_history
+from nbllm._loop_thread import loop_thread
+from nbllm._results import (
+    ChatEvent,
+    ChatResult,
+    DoneEvent,
+    StatusEvent,
+    ToolCallEvent,
+    Usage,
+    estimate_message_tokens,
+    estimate_tokens,
+)
+from nbllm._retry import (
+    is_fallback_status,
+    is_retryable_status,
+    limiter_for,
+    order_routes,
+    parse_routes,
+    retry_decision,
+)
+from nbllm._store import Resolved, Store, get_store
+from nbllm._urls import host_of
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass
+class CallOptions:
+    """Everything about a call that is not the request itself."""
+
+    model: str | None = None
+    fallback: str | Sequence[str] | None = None
+    store: Store | None = None
+    history: History | None = None
+    sleep: Sleep = asyncio.sleep
+    transport: httpx.AsyncBaseTransport | None = None
+
+
+def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = None) -> list[dict[str, Any]]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if system is not None:
+        messages = [m for m in messages if m.get("role") != "system"]
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def routes_for(store: Store, primary: Resolved, fallback: str | Sequence[str] | None) -> list[Resolved]:
+    """The primary model, then its fallbacks in the order to try them."""
+    spec = fallback if fallback is not None else primary.provider.fallback
+    names = order_routes(parse_routes(spec)) if spec else []
+    routes = [primary]
+    for name in names:
+        resolved = store.resolve(name)
+        if resolved.qualified_name not in {r.qualified_name for r in routes}:
+            routes.append(resolved)
+    return routes
+
+
+def _retryable(error: APIError, state: ReplyState) -> bool:
+    if isinstance(error, StatusError):
+        return error.status is not None and is_retryable_status(error.status)
+    if isinstance(error, IncompleteStreamError):
+        return not state.shown
+    return isinstance(error, TransportError)
+
+
+def _fallback_worthy(error: APIError, state: ReplyState) -> bool:
+    if isinstance(error, StatusError):
+        return error.status is not None and is_fallback_status(error.status)
+    return _retryable(error, state)
+
+
+class _FailOver(Exception):
+    """Raised inside a call to move on to the next route."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Call:
+    """The state of one call across its routes and attempts."""
+
+    def __init__(self, request: ChatRequest, options: CallOptions) -> None:
+        self.request = request
+        self.options = options
+        self.store = options.store or get_store()
+        self.history = options.history or get_history()
+        self.primary = self.store.resolve(options.model)
+        self.routes = routes_for(self.store, self.primary, options.fallback)
+        self.started = time.perf_counter()
+        self.record = CallRecord(
+            model=self.primary.qualified_name,
+            requested=options.model or self.primary.qualified_name,
+            host=host_of(self.primary.provider.url),
+            started_at=datetime.now(timezone.utc),
+        )
+        self.result = ChatResult(model=self.primary.qualified_name)
+        self.state = ReplyState()
+        self.done = False
+        self.recorded = False
+
+    async def events(self) -> AsyncGenerator[ChatEvent, None]:
+        try:
+            for index, resolved in enumerate(self.routes):
+                if index > 0:
+                    previous = self.routes[index - 1].qualified_name
+                    self.result.fallbacks.append(previous)
+                    yield StatusEvent(
+                        "fallback", f"{previous} failed; falling back to {resolved.qualified_name}"
+                    )
+                self.result.model = self.record.model = resolved.qualified_name
+                self.record.host = host_of(resolved.provider.url)
+                try:
+                    async for event in self._route(resolved, last=index == len(self.routes) - 1):
+                        yield event
+                except _FailOver:
+                    continue
+                self._finish()
+                self.done = True  # a consumer that stops after DoneEvent has not cancelled anything
+                self._record()  # now, not when the generator is collected: the caller may read it at once
+                for call in self.result.tool_calls:
+                    yield ToolCallEvent(call)
+                yield DoneEvent(self.result)
+                return
+        except NbllmError as error:
+            self._finish()
+            incomplete = isinstance(error, IncompleteStreamError)
+            self.result.status = self.record.status = "incomplete" if incomplete else "error"
+            self.result.error = self.record.error_message = str(error).split("\n")[0]
+            self.record.error_class = type(error).__name__
+            if isinstance(error, APIError):
+                self.record.request_id = error.request_id or self.record.request_id
+                error.result = self.result
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            if not self.done:
+                self._finish()
+                self.result.status = self.record.status = "cancelled"
+            raise
+        finally:
+            self._record()
+
+    def _record(self) -> None:
+        if not self.recorded:
+            self.recorded = True
+            self.history.add(self.record)
+
+    async def _route(self, resolved: Resolved, *, last: bool) -> AsyncGenerator[ChatEvent, None]:
+        """Attempts at one model until one succeeds; raises `_FailOver` to try the next route."""
+        provider = resolved.provider
+        policy = provider.retry
+        timeout = httpx.Timeout(
+            connect=provider.connect_timeout_s,
+            read=provider.read_timeout_s,
+            write=provider.read_timeout_s,
+            pool=provider.connect_timeout_s,
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            if provider.requests_per_second:
+                wait = limiter_for(provider.name, provider.requests_per_second).reserve()
+                if wait > 0:
+                    await self.options.sleep(wait)
+            prepared = prepare(resolved, self.request)
+            self.state = state = ReplyState()
+            tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
+            self.record.attempts.append(tried)
+            try:
+                async with httpx.AsyncClient(timeout=timeout, transport=self.options.transport) as client:
+                    async for token in send(client, resolved, prepared, state):
+                        yield token
+                if not state.complete:
+                    raise IncompleteStreamError(
+                        f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
+                        hint="the server or a proxy cut the reply short; the text shown is partial",
+                        request_id=state.request_id,
+                    )
+            except APIError as error:
+                tried.latency_s = time.perf_counter() - state.started
+                tried.http_status = error.status or state.http_status
+                tried.outcome, tried.error = type(error).__name__, error.message[:200]
+                can_fail_over = not last and not state.shown and _fallback_worthy(error, state)
+                if state.shown or not _retryable(error, state):
+                    if can_fail_over:
+                        raise _FailOver(error) from error
+                    raise
+                asked = error.retry_after_s if isinstance(error, RateLimitError) else None
+                decision = retry_decision(attempt, policy, asked)
+                if not decision.retry:
+                    if can_fail_over:
+                        raise _FailOver(error) from error
+                    if asked is not None and asked > policy.retry_after_ceiling_s:
+                        error.message += (
+                            f" (the server asks to wait {asked:.0f} s; nbllm waits at most "
+                            f"{policy.retry_after_ceiling_s:.0f} s)"
+                        )
+                    raise
+                self.result.retries += 1
+                self.record.retries += 1
+                of = policy.max_retries + 1
+                limited = isinstance(error, RateLimitError)
+                what = "rate limited" if limited else type(error).__name__
+                yield StatusEvent(
+                    "rate_limited" if limited else "retry",
+                    f"{what}, retrying in {decision.wait_s:.1f} s, attempt {attempt + 1} of {of}",
+                    decision.wait_s,
+                    attempt + 1,
+                    of,
+                )
+                await self.options.sleep(decision.wait_s)
+                continue
+            tried.latency_s = time.perf_counter() - state.started
+            tried.http_status = state.http_status
+            self.result.finish_reason = state.finish_reason
+            return
+
+    def _finish(self) -> None:
+        result, record, state = self.result, self.record, self.state
+        result.text = state.text
+        result.reasoning = state.reasoning
+        result.tool_calls = state.tools.calls()
+        result.request_id = record.request_id = state.request_id
+        result.latency_s = record.latency_s = time.perf_counter() - self.started
+        if state.first_token_at is not None:
+            result.ttft_s = record.ttft_s = state.first_token_at - self.started
+        if state.usage is not None:
+            result.usage = state.usage
+        else:
+            generated = state.text + "".join(c.arguments for c in result.tool_calls)
+            prompt = estimate_message_tokens(self.request.messages)
+            result.usage = Usage(prompt, estimate_tokens(generated), estimated=True)
+        record.prompt_tokens = result.usage.prompt_tokens
+        record.completion_tokens = result.usage.completion_tokens
+        record.tokens_estimated = result.usage.estimated
+        record.fallbacks = list(result.fallbacks)
+
+
+async def stream_call(request: ChatRequest, options: CallOptions) -> AsyncGenerator[ChatEvent, None]:
+    """Run one call, yielding tokens, status events, complete tool calls, then `DoneEvent`."""
+    async with aclosing(_Call(request, options).events()) as events:
+        async for event in events:
+            yield event
+
+
+async def run_call(request: ChatRequest, options: CallOptions) -> ChatResult:
+    """Run one call to the end and return its result."""
+    async with aclosing(stream_call(request, options)) as events:
+        async for event in events:
+            if isinstance(event, DoneEvent):
+                return event.result
+    raise AssertionError("a call ends with DoneEvent or an error")
+
+
+def run_call_sync(request: ChatRequest, options: CallOptions) -> ChatResult:
+    """`run_call` on the background event loop; safe inside a running kernel."""
+    return loop_thread().run(run_call(request, options))

@@ -1,0 +1,158 @@
+"""The call history: one `CallRecord` per call, with one `AttemptRecord` per HTTP attempt.
+
+Bounded (oldest records drop first), observable (the panel subscribes) and
+shared between threads. Records hold timings, token counts and error summaries,
+never prompts, replies or keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nbllm._results import Status, tokens_per_second
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_RECORDS = 1000
+_ids = itertools.count(1)
+
+
+@dataclass
+class AttemptRecord:
+    model: str
+    host: str
+    started_at: datetime
+    latency_s: float | None = None
+    http_status: int | None = None
+    outcome: str = "ok"
+    """ok, or the error class name."""
+    error: str | None = None
+
+
+@dataclass
+class CallRecord:
+    model: str
+    """Qualified name of the model that answered last (after fallbacks)."""
+    requested: str
+    host: str
+    started_at: datetime
+    id: int = field(default_factory=lambda: next(_ids))
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_estimated: bool = False
+    status: Status = "ok"
+    error_class: str | None = None
+    error_message: str | None = None
+    retries: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+    request_id: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return tokens_per_second(self.completion_tokens, self.latency_s, self.ttft_s)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    model: str
+    calls: int
+    errors: int
+    p50_latency_s: float | None
+    p95_latency_s: float | None
+    p50_ttft_s: float | None
+    p95_ttft_s: float | None
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (no interpolation): an observed value, stable for small samples."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+class History:
+    """The session's call records, oldest first."""
+
+    def __init__(self, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+        self._lock = threading.Lock()
+        self._records: deque[CallRecord] = deque(maxlen=max_records)
+        self._listeners: list[Callable[[CallRecord], None]] = []
+
+    @property
+    def max_records(self) -> int:
+        return self._records.maxlen or DEFAULT_MAX_RECORDS
+
+    @max_records.setter
+    def max_records(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("the history must keep at least one record")
+        with self._lock:
+            self._records = deque(self._records, maxlen=value)
+
+    def add(self, record: CallRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+        for listener in list(self._listeners):
+            try:
+                listener(record)
+            except Exception:  # an observer's bug must not break the call that finished
+                logger.exception("history listener failed")
+
+    def subscribe(self, listener: Callable[[CallRecord], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def records(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def summaries(self) -> dict[str, ModelSummary]:
+        """Per model: calls, errors, p50/p95 latency and time to first token."""
+        by_model: dict[str, list[CallRecord]] = {}
+        for record in self.records():
+            by_model.setdefault(record.model, []).append(record)
+        result = {}
+        for model, records in by_model.items():
+            ok = [r for r in records if r.status == "ok"]
+            latencies = [r.latency_s for r in ok if r.latency_s is not None]
+            ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
+            result[model] = ModelSummary(
+                model=model,
+                calls=len(records),
+                errors=sum(r.status != "ok" for r in records),
+                p50_latency_s=percentile(latencies, 0.5),
+                p95_latency_s=percentile(latencies, 0.95),
+                p50_ttft_s=percentile(ttfts, 0.5),
+                p95_ttft_s=percentile(ttfts, 0.95),
+            )
+        return result
+
+    def __repr__(self) -> str:
+        return f"<History {len(self._records)} of at most {self.max_records} calls>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+_HISTORY = History()
+
+
+def get_history() -> History:
+    return _HISTORY

@@ -1,0 +1,147 @@
+"""What a call produces: streamed events and the final `ChatResult`."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "error", "cancelled", "incomplete"]
+
+CHARS_PER_TOKEN = 4.0
+"""A rough average for English text with BPE tokenizers; used only when the server sends no usage."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count for `text` when the server reports none (marked as estimated)."""
+    return 0 if not text else max(1, round(len(text) / CHARS_PER_TOKEN))
+
+
+def estimate_message_tokens(messages: list[dict[str, Any]]) -> int:
+    """Estimated prompt tokens: content plus a few tokens of framing per message."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content or "")
+        total += estimate_tokens(text) + 4
+    return total
+
+
+def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: float | None) -> float | None:
+    """Generation speed: tokens over the time after the first token (the wait is not speed)."""
+    if not latency_s or not completion_tokens:
+        return None
+    generating = latency_s - (ttft_s or 0.0)
+    return completion_tokens / generating if generating > 0 else None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    """True when the server sent no usage and the counts are nbllm's estimate."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them (a JSON string, not validated)."""
+
+    def parsed_arguments(self) -> Any:
+        """The arguments decoded from JSON (raises `ValueError` if the model wrote bad JSON)."""
+        return json.loads(self.arguments or "{}")
+
+
+@dataclass
+class ChatResult:
+    """The outcome of one call (after retries and fallbacks)."""
+
+    text: str = ""
+    model: str = ""
+    """Qualified name of the model that answered (after any fallback)."""
+    status: Status = "ok"
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str = ""
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    retries: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+    request_id: str | None = None
+    error: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return tokens_per_second(self.usage.completion_tokens, self.latency_s, self.ttft_s)
+
+    def footer(self) -> str:
+        """One line of facts: model, TTFT, total time, tokens, tokens/s, retries, fallbacks."""
+        parts = [self.model]
+        if self.ttft_s is not None:
+            parts.append(f"first token {self.ttft_s:.2f} s")
+        if self.latency_s is not None:
+            parts.append(f"total {self.latency_s:.2f} s")
+        mark = "~" if self.usage.estimated else ""
+        parts.append(f"{mark}{self.usage.completion_tokens} tokens")
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.1f} tok/s")
+        if self.retries:
+            parts.append(f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}")
+        if self.fallbacks:
+            parts.append("fell back from " + ", ".join(self.fallbacks))
+        if self.status != "ok":
+            parts.append(self.status.upper())
+        return " · ".join(parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        return f"{self.text}\n\n<sub>{html.escape(self.footer())}</sub>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"{self.text}\n[{self.footer()}]")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    """A tool call, complete (its argument deltas assembled)."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """Something a display should show while no tokens flow: a retry, a fallback."""
+
+    kind: Literal["retry", "fallback", "rate_limited"]
+    message: str
+    wait_s: float = 0.0
+    attempt: int = 0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The last event of a stream that finished (ok); carries the result."""
+
+    result: ChatResult
+
+
+ChatEvent = TokenEvent | ToolCallEvent | StatusEvent | DoneEvent

@@ -1,0 +1,503 @@
+"""A loopback OpenAI-compatible server for tests, tutorials and benchmarks.
+
+A real HTTP stack (the standard library's threading HTTP server) with scripted
+replies, token pacing, usage chunks, an API-key check, recorded requests, and
+fault injection chosen per request::
+
+    with nbllm.testing.serve(reply="Hello!", tokens_per_s=200) as server:
+        server.base_url                   # "http://127.0.0.1:53211/v1"
+        server.enqueue(Fault("rate_limit", retry_after="1"))   # the next request gets a 429
+        server.requests[-1].body          # what the client sent
+
+A fault can also be asked for by the client with the header
+``x-nbllm-fault: KIND; key=value; ...`` (for example from a provider's ``--header``).
+
+Fault kinds: ``rate_limit`` (429; ``retry_after``, ``retry_after_ms``), ``server_error``
+(``status`` 500 or 503), ``reset`` (connection reset after ``after_chunks`` chunks),
+``stall`` (stop for ``seconds`` after ``after_chunks`` chunks), ``malformed`` (a chunk
+that is not JSON), ``error_event`` (an error object mid-stream), ``no_done`` (the
+stream ends with neither finish_reason nor ``[DONE]``), ``finish_no_done``
+(finish_reason but no ``[DONE]``, like transformers serve), ``crlf`` (CRLF line ends),
+``byte_writes`` (one byte per write), ``slow_first_byte`` (wait ``seconds`` before the
+response starts), ``unknown_model`` (404 model_not_found).
+
+Run it on its own with ``python -m nbllm.testing --port 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import select
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULT_KINDS = frozenset(
+    {
+        "rate_limit",
+        "server_error",
+        "reset",
+        "stall",
+        "malformed",
+        "error_event",
+        "no_done",
+        "finish_no_done",
+        "crlf",
+        "byte_writes",
+        "slow_first_byte",
+        "unknown_model",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status: int = 500
+    retry_after: str | None = None
+    retry_after_ms: int | None = None
+    after_chunks: int = 0
+    seconds: float = 0.0
+    message: str = "injected fault"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; choose from {', '.join(sorted(FAULT_KINDS))}")
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """``"rate_limit; retry_after=2"`` -> ``Fault("rate_limit", retry_after="2")``."""
+        kind, *pairs = [p.strip() for p in text.split(";") if p.strip()]
+        fields: dict[str, Any] = {}
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            key = key.strip()
+            if key in ("status", "after_chunks", "retry_after_ms"):
+                fields[key] = int(value)
+            elif key == "seconds":
+                fields[key] = float(value)
+            else:
+                fields[key] = value.strip()
+        return cls(kind, **fields)
+
+
+@dataclass(frozen=True)
+class ScriptedToolCall:
+    name: str
+    arguments: dict[str, Any] | str
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.monotonic)
+
+
+ReplyFunction = Callable[[dict[str, Any]], "str | list[ScriptedToolCall]"]
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def split_tokens(text: str) -> list[str]:
+    """Words with their trailing space: the server's notion of a token."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+class LoopbackServer:
+    """The server's state; create it with `serve`."""
+
+    def __init__(
+        self,
+        reply: str | Sequence[str] | ReplyFunction = "Hello!",
+        *,
+        echo: bool = False,
+        tool_calls: Sequence[ScriptedToolCall] | None = None,
+        tool_reply: str = "Done.",
+        tokens_per_s: float | None = None,
+        api_key: str | None = None,
+        models: Sequence[str] = ("test-model",),
+        usage: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.reply = reply
+        self.echo = echo
+        self.tool_calls = list(tool_calls or [])
+        self.tool_reply = tool_reply
+        self.tokens_per_s = tokens_per_s
+        self.api_key = api_key
+        self.models = list(models)
+        self.usage = usage
+        self.requests: list[RecordedRequest] = []
+        self.disconnects: list[float] = []
+        """Monotonic times at which a client went away mid-reply."""
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._reply_index = 0
+        handler = type("Handler", (_Handler,), {"state": self})
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="nbllm-testing", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def enqueue(self, *faults: Fault | str) -> None:
+        """Faults for the next requests, one per request, in order."""
+        with self._lock:
+            self._faults.extend(f if isinstance(f, Fault) else Fault.parse(f) for f in faults)
+
+    def start(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def next_fault(self, headers: dict[str, str]) -> Fault | None:
+        asked = headers.get("x-nbllm-fault")
+        if asked:
+            return Fault.parse(asked)
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def answer_for(self, body: dict[str, Any]) -> str | list[ScriptedToolCall]:
+        messages = body.get("messages") or []
+        last = messages[-1] if messages else {}
+        if self.tool_calls and body.get("tools") and last.get("role") != "tool":
+            return self.tool_calls
+        if last.get("role") == "tool":
+            return self.tool_reply
+        if self.echo:
+            content = last.get("content", "")
+            return content if isinstance(content, str) else json.dumps(content)
+        if callable(self.reply):
+            return self.reply(body)
+        if isinstance(self.reply, str):
+            return self.reply
+        with self._lock:
+            index = min(self._reply_index, len(self.reply) - 1)
+            self._reply_index += 1
+        return self.reply[index]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: LoopbackServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read records instead
+        return
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def _send_json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-request-id", f"req-{len(self.state.requests)}")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, code: str, extra: dict[str, str] | None = None) -> None:
+        self._send_json(status, {"error": {"message": message, "type": code, "code": code}}, extra)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but notice at once when the client hangs up."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        raise _ClientGone
+                except OSError:
+                    raise _ClientGone from None
+
+    def _write(self, data: bytes, one_byte_at_a_time: bool = False) -> None:
+        try:
+            if one_byte_at_a_time:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+            else:
+                self.wfile.write(data)
+        except OSError:
+            raise _ClientGone from None
+
+    def _reset(self) -> None:
+        """Close with RST, as a crashed server or a proxy timeout does."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    # -- routes --------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        headers = self._headers()
+        self.state.requests.append(RecordedRequest("GET", self.path, headers, None))
+        if not self._authorised(headers):
+            return
+        if self.path.split("?")[0] == "/v1/models":
+            data = [{"id": m, "object": "model", "owned_by": "nbllm-testing"} for m in self.state.models]
+            self._send_json(200, {"object": "list", "data": data})
+        else:
+            self._error(404, f"Not found: {self.path}", "not_found")
+
+    def do_POST(self) -> None:
+        headers = self._headers()
+        length = int(headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        self.state.requests.append(RecordedRequest("POST", self.path, headers, body))
+        if self.path.split("?")[0] != "/v1/chat/completions":
+            self._error(404, f"Not found: {self.path}", "not_found")
+            return
+        if not self._authorised(headers):
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self._error(400, "'messages' is a required property", "invalid_request_error")
+            return
+        fault = self.state.next_fault(headers)
+        try:
+            if fault and fault.kind == "slow_first_byte":
+                self._wait(fault.seconds)
+            if fault and self._status_fault(fault, body):
+                return
+            if body.get("stream"):
+                self._stream(body, fault)
+            else:
+                self._whole(body, fault)
+        except _ClientGone:
+            self.state.disconnects.append(time.monotonic())
+            self.close_connection = True
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        key = self.state.api_key
+        if key is None:
+            return True
+        if headers.get("authorization") == f"Bearer {key}" or headers.get("api-key") == key:
+            return True
+        self._error(401, "Incorrect API key provided.", "invalid_api_key")
+        return False
+
+    def _status_fault(self, fault: Fault, body: dict[str, Any]) -> bool:
+        if fault.kind == "rate_limit":
+            extra = {}
+            if fault.retry_after is not None:
+                extra["Retry-After"] = fault.retry_after
+            if fault.retry_after_ms is not None:
+                extra["retry-after-ms"] = str(fault.retry_after_ms)
+            self._error(429, "Rate limit reached; please retry later.", "rate_limit_exceeded", extra)
+        elif fault.kind == "server_error":
+            self._error(fault.status, f"The server had an error ({fault.message}).", "server_error")
+        elif fault.kind == "unknown_model":
+            model = body.get("model")
+            self._error(404, f"The model `{model}` does not exist.", "model_not_found")
+        else:
+            return False
+        return True
+
+    # -- replies -------------------------------------------------------------------
+
+    def _chunk(
+        self, body: dict[str, Any], delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-nbllm-testing",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    def _usage(self, body: dict[str, Any], completion: int) -> dict[str, int]:
+        prompt = sum(len(split_tokens(str(m.get("content") or ""))) + 4 for m in body["messages"])
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _deltas(self, answer: str | list[ScriptedToolCall]) -> list[dict[str, Any]]:
+        if isinstance(answer, str):
+            return [{"content": token} for token in split_tokens(answer)]
+        deltas = []
+        for index, call in enumerate(answer):
+            arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+            head = {"index": index, "id": f"call_{index}", "type": "function"}
+            deltas.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+            for start in range(0, len(arguments), 7):  # argument JSON split mid-token, as servers do
+                piece = arguments[start : start + 7]
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        return deltas
+
+    def _stream(self, body: dict[str, Any], fault: Fault | None) -> None:
+        kind = fault.kind if fault else None
+        answer = self.state.answer_for(body)
+        deltas = self._deltas(answer)
+        end = b"\r\n" if kind == "crlf" else b"\n"
+        one_byte = kind == "byte_writes"
+
+        def event(payload: Any) -> None:
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            self._write(b"data: " + text.encode() + end + end, one_byte)
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.send_header("x-request-id", f"req-{len(self.state.requests)}")
+        self.end_headers()
+        self.close_connection = True
+        self._write(b": nbllm-testing" + end, one_byte)
+        pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
+        for index, delta in enumerate(deltas):
+            if fault and index == fault.after_chunks:
+                if kind == "reset":
+                    self._reset()
+                    return
+                if kind == "stall":
+                    self._wait(fault.seconds)
+                if kind == "malformed":
+                    event('{"choices": [{"delta": {"content": "unterminated')
+                if kind == "error_event":
+                    event({"error": {"message": fault.message, "type": "server_error"}})
+                    return
+            if index == 0:
+                delta = {"role": "assistant", **delta}
+            event(self._chunk(body, delta))
+            if pause:
+                self._wait(pause)
+        if kind == "reset":  # after_chunks beyond the reply: reset at the end
+            self._reset()
+            return
+        if kind == "no_done":
+            return
+        finish = "tool_calls" if isinstance(answer, list) else "stop"
+        event(self._chunk(body, {}, finish))
+        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        if self.state.usage and include_usage:
+            event({**self._chunk(body, {}), "choices": [], "usage": self._usage(body, len(deltas))})
+        if kind != "finish_no_done":
+            event("[DONE]")
+
+    def _whole(self, body: dict[str, Any], fault: Fault | None) -> None:
+        kind = fault.kind if fault else None
+        if kind == "reset":
+            self._reset()
+            return
+        if kind == "stall":
+            self._wait(fault.seconds if fault else 0)
+        if kind == "malformed":
+            data = b'{"choices": [ not json'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self._write(data)
+            return
+        if kind == "error_event":
+            self._send_json(
+                200, {"error": {"message": fault.message if fault else "", "type": "server_error"}}
+            )
+            return
+        answer = self.state.answer_for(body)
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if isinstance(answer, str):
+            message["content"] = answer
+            completion = len(split_tokens(answer))
+        else:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
+                    },
+                }
+                for i, c in enumerate(answer)
+            ]
+            completion = 10
+        payload: dict[str, Any] = {
+            "id": "chatcmpl-nbllm-testing",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": "stop" if isinstance(answer, str) else "tool_calls",
+                }
+            ],
+        }
+        if self.state.usage:
+            payload["usage"] = self._usage(body, completion)
+        self._send_json(200, payload)
+
+
+@contextmanager
+def serve(reply: str | Sequence[str] | ReplyFunction = "Hello!", **options: Any) -> Iterator[LoopbackServer]:
+    """Run a loopback server for the duration of a ``with`` block."""
+    server = LoopbackServer(reply, **options).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nbllm.testing", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--reply", default="Hello!")
+    parser.add_argument("--echo", action="store_true", help="reply with the last user message")
+    parser.add_argument("--tokens-per-s", type=float)
+    parser.add_argument("--api-key")
+    parser.add_argument("--model", action="append", dest="models", help="a model id for /models")
+    args = parser.parse_args(argv)
+    server = LoopbackServer(
+        args.reply,
+        echo=args.echo,
+        tokens_per_s=args.tokens_per_s,
+        api_key=args.api_key,
+        models=args.models or ["test-model"],
+        host=args.host,
+        port=args.port,
+    )
+    print(f"nbllm.testing serving on http://{args.host}:{server.port}/v1", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The client against httpx mocked at the transport (respx)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+import nbllm
+from nbllm import ModelSpec, ProviderConfig
+from nbllm._calls import CallOptions, run_call
+from nbllm._client import ChatRequest, prepare
+from tests.conftest import SENTINEL_KEY
+
+URL = "https://gw.example.com/v1/chat/completions"
+
+
+@pytest.fixture
+def gw() -> Iterator[None]:
+    nbllm.get_store().add_provider(
+        ProviderConfig(
+            name="gw",
+            url="https://gw.example.com/v1",
+            key=SENTINEL_KEY,
+            headers={"X-Title": "tests"},
+            extra_body={"top_k": 5},
+            retry={"max_retries": 1, "backoff_base_s": 0.0},
+            models={
+                "org/model:v1": ModelSpec(capabilities="tools,json"),
+                "plain": ModelSpec(capabilities="no-include_usage"),
+            },
+        )
+    )
+    yield
+
+
+def sse(*payloads: Any, done: bool = True) -> bytes:
+    lines = [f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n" for p in payloads]
+    return ("".join(lines) + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def delta(content: str | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = dict(extra)
+    if content is not None:
+        d["content"] = content
+    return {"choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+
+
+async def call(model: str = "org/model:v1", **options: Any) -> nbllm.ChatResult:
+    return await run_call(
+        ChatRequest(messages=[{"role": "user", "content": "hi"}], **options), CallOptions(model=model)
+    )
+
+
+def test_request_body_and_headers(gw: None) -> None:
+    resolved = nbllm.get_store().resolve("org/model:v1")
+    prepared = prepare(
+        resolved,
+        ChatRequest(
+            messages=[{"role": "user", "content": "hi"}],
+            temperature=0,
+            max_tokens=10,
+            stop=["\n"],
+            seed=1,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            tool_choice="f",
+            json_schema={"type": "object"},
+        ),
+    )
+    body = prepared.body
+    assert body["model"] == "org/model:v1"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert (body["temperature"], body["max_tokens"], body["stop"], body["seed"]) == (0, 10, ["\n"], 1)
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": {"type": "object"}},
+    }
+    assert body["top_k"] == 5
+    assert prepared.headers["Authorization"] == f"Bearer {SENTINEL_KEY}"
+    assert prepared.headers["X-Title"] == "tests"
+    assert prepared.masked_headers()["Authorization"] == "Bearer ****"
+
+
+@pytest.mark.parametrize("choice", ["auto", "required", "none"])
+def test_tool_choice_keywords(gw: None, choice: str) -> None:
+    prepared = prepare(nbllm.get_store().resolve("plain"), ChatRequest(messages=[], tool_choice=choice))
+    assert prepared.body["tool_choice"] == choice
+
+
+def test_no_stream_options_where_the_model_disallows(gw: None) -> None:
+    body = prepare(nbllm.get_store().resolve("plain"), ChatRequest(messages=[], json_mode=True)).body
+    assert "stream_options" not in body
+    assert body["response_format"] == {"type": "json_object"}
+    assert (
+        "stream_options"
+        not in prepare(nbllm.get_store().resolve("org/model:v1"), ChatRequest(messages=[], stream=False)).body
+    )
+
+
+@respx.mock
+async def test_stream_with_usage_chunk_forms(gw: None) -> None:
+    for usage_chunk in ({"choices": []}, {"choices": [{"index": 0, "delta": {}}]}):
+        usage = {**usage_chunk, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        respx.post(URL).mock(
+            return_value=httpx.Response(200, content=sse(delta("He"), delta("llo", "stop"), usage))
+        )
+        result = await call()
+        assert result.text == "Hello" and result.finish_reason == "stop"
+        assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.estimated) == (
+            3,
+            2,
+            False,
+        )
+
+
+@respx.mock
+async def test_usage_estimated_when_absent(gw: None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(delta("Hello there friend", "stop"))))
+    result = await call()
+    assert result.usage.estimated and result.usage.completion_tokens > 0
+    assert "~" in result.footer()
+
+
+@respx.mock
+async def test_finish_reason_without_done_is_complete(gw: None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(delta("ok", "stop"), done=False)))
+    assert (await call()).status == "ok"
+
+
+@respx.mock
+async def test_tool_call_deltas_assemble(gw: None) -> None:
+    chunks = [
+        delta(
+            tool_calls=[
+                {
+                    "index": 0,
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        ),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": '{"ci'}}]),
+        delta(tool_calls=[{"index": 1, "id": "c2", "function": {"name": "now", "arguments": "{}"}}]),
+        delta(
+            tool_calls=[
+                {"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": 'ty": "Par'}}
+            ]
+        ),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": 'is"}'}}], finish="tool_calls"),
+    ]
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(*chunks)))
+    result = await call()
+    assert [(c.id, c.name, c.parsed_arguments()) for c in result.tool_calls] == [
+        ("c1", "get_weather", {"city": "Paris"}),
+        ("c2", "now", {}),
+    ]
+    assert result.finish_reason == "tool_calls"
+
+
+@respx.mock
+async def test_non_streaming(gw: None) -> None:
+    payload = {
+        "choices": [{"message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+    }
+    route = respx.post(URL).mock(return_value=httpx.Response(200, json=payload))
+    result = await call(stream=False)
+    assert (result.text, result.usage.completion_tokens) == ("Hi!", 1)
+    assert json.loads(route.calls[0].request.content)["stream"] is False
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "hint"),
+    [
+        (401, {"error": {"message": "Incorrect API key"}}, nbllm.AuthenticationError, "header style"),
+        (401, {"detail": "Invalid API key"}, nbllm.AuthenticationError, "--auth azure"),
+        (403, {"error": {"message": "not allowed"}}, nbllm.PermissionDeniedError, "permissions"),
+        (404, {"error": {"message": "Not found"}}, nbllm.NotFoundError, "/v1"),
+        (
+            404,
+            {"error": {"message": "The model `x` does not exist", "code": "model_not_found"}},
+            nbllm.ModelNotFoundError,
+            "discover",
+        ),
+        (
+            400,
+            {"detail": "Model other is not served; this server serves m"},
+            nbllm.ModelNotFoundError,
+            "discover",
+        ),
+        (
+            400,
+            {"error": {"message": "This model's maximum context length is 4096 tokens"}},
+            nbllm.ContextTooLongError,
+            "shorten",
+        ),
+        (
+            422,
+            {"detail": [{"msg": "Extra inputs are not permitted", "loc": ["body", "stream_options"]}]},
+            nbllm.BadRequestError,
+            "no-include_usage",
+        ),
+        (400, "plain text failure", nbllm.BadRequestError, "--dry-run"),
+        (418, {"message": "teapot"}, nbllm.BadRequestError, "server's message"),
+    ],
+)
+@respx.mock
+async def test_errors_fail_fast_with_upstream_message_and_hint(
+    gw: None, status: int, body: Any, error: type[Exception], hint: str
+) -> None:
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    route = respx.post(URL).mock(
+        return_value=httpx.Response(status, content=content, headers={"x-request-id": "rq-9"})
+    )
+    with pytest.raises(error) as info:
+        await call()
+    assert type(info.value) is error
+    assert hint in str(info.value) and "rq-9" in str(info.value)
+    assert info.value.status == status  # type: ignore[attr-defined]
+    assert route.call_count == 1  # not retried
+    assert SENTINEL_KEY not in str(info.value)
+    record = nbllm.history()[-1]
+    assert record.status == "error" and record.error_class == error.__name__ and record.request_id == "rq-9"
+
+
+@respx.mock
+async def test_server_error_retried_then_raised(gw: None) -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(503, json={"error": {"message": "overloaded"}}))
+    with pytest.raises(nbllm.ServerError, match="overloaded"):
+        await call()
+    assert route.call_count == 2  # max_retries=1
+    assert nbllm.history()[-1].retries == 1 and len(nbllm.history()[-1].attempts) == 2
+
+
+@respx.mock
+async def test_error_object_mid_stream(gw: None) -> None:
+    respx.post(URL).mock(
+        return_value=httpx.Response(
+            200, content=sse(delta("par"), {"error": {"message": "tool parser failed"}})
+        )
+    )
+    with pytest.raises(nbllm.StreamError, match="tool parser failed") as info:
+        await call()
+    assert "--caps no-" in str(info.value)
+    assert info.value.result.text == "par"
+
+
+@respx.mock
+async def test_cross_origin_redirect_drops_the_key(gw: None) -> None:
+    respx.post(URL).mock(
+        return_value=httpx.Response(
+            307, headers={"location": "https://other.example.net/v1/chat/completions"}
+        )
+    )
+    target = respx.post("https://other.example.net/v1/chat/completions").mock(
+        return_value=httpx.Response(200, content=sse(delta("moved", "stop")))
+    )
+    assert (await call()).text == "moved"
+    sent = target.calls[0].request.headers
+    assert "authorization" not in sent and SENTINEL_KEY not in str(sent)
+    assert sent["x-title"] == "tests"
+
+
+@respx.mock
+async def test_same_origin_redirect_keeps_the_key(gw: None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(308, headers={"location": "/v2/chat/completions"}))
+    target = respx.post("https://gw.example.com/v2/chat/completions").mock(
+        return_value=httpx.Response(200, content=sse(delta("ok", "stop")))
+    )
+    await call()
+    assert target.calls[0].request.headers["authorization"] == f"Bearer {SENTINEL_KEY}"
+
+
+@respx.mock
+async def test_missing_key_fails_before_sending(gw: None) -> None:
+    nbllm.get_store().add_provider(
+        ProviderConfig(
+            name="nokey", url="https://gw.example.com/v1", key_env="NBLLM_TEST_UNSET", models=["m"]
+        )
+    )
+    route = respx.post(URL)
+    with pytest.raises(nbllm.MissingKeyError, match="NBLLM_TEST_UNSET"):
+        await call("nokey/m")
+    assert route.call_count == 0
