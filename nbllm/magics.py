@@ -22,7 +22,9 @@ from pydantic import SecretStr
 from nbllm import _persist
 from nbllm._auth import LITERAL_KEY_WARNING, security_warnings
 from nbllm._config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
+from nbllm._doctor import diagnose, list_models
 from nbllm._exceptions import ConfigError, NbllmError
+from nbllm._loop_thread import loop_thread
 from nbllm._store import UNSET, Store, get_store
 from nbllm._tables import ProviderDetail, ProviderList
 
@@ -123,6 +125,18 @@ def _model_args(line: str) -> None:
     """Add, change or remove one model of a provider."""
 
 
+@magic_arguments("%llm_provider test")
+@argument("target", help="NAME or NAME/MODEL: the provider (and model) to check.")
+def _test_args(line: str) -> None:
+    """Endpoint doctor: URL shape, key, GET /models, a one-token streaming call, usage."""
+
+
+@magic_arguments("%llm_provider discover")
+@argument("name", help="Provider name.")
+def _discover_args(line: str) -> None:
+    """List the model ids the endpoint serves (GET /models). Adding them stays explicit."""
+
+
 @magic_arguments("%llm_provider save")
 @argument("path", nargs="?", help="File to write (default: the nbllm config dir).")
 def _save_args(line: str) -> None:
@@ -142,6 +156,8 @@ SUBCOMMANDS: dict[str, Callable[..., None]] = {
     "remove": _remove_args,
     "default": _default_args,
     "model": _model_args,
+    "test": _test_args,
+    "discover": _discover_args,
     "save": _save_args,
     "load": _load_args,
 }
@@ -301,6 +317,25 @@ class ProviderMagics(Magics):
         else:
             self.store.remove_model(args.provider, args.model)
             print(f"Removed model {args.provider}/{args.model}.")
+
+    def _cmd_test(self, args: Any) -> None:
+        report = loop_thread().run(diagnose(self.store, args.target))
+        display(report)
+
+    def _cmd_discover(self, args: Any) -> None:
+        provider = self.store.provider(args.name)
+        served = loop_thread().run(list_models(provider))
+        if not served:
+            print(f"{args.name} lists no models.")
+            return
+        print(f"{args.name} serves {len(served)} model(s):")
+        for model_id in served:
+            mark = (
+                "registered"
+                if model_id in provider.models
+                else f"%llm_provider model {args.name} add {model_id}"
+            )
+            print(f"  {model_id}    ({mark})")
 
     def _cmd_save(self, args: Any) -> None:
         print(f"Saved {_persist.save(self.store, args.path)}")

@@ -290,3 +290,25 @@ def test_history_summaries(server: LoopbackServer) -> None:
     summary = nbllm.get_history().summaries()["t/test-model"]
     assert (summary.calls, summary.errors) >= (4, 1)
     assert summary.p50_latency_s is not None and summary.p95_latency_s >= summary.p50_latency_s  # type: ignore[operator]
+
+
+def test_runs_as_a_module() -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbllm.testing", "--port", "0", "--model", "m1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        base_url = line.rsplit(" ", 1)[-1].strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        assert httpx.get(f"{base_url}/models").json()["data"][0]["id"] == "m1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,201 @@
+"""The endpoint doctor (`%llm_provider test`) and model discovery (`%llm_provider discover`).
+
+The doctor checks, in order, what usually goes wrong with a new endpoint: the
+URL's shape, the key, ``GET /models``, and a one-token streaming call (time to
+first token, whether usage is reported). Each finding says what to do next.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from nbllm._auth import auth_headers, key_status, security_warnings
+from nbllm._calls import CallOptions, run_call
+from nbllm._client import ChatRequest, error_from_response
+from nbllm._config import ModelSpec, ProviderConfig
+from nbllm._exceptions import APIError, ConnectionError, MissingKeyError, NbllmError, TimeoutError
+from nbllm._store import Resolved, Store
+from nbllm._urls import CHAT_SUFFIX, models_url
+
+Verdict = Literal["ok", "warn", "fail"]
+MARKS = {"ok": "\N{CHECK MARK}", "warn": "!", "fail": "\N{BALLOT X}"}
+
+
+@dataclass
+class Finding:
+    check: str
+    verdict: Verdict
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class DoctorReport:
+    target: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.verdict != "fail" for f in self.findings)
+
+    def add(self, check: str, verdict: Verdict, detail: str, hint: str = "") -> None:
+        self.findings.append(Finding(check, verdict, detail, hint))
+
+    def __repr__(self) -> str:
+        lines = [f"Endpoint check: {self.target}"]
+        for f in self.findings:
+            lines.append(f"  {MARKS[f.verdict]} {f.check}: {f.detail}")
+            if f.hint:
+                lines.append(f"      hint: {f.hint}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{MARKS[f.verdict]}</td><td>{html.escape(f.check)}</td>"
+            f"<td style='text-align:left'>{html.escape(f.detail)}"
+            + (f"<br><i>{html.escape(f.hint)}</i>" if f.hint else "")
+            + "</td></tr>"
+            for f in self.findings
+        )
+        return f"<b>Endpoint check: {html.escape(self.target)}</b><table class='nbllm-doctor'>{rows}</table>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+async def list_models(
+    provider: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> list[str]:
+    """The model ids the endpoint lists at ``GET /models``."""
+    url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version)
+    timeout = httpx.Timeout(provider.read_timeout_s, connect=provider.connect_timeout_s)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+            response = await client.get(url, headers=auth_headers(provider))
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionError(
+            f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
+        ) from exc
+    placeholder = Resolved(provider, "(models)", ModelSpec())
+    if response.status_code >= 300:
+        raise error_from_response(response.status_code, response.text, response.headers, placeholder, url)
+    try:
+        payload = response.json()
+        entries = payload["data"] if isinstance(payload, dict) else payload
+        return [str(entry["id"]) for entry in entries]
+    except (ValueError, KeyError, TypeError):
+        raise APIError(
+            f"GET {url} did not return an OpenAI model list",
+            hint="this server may not offer /models; declare models with --model ID",
+        ) from None
+
+
+async def diagnose(
+    store: Store, target: str, transport: httpx.AsyncBaseTransport | None = None
+) -> DoctorReport:
+    """Check provider `target` (``NAME`` or ``NAME/MODEL``) end to end."""
+    name, _, model = target.partition("/")
+    provider = store.provider(name)
+    model = model or next(iter(provider.models), "")
+    report = DoctorReport(f"{name}/{model}" if model else name)
+    _check_url(provider, report)
+    _check_key(provider, report)
+    served = await _check_models(provider, model, report, transport)
+    if not model:
+        report.add(
+            "chat",
+            "warn",
+            "no model declared, so no test call was made",
+            f"add one with %llm_provider model {name} add {served[0] if served else 'MODEL_ID'}",
+        )
+        return report
+    resolved = store.resolve(f"{name}/{model}")
+    await _check_call(resolved, report, transport)
+    return report
+
+
+def _check_url(provider: ProviderConfig, report: DoctorReport) -> None:
+    path = urlsplit(provider.url).path
+    chat = Resolved(provider, next(iter(provider.models), "MODEL"), ModelSpec()).chat_url
+    if provider.is_azure or path.endswith(CHAT_SUFFIX) or re.search(r"/v\d", path):
+        report.add("url", "ok", f"posts to {chat}")
+    else:
+        report.add(
+            "url",
+            "warn",
+            f"posts to {chat}; the base URL has no version segment",
+            "most servers want a base URL ending in /v1 (http://host:8000/v1); keep it if yours does not",
+        )
+
+
+def _check_key(provider: ProviderConfig, report: DoctorReport) -> None:
+    status = key_status(provider)
+    if status.startswith("missing"):
+        declared = provider.key_env or provider.key_keyring or provider.is_azure
+        report.add(
+            "key",
+            "fail" if declared else "warn",
+            status,
+            "local servers often need none; otherwise add --key-env VAR or --key-prompt",
+        )
+    else:
+        report.add("key", "ok", f"{status}, sent as {provider.auth}")
+    for warning in security_warnings(provider):
+        report.add("transport", "warn", warning)
+
+
+async def _check_models(
+    provider: ProviderConfig, model: str, report: DoctorReport, transport: httpx.AsyncBaseTransport | None
+) -> list[str]:
+    try:
+        served = await list_models(provider, transport)
+    except MissingKeyError as exc:
+        report.add("models", "fail", exc.message, exc.hint or "")
+        return []
+    except APIError as exc:
+        verdict: Verdict = "fail" if exc.status in (401, 403) else "warn"
+        report.add("models", verdict, f"GET /models: {exc.message}", exc.hint or "")
+        return []
+    shown = ", ".join(served[:8]) + (" ..." if len(served) > 8 else "")
+    report.add("models", "ok", f"{len(served)} listed: {shown}")
+    if model and served and model not in served:
+        report.add(
+            "model id",
+            "warn",
+            f"{model!r} is not among the listed ids",
+            "ids are matched exactly; some servers answer any id with their one loaded model",
+        )
+    return served
+
+
+async def _check_call(
+    resolved: Resolved, report: DoctorReport, transport: httpx.AsyncBaseTransport | None
+) -> None:
+    request = ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+    try:
+        result = await run_call(
+            request, CallOptions(model=resolved.qualified_name, fallback=[], transport=transport)
+        )
+    except NbllmError as exc:
+        hint = exc.hint or ""
+        report.add("chat", "fail", str(exc).split("\n")[0], hint)
+        return
+    ttft = f"{result.ttft_s:.2f} s" if result.ttft_s is not None else "no token"
+    report.add("chat", "ok", f"one-token streaming call answered; first token after {ttft}")
+    if result.usage.estimated:
+        report.add(
+            "usage",
+            "warn",
+            "the server sent no token usage; nbllm estimates counts (marked ~)",
+            "harmless; if the server ever rejects stream_options, set --caps no-include_usage",
+        )
+    else:
+        report.add("usage", "ok", f"reported ({result.usage.prompt_tokens} prompt tokens)")
