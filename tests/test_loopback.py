@@ -312,3 +312,41 @@ def test_runs_as_a_module() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_error_object_in_a_whole_reply(server: LoopbackServer) -> None:
+    register(server)
+    server.enqueue(Fault("error_event", message="backend exploded"))
+    with pytest.raises(nbllm.StreamError, match="backend exploded"):
+        nbllm.chat("hi", model="test-model", stream=False)
+    assert nbllm.history()[-1].status == "error" and len(server.requests) == 1
+
+
+def test_interrupting_sync_chat_cancels_the_call(server: LoopbackServer) -> None:
+    """A kernel interrupt (SIGINT -> KeyboardInterrupt in the main thread) during chat()."""
+    import signal
+
+    server.tokens_per_s = 20
+    server.reply = "word " * 200
+    register(server)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.4)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nbllm.chat("hi", model="test-model")
+        interrupted_at = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    deadline = time.monotonic() + 2
+    while not server.disconnects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.disconnects and server.disconnects[0] - interrupted_at < 0.5
+    record = nbllm.history()[-1]
+    assert record.status == "cancelled" and record.completion_tokens > 0
+    server.tokens_per_s = None
+    assert nbllm.chat("again", model="test-model").status == "ok"  # still usable afterwards
