@@ -84,9 +84,9 @@ async def list_models(
         raise ConnectionError(
             f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
         ) from exc
-    placeholder = Resolved(provider, "(models)", ModelSpec())
+    listing = Resolved(provider, "(models)", ModelSpec())  # error_from_response wants a Resolved
     if response.status_code >= 300:
-        raise error_from_response(response.status_code, response.text, response.headers, placeholder, url)
+        raise error_from_response(response.status_code, response.text, response.headers, listing, url)
     try:
         payload = response.json()
         entries = payload["data"] if isinstance(payload, dict) else payload
