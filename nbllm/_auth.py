@@ -175,7 +175,7 @@ def security_warnings(config: ProviderConfig, environ: Mapping[str, str] | None 
 
 
 LITERAL_KEY_WARNING = (
-    "the key typed with --key is now part of this cell's source, so it is saved in the "
+    "the key written in this cell is now part of this cell's source, so it is saved in the "
     "notebook file and in IPython's history. Prefer --key-env VAR or --key-prompt, and clear "
     "this cell before sharing the notebook."
 )

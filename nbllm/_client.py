@@ -107,10 +107,9 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
     }
     for name, template in provider.header_templates().items():
         headers[name] = expand_vars(template, f"header {name}")
-    headers.update(auth_headers(provider))
-    key, _ = find_key(provider)
-    secrets = {key.get_secret_value()} if key else set()
-    secrets |= {headers[name] for name in provider.unsaved_headers()}
+    credentials = auth_headers(provider)  # one key lookup per attempt (a keyring read can be slow)
+    headers.update(credentials)
+    secrets = set(credentials.values()) | {headers[name] for name in provider.unsaved_headers()}
     return PreparedRequest(resolved.chat_url, headers, body, secrets)
 
 

@@ -21,7 +21,7 @@ from nbllm._client import ChatRequest, error_from_response
 from nbllm._config import ModelSpec, ProviderConfig
 from nbllm._exceptions import APIError, ConnectionError, MissingKeyError, NbllmError, TimeoutError
 from nbllm._store import Resolved, Store
-from nbllm._urls import CHAT_SUFFIX, models_url
+from nbllm._urls import CHAT_SUFFIX, chat_url, models_url
 
 Verdict = Literal["ok", "warn", "fail"]
 MARKS = {"ok": "\N{CHECK MARK}", "warn": "!", "fail": "\N{BALLOT X}"}
@@ -124,7 +124,8 @@ async def diagnose(
 
 def _check_url(provider: ProviderConfig, report: DoctorReport) -> None:
     path = urlsplit(provider.url).path
-    chat = Resolved(provider, next(iter(provider.models), "MODEL"), ModelSpec()).chat_url
+    sample_model = next(iter(provider.models), "MODEL")
+    chat = chat_url(provider.url, sample_model, auth=provider.auth, api_version=provider.api_version)
     if provider.is_azure or path.endswith(CHAT_SUFFIX) or re.search(r"/v\d", path):
         report.add("url", "ok", f"posts to {chat}")
     else:

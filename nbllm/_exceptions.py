@@ -114,8 +114,8 @@ class APIError(NbllmError):
         self.upstream_message = upstream_message
         self.request_id = request_id
         self.body = body
+        # The call's ChatResult so far (partial text, status); set when a call fails.
         self.result: Any = None
-        """The call's `ChatResult` so far (partial text, status), set when a call fails."""
 
     def __str__(self) -> str:
         text = self.message

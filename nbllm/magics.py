@@ -238,15 +238,7 @@ class ProviderMagics(Magics):
             fields["read_timeout_s"] = args.timeout
         if args.connect_timeout is not None:
             fields["connect_timeout_s"] = args.connect_timeout
-        config = ProviderConfig(**fields)
-        if args.key is not None:
-            warn(LITERAL_KEY_WARNING)
-        for header in config.unsaved_headers():
-            warn(
-                f"header {header} holds a literal secret: it is saved in the notebook, and "
-                f"%llm_provider save leaves it out. Prefer --header {header}=${{VAR}}"
-            )
-        self._register(config)
+        self._register(ProviderConfig(**fields), key_in_source=args.key is not None)
 
     def _add_from_yaml(self, line: str, cell: str) -> None:
         try:
@@ -262,13 +254,19 @@ class ProviderMagics(Magics):
             data["name"] = line.strip()
         if "name" not in data:
             raise UsageError("the provider has no name; add name: NAME or write %%llm_provider NAME")
-        literal = isinstance(data.get("key"), str) and not data["key"].strip().startswith("${")
         config = ProviderConfig(**data)
-        if literal:
-            warn(LITERAL_KEY_WARNING.replace("with --key", "in the cell"))
-        self._register(config)
+        # `key: ${VAR}` became a key_env reference, so any key left is written in the cell.
+        self._register(config, key_in_source=config.key is not None)
 
-    def _register(self, config: ProviderConfig) -> None:
+    def _register(self, config: ProviderConfig, *, key_in_source: bool) -> None:
+        """Add `config`, then warn about every way its secrets are exposed."""
+        if key_in_source:
+            warn(LITERAL_KEY_WARNING)
+        for header in config.unsaved_headers():
+            warn(
+                f"header {header} holds a literal secret: it is saved in the notebook, and "
+                f"%llm_provider save leaves it out. Prefer writing it as {header}=${{VAR}}"
+            )
         replaced = config.name in self.store.providers
         self.store.add_provider(config, replace=True)
         for message in security_warnings(config):

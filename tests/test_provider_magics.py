@@ -215,3 +215,12 @@ def test_help_lists_every_subcommand(ip: Any) -> None:
         "%%llm_provider",
     ):
         assert fragment in doc
+
+
+def test_cell_form_warns_about_literal_secrets(ip: Any) -> None:
+    out = cell(
+        ip, "gw", f"url: https://gw.example.com/v1\nkey: {SENTINEL_KEY}\nheaders: {{X-Api-Key: lit}}\n"
+    )
+    assert "key written in this cell" in out.stderr
+    assert "header X-Api-Key holds a literal secret" in out.stderr
+    assert SENTINEL_KEY not in out.stderr + out.stdout
