@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from nbllm._api import achat, astream, chat, history
+from nbllm._chat import last
 from nbllm._config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
 from nbllm._constants import VERSION as __version__
 from nbllm._exceptions import (
@@ -90,6 +91,7 @@ __all__ = [
     "get_history",
     "get_store",
     "history",
+    "last",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
@@ -98,9 +100,16 @@ __all__ = [
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
     from nbllm import _persist
+    from nbllm.chat_magics import ChatMagics, chat_cell_transformer
     from nbllm.magics import ProviderMagics
 
     ipython.register_magics(ProviderMagics)
+    chat_magics = ChatMagics(shell=ipython)
+    ipython.register_magics(chat_magics)
+    if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works
+        ipython.configurables.append(chat_magics)
+    if chat_cell_transformer not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(chat_cell_transformer)
     path = _persist.default_config_path()
     if path.exists():
         try:

@@ -37,3 +37,29 @@ KEYRING_SERVICE = "nbllm"
 
 VERSION = "0.1.0"
 """The package version (sent in the User-Agent header)."""
+
+THROTTLE_MS = 50
+"""Shortest interval between two live updates of a streaming reply's display."""
+
+THROTTLE_STRETCH_CHARS = 2000
+"""Past this many characters the update interval grows with the text (interval x length / this),
+so the bytes resent stay about linear in the reply's length rather than quadratic."""
+
+RENDER_TICK_S = 0.05
+"""How often a live display checks for text to flush or a countdown to redraw."""
+
+REPLY_RESERVE_TOKENS = 1024
+"""Tokens kept free for the reply when trimming a conversation and --max-tokens is not given
+(at most a quarter of the context window)."""
+
+MESSAGE_FRAMING_TOKENS = 4
+"""Tokens a chat template adds around each message (role markers); part of the prompt estimate."""
+
+IMAGE_TOKENS_ESTIMATE = 765
+"""Prompt tokens counted for one image (a high-detail 512x512 image at OpenAI's published rate)."""
+
+MAX_TOOL_ROUNDS = 5
+"""How many times a %%chat cell runs the model's tool calls before it stops asking."""
+
+LIVE_ENV = "NBLLM_LIVE"
+"""Set to 0 to render each reply once, when it ends (headless runs: nbval, nbconvert)."""

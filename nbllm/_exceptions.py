@@ -13,6 +13,10 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── ProviderExistsError         add without replace, the name is taken
     ├── ProviderNotFoundError       no provider with that name
     ├── MissingKeyError             the provider needs a key and none was found
+    ├── PromptError                 a %%chat cell cannot become a request (nothing was sent)
+    │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
+    │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
+    │   └── ToolError               a --tools name is not a usable Python function
     └── APIError                    a call to an endpoint failed
         ├── StatusError             the endpoint answered with an HTTP error status
         │   ├── BadRequestError         400, 422 and other 4xx not listed here
@@ -78,6 +82,22 @@ class AmbiguousModelError(NameResolutionError):
     def __init__(self, message: str, *, choices: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.choices = choices
+
+
+class PromptError(NbllmError, ValueError):
+    """A `%%chat` cell cannot be turned into a request; nothing was sent."""
+
+
+class InterpolationError(PromptError):
+    """A ``{placeholder}`` in a prompt names no variable, or evaluating it failed."""
+
+
+class CapabilityError(PromptError):
+    """The model is not flagged for something the request needs (tools, json, vision)."""
+
+
+class ToolError(PromptError):
+    """A ``--tools`` name is not a Python callable nbllm can describe to a model."""
 
 
 class ProviderExistsError(NbllmError):

@@ -78,6 +78,8 @@ class ChatResult:
     fallbacks: list[str] = field(default_factory=list)
     request_id: str | None = None
     error: str | None = None
+    parsed: Any = None
+    """The reply decoded from JSON, for a call made in JSON mode (``--json``)."""
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from nbllm._auth import key_status, mask_headers
 from nbllm._config import ProviderConfig
+from nbllm._history import CallRecord, ModelSummary
 from nbllm._urls import chat_url, models_url
 
 SHIELD = "\N{SHIELD}"
@@ -134,6 +135,72 @@ class ProviderDetail:
             f"<h4>{html.escape(self._title)}</h4><table class='nbllm-settings'>{settings}</table>"
             + self._models._repr_html_()
         )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+_HISTORY_HEADINGS = (
+    "time",
+    "model",
+    "status",
+    "first token",
+    "latency",
+    "tokens",
+    "tok/s",
+    "retries",
+    "error",
+)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} s"
+
+
+class HistoryTable:
+    """Recent calls, newest last: what `%llm_history` shows. Records hold no prompts or keys."""
+
+    def __init__(self, records: list[CallRecord], summaries: dict[str, ModelSummary] | None = None) -> None:
+        self.records = records
+        self.summaries = summaries or {}
+        self._rows = [self._row(r) for r in records]
+
+    @staticmethod
+    def _row(record: CallRecord) -> tuple[str, ...]:
+        mark = "~" if record.tokens_estimated else ""
+        speed = f"{record.tokens_per_s:.1f}" if record.tokens_per_s else ""
+        error = f"{record.error_class}: {record.error_message}" if record.error_class else ""
+        return (
+            record.started_at.astimezone().strftime("%H:%M:%S"),
+            record.model,
+            record.status,
+            _seconds(record.ttft_s),
+            _seconds(record.latency_s),
+            f"{mark}{record.prompt_tokens}+{record.completion_tokens}",
+            speed,
+            str(record.retries) if record.retries else "",
+            error[:120],
+        )
+
+    def _summary_lines(self) -> list[str]:
+        lines = []
+        for summary in self.summaries.values():
+            line = f"{summary.model}: {summary.calls} calls, {summary.errors} errors"
+            if summary.p50_latency_s is not None:
+                line += f", latency p50 {summary.p50_latency_s:.2f} s / p95 {summary.p95_latency_s:.2f} s"
+            lines.append(line)
+        return lines
+
+    def __repr__(self) -> str:
+        if not self._rows:
+            return "No calls yet. Run a %%chat cell, then %llm_history shows its timing here."
+        return "\n".join([_text_table(self._rows, _HISTORY_HEADINGS), "", *self._summary_lines()]).rstrip()
+
+    def _repr_html_(self) -> str:
+        if not self._rows:
+            return f"<p>{html.escape(repr(self))}</p>"
+        summary = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
+        return _html_table(self._rows, _HISTORY_HEADINGS) + (f"<ul>{summary}</ul>" if summary else "")
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

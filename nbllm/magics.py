@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from typing import Any
 import yaml
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from IPython.utils.text import dedent
 from pydantic import SecretStr
@@ -36,6 +37,16 @@ def usage_errors() -> Iterator[None]:
         yield
     except NbllmError as exc:
         raise UsageError(str(exc)) from None
+
+
+def parse_line(func: Callable[..., Any], line: str) -> Any:
+    """Parse a magic's line with shell quoting (IPython's own splitter keeps the quotes, so
+    ``--system "Be brief."`` would arrive with them)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot split the line: {exc}; check its quotes") from None
+    return func.parser.parse_args(words)  # type: ignore[attr-defined]
 
 
 def warn(message: str) -> None:
@@ -201,7 +212,7 @@ class ProviderMagics(Magics):
             if command not in SUBCOMMANDS or handler is None:
                 shown = f"unknown subcommand {command!r}" if command else "no subcommand given"
                 raise UsageError(f"{shown}; use one of {', '.join(SUBCOMMANDS)} (see %llm_provider?)")
-            handler(parse_argstring(SUBCOMMANDS[command], rest))
+            handler(parse_line(SUBCOMMANDS[command], rest))
 
     llm_provider.__doc__ = _provider_doc()
 

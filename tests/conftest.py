@@ -51,5 +51,8 @@ class FakeKeyring:
 
 @pytest.fixture(autouse=True)
 def fresh_history() -> Iterator[None]:
+    from nbllm._conversation import get_conversations
+
     nbllm.get_history().clear()
+    get_conversations().clear()
     yield

@@ -1,0 +1,361 @@
+"""What a `%%chat` cell does, without the magic: turn the cell into a request
+(`prepare_cell`), then run it (`CellRun`) with tool rounds, a live view and the
+conversation's bookkeeping.
+
+Preparation is synchronous and sends nothing: name resolution, interpolation,
+tools, the capability pre-flight and context trimming all fail before any
+network call. A run commits the turn to its conversation only when the reply
+ended well, so re-running a failed cell does not leave half a turn behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm._calls import CallOptions, routes_for, stream_call
+from nbllm._client import ChatRequest
+from nbllm._compare_view import Column, CompareView
+from nbllm._constants import MAX_TOOL_ROUNDS
+from nbllm._conversation import (
+    DEFAULT_CONVERSATION,
+    Conversation,
+    Conversations,
+    Message,
+    Plan,
+    get_conversations,
+    plan_messages,
+)
+from nbllm._exceptions import APIError, CapabilityError, PromptError
+from nbllm._interpolate import Interpolated, interpolate
+from nbllm._loop_thread import Ui
+from nbllm._render import View
+from nbllm._results import ChatResult, DoneEvent, StatusEvent, TokenEvent, ToolCall, Usage
+from nbllm._store import Resolved, Store, get_store
+from nbllm._tools import Tool, error_text, outcome_text, tools_from_names
+
+
+@dataclass
+class ChatOptions:
+    """A `%%chat` line, parsed."""
+
+    model: str | None = None
+    conversation: str = DEFAULT_CONVERSATION
+    new: bool = False
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    json: bool = False
+    tools: list[str] = field(default_factory=list)
+    max_tool_rounds: int = MAX_TOOL_ROUNDS
+    stream: bool = True
+    output: str | None = None
+    fallback: str | None = None
+    dry_run: bool = False
+    interpolate: bool = True
+    compare: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedCell:
+    options: ChatOptions
+    resolved: Resolved
+    routes: list[Resolved]
+    conversation: Conversation
+    system: str | None
+    user_message: Message
+    plan: Plan
+    tools: dict[str, Tool]
+    image_labels: list[str]
+
+    def request(self, messages: list[Message], *, with_tools: bool) -> ChatRequest:
+        options = self.options
+        return ChatRequest(
+            messages=messages,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+            seed=options.seed,
+            tools=[t.schema() for t in self.tools.values()] if with_tools and self.tools else None,
+            json_mode=options.json,
+            stream=None if options.stream else False,
+        )
+
+
+def _flag_command(resolved: Resolved, flag: str) -> str:
+    return f"%llm_provider model {resolved.provider.name} set {resolved.model} --caps {flag}"
+
+
+def preflight(routes: Sequence[Resolved], *, tools: bool, json_mode: bool, images: bool) -> None:
+    """Refuse, before any network call, a request a model is not flagged for."""
+    needs = [
+        (tools, "tools", "tool calling"),
+        (json_mode, "json", "JSON mode"),
+        (images, "vision", "images"),
+    ]
+    for resolved in routes:
+        caps = resolved.spec.capabilities
+        for needed, flag, what in needs:
+            have = {"tools": caps.tools, "json": caps.json_mode, "vision": caps.vision}[flag]
+            if needed and not have:
+                raise CapabilityError(
+                    f"{resolved.qualified_name} is not flagged for {what} (the {flag!r} capability), "
+                    "so nothing was sent",
+                    hint=f"if the model supports it, run: {_flag_command(resolved, flag)}",
+                )
+
+
+def prepare_cell(
+    options: ChatOptions,
+    body: str,
+    namespace: Mapping[str, Any],
+    *,
+    store: Store | None = None,
+    conversations: Conversations | None = None,
+    model: str | None = None,
+) -> PreparedCell:
+    """Everything up to the request, checked; raises an `NbllmError` and sends nothing."""
+    store = store or get_store()
+    conversations = conversations or get_conversations()
+    if not body.strip():
+        raise PromptError("the cell has no prompt; write it on the lines below %%chat")
+    if options.interpolate:
+        prompt = interpolate(body.strip(), namespace)
+        system = interpolate(options.system, namespace).text if options.system is not None else None
+    else:
+        prompt, system = Interpolated(body.strip()), options.system
+    resolved = store.resolve(model if model is not None else options.model)
+    routes = routes_for(store, resolved, options.fallback)
+    tools = tools_from_names(options.tools, namespace)
+    preflight(routes, tools=bool(tools), json_mode=options.json, images=bool(prompt.images))
+    conversation = conversations.get(options.conversation)
+    if system is None and not options.new:
+        system = conversation.system
+    history = [] if options.new else list(conversation.turns)
+    user_message: Message = {"role": "user", "content": prompt.content()}
+    plan = plan_messages(
+        system,
+        history,
+        [user_message],
+        context_window=resolved.spec.context_window,
+        max_tokens=options.max_tokens,
+    )
+    labels = [image.label for image in prompt.images]
+    return PreparedCell(options, resolved, routes, conversation, system, user_message, plan, tools, labels)
+
+
+def combine(rounds: Sequence[ChatResult]) -> ChatResult:
+    """One result for a cell that took several rounds (tool calls): the last round's text and
+    status, every round's tool calls, and the tokens, time and retries of all of them."""
+    last = rounds[-1]
+    return ChatResult(
+        text=last.text,
+        model=last.model,
+        status=last.status,
+        finish_reason=last.finish_reason,
+        usage=Usage(
+            sum(r.usage.prompt_tokens for r in rounds),
+            sum(r.usage.completion_tokens for r in rounds),
+            any(r.usage.estimated for r in rounds),
+        ),
+        tool_calls=[c for r in rounds for c in r.tool_calls],
+        reasoning="".join(r.reasoning for r in rounds),
+        ttft_s=rounds[0].ttft_s,
+        latency_s=sum(r.latency_s or 0.0 for r in rounds),
+        retries=sum(r.retries for r in rounds),
+        fallbacks=list(dict.fromkeys(f for r in rounds for f in r.fallbacks)),
+        request_id=last.request_id,
+        error=last.error,
+    )
+
+
+def assistant_message(result: ChatResult) -> Message:
+    message: Message = {"role": "assistant", "content": result.text or None}
+    if result.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+            for c in result.tool_calls
+        ]
+    return message
+
+
+@dataclass
+class CellOutcome:
+    result: ChatResult
+    error: BaseException | None = None
+    value: Any = None
+    """What ``-o VAR`` receives: the result, or the parsed JSON in JSON mode."""
+
+
+_LAST: list[ChatResult] = []
+
+
+def set_last(result: ChatResult) -> None:
+    _LAST[:] = [result]
+
+
+def last() -> ChatResult | None:
+    """The result of the most recent `%%chat` cell (also a failed or cancelled one), or None."""
+    return _LAST[0] if _LAST else None
+
+
+class CellRun:
+    """One run of a prepared cell: model rounds, tool calls between them, the final render."""
+
+    def __init__(
+        self,
+        cell: PreparedCell,
+        view: View | Column,
+        *,
+        call_options: CallOptions | None = None,
+        commit: bool = True,
+    ) -> None:
+        self.cell = cell
+        self.view = view
+        self.commit = commit
+        """Whether the run changes its conversation (--compare runs only read it)."""
+        self.call_options = call_options or CallOptions()
+        self.rounds: list[ChatResult] = []
+        self.outcome: CellOutcome | None = None
+        """Set when the run ends, however it ends (a cancelled run's partial text is here)."""
+        self.turn: list[Message] = [cell.user_message]
+        self._partial = ""
+        self._started = time.perf_counter()
+
+    async def run(self, ui: Ui) -> CellOutcome:
+        cell, view = self.cell, self.view
+        options = cell.options
+        if self.commit and options.new:
+            cell.conversation.reset()
+        if self.commit and options.system is not None:
+            cell.conversation.system = cell.system
+        ui.post(view.start)
+        outcome: CellOutcome | None = None
+        try:
+            outcome = await self._rounds(ui)
+            return outcome
+        except APIError as error:
+            partial = error.result or ChatResult(model=cell.resolved.qualified_name, status="error")
+            outcome = CellOutcome(combine([*self.rounds, partial]), error)
+            return outcome
+        except asyncio.CancelledError:
+            outcome = CellOutcome(self._cancelled_result())
+            raise
+        finally:
+            self.outcome = final = outcome or CellOutcome(self._cancelled_result())
+            ui.post(view.finish, final.result, final.error, self._note(final))
+
+    def _note(self, outcome: CellOutcome) -> str | None:
+        name = self.cell.conversation.name
+        if not self.commit or (outcome.result.status == "ok" and outcome.error is None):
+            return None
+        return f"not added to conversation {name!r}"
+
+    def _cancelled_result(self) -> ChatResult:
+        partial = ChatResult(
+            text=self._partial,
+            model=self.cell.resolved.qualified_name,
+            status="cancelled",
+            latency_s=time.perf_counter() - self._started,
+        )
+        return combine([*self.rounds, partial])
+
+    async def _rounds(self, ui: Ui) -> CellOutcome:
+        cell = self.cell
+        messages = list(cell.plan.messages)
+        rounds_left = cell.options.max_tool_rounds
+        while True:
+            result = await self._one_round(ui, cell.request(messages, with_tools=bool(cell.tools)))
+            self.rounds.append(result)
+            reply = assistant_message(result)
+            self.turn.append(reply)
+            messages.append(reply)
+            if not (cell.tools and result.tool_calls):
+                break
+            if rounds_left == 0:
+                combined = combine(self.rounds)
+                error = PromptError(
+                    f"stopped after {cell.options.max_tool_rounds} tool rounds: "
+                    "the model still asks for tools",
+                    hint="raise --max-tool-rounds, or check that the tools give the model what it needs",
+                )
+                combined.status = "error"
+                return CellOutcome(combined, error)
+            rounds_left -= 1
+            for call in result.tool_calls:
+                ui.post(self.view.tool_call, call)
+                text, ok = await self._run_tool(ui, call)
+                ui.post(self.view.tool_result, call, text, ok)
+                tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
+                self.turn.append(tool_message)
+                messages.append(tool_message)
+        combined = combine(self.rounds)
+        value: Any = combined
+        if cell.options.json:
+            try:
+                combined.parsed = value = json.loads(combined.text)
+            except ValueError as exc:
+                error = PromptError(
+                    f"the reply is not valid JSON ({exc})",
+                    hint="the model ignored JSON mode; its text is in nbllm.last().text",
+                )
+                return CellOutcome(combined, error)
+        if self.commit:
+            cell.conversation.add_turn(self.turn)
+        return CellOutcome(combined, None, value)
+
+    async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
+        options = self.call_options
+        call_options = CallOptions(
+            model=self.cell.resolved.qualified_name,
+            fallback=self.cell.options.fallback,
+            store=options.store,
+            history=options.history,
+            sleep=options.sleep,
+            transport=options.transport,
+        )
+        self._partial = ""
+        async with aclosing(stream_call(request, call_options)) as events:
+            async for event in events:
+                if isinstance(event, TokenEvent):
+                    self._partial += event.text
+                    ui.post(self.view.token, event.text)
+                elif isinstance(event, StatusEvent):
+                    ui.post(self.view.status, event)
+                elif isinstance(event, DoneEvent):
+                    return event.result
+        raise AssertionError("a call ends with DoneEvent or an error")
+
+    async def _run_tool(self, ui: Ui, call: ToolCall) -> tuple[str, bool]:
+        tool = self.cell.tools.get(call.name)
+        if tool is None:
+            return (
+                f"error: there is no tool named {call.name!r}; use one of {', '.join(self.cell.tools)}",
+                False,
+            )
+        try:
+            value = await ui.call(tool.bind(call))
+            if asyncio.iscoroutine(value):
+                value = await value
+        except Exception as exc:  # the model reads the error and may try again
+            return error_text(exc), False
+        return outcome_text(value), True
+
+
+async def run_compare(
+    cells: Sequence[PreparedCell], view: CompareView, ui: Ui, call_options: CallOptions | None = None
+) -> list[CellOutcome]:
+    """The same prompt to several models at once; they only read the conversation."""
+    runs = [
+        CellRun(cell, column, call_options=call_options, commit=False)
+        for cell, column in zip(cells, view.columns, strict=True)
+    ]
+    try:
+        return list(await asyncio.gather(*(run.run(ui) for run in runs)))
+    finally:
+        ui.post(view.finish)

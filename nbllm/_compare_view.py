@@ -1,0 +1,170 @@
+"""`%%chat --compare`: several replies streaming side by side in one display.
+
+Each model gets a `Column` (the same events as a `LiveView`); the `CompareView`
+draws all columns in one HTML grid, throttled like a single reply, and ends
+with a table of their timings. Columns show text as written (not as Markdown):
+the grid is HTML, and a half-streamed Markdown table or fence would jump about.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from nbllm._render import (
+    WAITING,
+    Clock,
+    Display,
+    Handle,
+    Throttle,
+    ToolLine,
+    countdown_from,
+    error_card_text,
+    result_metadata,
+)
+from nbllm._results import ChatResult, StatusEvent, ToolCall
+
+_GRID = "display:grid;grid-template-columns:repeat({n},minmax(0,1fr));gap:12px;align-items:start"
+_TEXT = "white-space:pre-wrap;font-family:var(--jp-content-font-family,inherit);margin:4px 0"
+_FOOT = "opacity:0.7;font-size:smaller"
+
+
+class Column:
+    """One model's reply inside a `CompareView`."""
+
+    def __init__(self, parent: CompareView, model: str) -> None:
+        self.parent = parent
+        self.model = model
+        self.text = ""
+        self.notice: str | None = None
+        self.result: ChatResult | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.notice = WAITING
+        self.parent.changed(force=True)
+
+    def token(self, text: str) -> None:
+        first = not self.text
+        self.text += text
+        self.notice = None
+        self.parent.changed(force=first)
+
+    def status(self, event: StatusEvent) -> None:
+        countdown = countdown_from(event, self.parent.clock())
+        self.notice = countdown.text(self.parent.clock()) if countdown else event.message
+        self.parent.changed(force=True)
+
+    def tool_call(self, call: ToolCall) -> None:
+        self.text += "\n" + ToolLine(call).text() + "\n"
+        self.parent.changed(force=True)
+
+    def tool_result(self, call: ToolCall, text: str, ok: bool) -> None:
+        self.text += "  -> " + text[:300] + "\n"
+        self.parent.changed(force=True)
+
+    def tick(self) -> None:
+        self.parent.tick()
+
+    def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
+        self.result, self.error = result, error
+        self.notice = None
+        self.parent.changed(force=True)
+
+    def html(self) -> str:
+        parts = [
+            f"<div><b>{html.escape(self.model)}</b>",
+            f"<div style='{_TEXT}'>{html.escape(self.text)}</div>",
+        ]
+        if self.error is not None:
+            parts.append(f"<div style='color:#c62828'>{html.escape(error_card_text(self.error))}</div>")
+        footer = self.result.footer() if self.result else (self.notice or "streaming")
+        parts.append(f"<div style='{_FOOT}'>{html.escape(footer)}</div></div>")
+        return "".join(parts)
+
+    def plain(self) -> str:
+        lines = [f"== {self.model} ==", self.text]
+        if self.error is not None:
+            lines.append(error_card_text(self.error))
+        if self.result is not None:
+            lines.append(f"[{self.result.footer()}]")
+        return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} s"
+
+
+class CompareView:
+    def __init__(
+        self,
+        models: list[str],
+        *,
+        live: bool = True,
+        throttle: Throttle | None = None,
+        display: Display | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.columns = [Column(self, model) for model in models]
+        self.live = live
+        self.throttle = throttle or Throttle()
+        self.handle = Handle(display)
+        self.clock = clock
+        self.dirty = False
+        self.finished = False
+
+    def changed(self, *, force: bool = False) -> None:
+        self.dirty = True
+        if force:
+            self._draw()
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        if self.dirty and self.throttle.due(self.clock(), sum(len(c.text) for c in self.columns)):
+            self._draw()
+
+    def _grid(self) -> str:
+        cells = "".join(column.html() for column in self.columns)
+        return f"<div style='{_GRID.format(n=len(self.columns))}'>{cells}</div>"
+
+    def _table(self) -> str:
+        head = "".join(
+            f"<th>{h}</th>" for h in ("model", "status", "first token", "total", "tokens", "tok/s")
+        )
+        rows = []
+        for column in self.columns:
+            r = column.result
+            if r is None:
+                continue
+            mark = "~" if r.usage.estimated else ""
+            speed = f"{r.tokens_per_s:.1f}" if r.tokens_per_s else ""
+            cells = (
+                r.model,
+                r.status,
+                _seconds(r.ttft_s),
+                _seconds(r.latency_s),
+                f"{mark}{r.usage.completion_tokens}",
+                speed,
+            )
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+    def _draw(self) -> None:
+        self.dirty = False
+        self.throttle.mark(self.clock())
+        if self.live and not self.finished:
+            models = [c.model for c in self.columns]
+            self.handle.send({"text/html": self._grid()}, {"nbllm": {"compare": models}})
+
+    def finish(self) -> None:
+        """The final frame: every column, then the timing table."""
+        if self.finished:
+            return
+        self.finished = True
+        plain = "\n\n".join(column.plain() for column in self.columns)
+        metadata: dict[str, Any] = {
+            "nbllm": {"compare": [result_metadata(c.result)["nbllm"] for c in self.columns if c.result]}
+        }
+        self.handle.send({"text/html": self._grid() + self._table(), "text/plain": plain}, metadata)

@@ -1,0 +1,141 @@
+"""`{name}` interpolation of a prompt from the user's namespace, in one pass.
+
+Rules (chosen so that JSON and code pasted into a prompt arrive unchanged):
+
+- ``{name}``, ``{name.attr}``, ``{name[key]}`` and chains of them are replaced by the
+  value's ``str()``; ``!r`` / ``!s`` / ``!a`` and a format spec without spaces work as
+  in f-strings (``{pi:.2f}``, ``{items!r}``).
+- ``{{text}}`` gives ``{text}`` literally (the escape for a placeholder you do not want).
+- Anything else in braces (``{"a": 1}``, ``{x: 1}``, ``{ }``) is left exactly as written.
+- A placeholder whose name is not defined is an error naming it.
+- Values are inserted once and never scanned again, so a value holding ``{x}`` stays as is.
+- A value that renders as an image (``_repr_png_`` / ``_repr_jpeg_``, as IPython's
+  ``Image`` and PIL images do) becomes an image part of the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm._exceptions import InterpolationError
+
+_NAME = r"[A-Za-z_]\w*"
+_INDEX = r"\[[^\[\]{}]*\]"
+_FIELD = rf"{_NAME}(?:\.{_NAME}|{_INDEX})*"
+_PLACEHOLDER = re.compile(
+    r"\{\{(?P<escaped>[^{}]*)\}\}"  # {{text}} -> {text}
+    rf"|\{{(?P<field>{_FIELD})(?:!(?P<conversion>[rsa]))?(?::(?P<spec>[^{{}}\s]*))?\}}"
+)
+_STEP = re.compile(rf"\.(?P<attr>{_NAME})|\[(?P<key>[^\]]*)\]")
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image to send with the prompt (as a data URL)."""
+
+    mime: str
+    data: bytes
+    label: str
+    """The placeholder it came from, for dry runs and errors."""
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+@dataclass
+class Interpolated:
+    text: str
+    images: list[ImagePart] = field(default_factory=list)
+
+    def content(self) -> str | list[dict[str, Any]]:
+        """Message content: the text, or text and image parts for a vision model."""
+        if not self.images:
+            return self.text
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.text}]
+        parts += [{"type": "image_url", "image_url": {"url": image.data_url()}} for image in self.images]
+        return parts
+
+
+_HOW_TO_ESCAPE = "write {{%s}} for literal braces, or add --no-interp to send the cell as written"
+
+
+def _lookup(field_text: str, namespace: Mapping[str, Any]) -> Any:
+    name = re.match(_NAME, field_text)
+    assert name is not None  # the placeholder pattern guarantees it
+    if name.group() not in namespace:
+        raise InterpolationError(
+            f"the prompt refers to {{{field_text}}} but no variable {name.group()!r} is defined; "
+            f"define it first, or {_HOW_TO_ESCAPE % field_text}"
+        )
+    value = namespace[name.group()]
+    for step in _STEP.finditer(field_text, name.end()):
+        try:
+            if step.group("attr") is not None:
+                value = getattr(value, step.group("attr"))
+            else:
+                value = value[_index_key(step.group("key"))]
+        except (AttributeError, LookupError, TypeError) as exc:
+            raise InterpolationError(
+                f"the prompt's {{{field_text}}} failed at {step.group()!r}: {type(exc).__name__}: {exc}; "
+                f"fix the expression, or {_HOW_TO_ESCAPE % field_text}"
+            ) from None
+    return value
+
+
+def _index_key(text: str) -> Any:
+    """As in str.format: digits are an int index; quotes may be used around a string key."""
+    stripped = text.strip()
+    if re.fullmatch(r"-?\d+", stripped):
+        return int(stripped)
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+        return stripped[1:-1]
+    return stripped
+
+
+def _as_image(value: Any, label: str) -> ImagePart | None:
+    if isinstance(value, (str, bytes, int, float)):
+        return None
+    for method, mime in (("_repr_png_", "image/png"), ("_repr_jpeg_", "image/jpeg")):
+        render = getattr(value, method, None)
+        if callable(render):
+            data = render()
+            if isinstance(data, tuple):  # IPython allows (data, metadata)
+                data = data[0]
+            if isinstance(data, str):
+                data = base64.b64decode(data)
+            if isinstance(data, bytes) and data:
+                return ImagePart(mime, data, label)
+    return None
+
+
+def interpolate(template: str, namespace: Mapping[str, Any]) -> Interpolated:
+    """Fill `template`'s placeholders from `namespace` (see the module docstring)."""
+    images: list[ImagePart] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("escaped") is not None:
+            return "{" + match.group("escaped") + "}"
+        field_text = match.group("field")
+        value = _lookup(field_text, namespace)
+        image = _as_image(value, field_text)
+        if image is not None:
+            images.append(image)
+            return f"[image {len(images)}: {field_text}]"
+        conversion = match.group("conversion")
+        if conversion == "r":
+            value = repr(value)
+        elif conversion == "a":
+            value = ascii(value)
+        try:
+            return format(value, match.group("spec") or "")
+        except (ValueError, TypeError) as exc:
+            raise InterpolationError(
+                f"the prompt's {match.group()} could not be formatted: {exc}; "
+                f"fix the format spec, or {_HOW_TO_ESCAPE % field_text}"
+            ) from None
+
+    return Interpolated(_PLACEHOLDER.sub(replace, template), images)

@@ -1,0 +1,385 @@
+"""Showing a reply while it streams and when it ends. No magics here.
+
+A *view* receives what happens to one `%%chat` cell (tokens, status events, tool
+calls and results, the end) and decides what to draw:
+
+- `LiveView` keeps one display handle per reply. The first token is drawn at
+  once; later ones are coalesced by a `Throttle`; the final frame is drawn by
+  `finish`, which callers run in a ``finally``. With ``live=False`` it draws only
+  the final frame (headless runs: nbval and nbconvert compare that).
+- `TerminalView` writes tokens to stdout as they arrive (terminal IPython prints
+  every display update in full, so handles are no use there).
+
+Views are not thread-safe: one thread calls them (the kernel's main thread).
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
+from nbllm._exceptions import NbllmError
+from nbllm._results import ChatResult, StatusEvent, ToolCall
+
+Clock = Callable[[], float]
+Bundle = dict[str, str]
+TOOL_TEXT_LIMIT = 300
+WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
+
+
+class Throttle:
+    """Whether a live update is due: at most one per interval, and the interval grows in
+    proportion to the text once it is longer than `stretch_chars`. Every update resends the
+    whole text, so a fixed interval would send bytes quadratic in the reply's length; a
+    stretched one keeps them near-linear while short replies stay smooth."""
+
+    def __init__(
+        self, interval_s: float = THROTTLE_MS / 1000, stretch_chars: int = THROTTLE_STRETCH_CHARS
+    ) -> None:
+        self.interval_s = interval_s
+        self.stretch_chars = stretch_chars
+        self.last: float | None = None
+
+    def interval_for(self, length: int) -> float:
+        if self.stretch_chars <= 0:
+            return self.interval_s
+        return self.interval_s * max(1.0, length / self.stretch_chars)
+
+    def due(self, now: float, length: int) -> bool:
+        return self.last is None or now - self.last >= self.interval_for(length)
+
+    def mark(self, now: float) -> None:
+        self.last = now
+
+
+class Display(Protocol):
+    """Where frames go: IPython's display machinery, or a recorder in tests."""
+
+    def show(self, bundle: Bundle, metadata: dict[str, Any], display_id: str) -> None: ...
+
+    def update(self, bundle: Bundle, metadata: dict[str, Any], display_id: str) -> None: ...
+
+
+class IPythonDisplay:
+    def show(self, bundle: Bundle, metadata: dict[str, Any], display_id: str) -> None:
+        from IPython.display import display
+
+        display(bundle, raw=True, metadata=metadata, display_id=display_id)
+
+    def update(self, bundle: Bundle, metadata: dict[str, Any], display_id: str) -> None:
+        from IPython.display import update_display
+
+        update_display(bundle, raw=True, metadata=metadata, display_id=display_id)
+
+
+class Handle:
+    """One display handle: the first frame is shown, later frames replace it in place."""
+
+    def __init__(self, display: Display | None = None) -> None:
+        self.display = display or IPythonDisplay()
+        self.display_id = uuid.uuid4().hex
+        self.shown = False
+        self.updates = 0
+        """Frames sent, the first included."""
+
+    def send(self, bundle: Bundle, metadata: dict[str, Any]) -> None:
+        if self.shown:
+            self.display.update(bundle, metadata, self.display_id)
+        else:
+            self.display.show(bundle, metadata, self.display_id)
+            self.shown = True
+        self.updates += 1
+
+
+@dataclass(frozen=True)
+class ToolLine:
+    call: ToolCall
+    result: str | None = None
+    ok: bool = True
+
+    def markdown(self) -> str:
+        arguments = _clip(self.call.arguments or "{}")
+        line = f"\N{WRENCH} `{_code(self.call.name)}({_code(arguments)})`"
+        if self.result is not None:
+            mark = "\N{RIGHTWARDS ARROW}" if self.ok else "\N{WARNING SIGN}"
+            line += f" {mark} `{_code(_clip(self.result))}`"
+        return line
+
+    def text(self) -> str:
+        line = f"[tool] {self.call.name}({_clip(self.call.arguments or '{}')})"
+        if self.result is not None:
+            line += f" -> {_clip(self.result)}"
+        return line
+
+
+def _clip(text: str, limit: int = TOOL_TEXT_LIMIT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _code(text: str) -> str:
+    return text.replace("`", "\N{MODIFIER LETTER GRAVE ACCENT}")
+
+
+def result_metadata(result: ChatResult) -> dict[str, Any]:
+    """The footer's facts, machine-readable, for the output's metadata."""
+    return {
+        "nbllm": {
+            "model": result.model,
+            "status": result.status,
+            "finish_reason": result.finish_reason,
+            "ttft_s": result.ttft_s,
+            "latency_s": result.latency_s,
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "tokens_estimated": result.usage.estimated,
+            "tokens_per_s": result.tokens_per_s,
+            "retries": result.retries,
+            "fallbacks": list(result.fallbacks),
+            "request_id": result.request_id,
+        }
+    }
+
+
+def error_card_markdown(error: BaseException) -> str:
+    """An error as a quoted card: class, the upstream message, the hint."""
+    name = type(error).__name__
+    message = error.message if isinstance(error, NbllmError) else str(error)
+    lines = [f"> \N{WARNING SIGN} **{name}**: {html.escape(message)}"]
+    upstream = getattr(error, "upstream_message", None)
+    if upstream and upstream not in message:
+        lines += [">", f"> Server said: {html.escape(upstream)}"]
+    hint = getattr(error, "hint", None)
+    if hint:
+        lines += [">", f"> *Hint:* {html.escape(hint)}"]
+    return "\n".join(lines)
+
+
+def error_card_text(error: BaseException) -> str:
+    message = error.message if isinstance(error, NbllmError) else str(error)
+    lines = [f"{type(error).__name__}: {message}"]
+    upstream = getattr(error, "upstream_message", None)
+    if upstream and upstream not in message:
+        lines.append(f"Server said: {upstream}")
+    if getattr(error, "hint", None):
+        lines.append(f"Hint: {error.hint}")  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
+STATUS_NOTES = {
+    "cancelled": "cancelled: the text above is partial",
+    "incomplete": "incomplete: the stream ended early; the text above is partial",
+    "error": "failed",
+}
+
+
+@dataclass
+class _Countdown:
+    what: str
+    deadline: float
+    attempt: int
+    attempts: int
+
+    def text(self, now: float) -> str:
+        remaining = max(0.0, self.deadline - now)
+        return f"{self.what}; retrying in {remaining:.0f} s (attempt {self.attempt} of {self.attempts})"
+
+
+def countdown_from(event: StatusEvent, now: float) -> _Countdown | None:
+    if event.kind == "fallback" or event.wait_s <= 0:
+        return None
+    what = "rate limited" if event.kind == "rate_limited" else event.message.split(",")[0]
+    return _Countdown(what, now + event.wait_s, event.attempt, event.attempts)
+
+
+@dataclass
+class _Transcript:
+    """What a reply has shown so far: text segments and tool lines, in order."""
+
+    parts: list[str | ToolLine] = field(default_factory=list)
+    length: int = 0
+
+    def add_text(self, text: str) -> None:
+        if self.parts and isinstance(self.parts[-1], str):
+            self.parts[-1] += text
+        else:
+            self.parts.append(text)
+        self.length += len(text)
+
+    def add_tool(self, line: ToolLine) -> None:
+        for index, part in enumerate(self.parts):
+            if isinstance(part, ToolLine) and part.call.id == line.call.id:
+                self.parts[index] = line
+                return
+        self.parts.append(line)
+
+    def markdown(self) -> str:
+        return "\n\n".join(p.markdown() if isinstance(p, ToolLine) else p for p in self.parts if p)
+
+    def text(self) -> str:
+        return "\n".join(p.text() if isinstance(p, ToolLine) else p for p in self.parts if p)
+
+
+class LiveView:
+    """One display handle for one reply (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        live: bool = True,
+        throttle: Throttle | None = None,
+        display: Display | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.live = live
+        self.throttle = throttle or Throttle()
+        self.handle = Handle(display)
+        self.clock = clock
+        self.transcript = _Transcript()
+        self.notice: str | None = None
+        self.countdown: _Countdown | None = None
+        self.dirty = False
+        self.finished = False
+        self._countdown_text = ""
+
+    # -- events ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.notice = WAITING
+        self._draw()
+
+    def token(self, text: str) -> None:
+        first = self.transcript.length == 0
+        self.transcript.add_text(text)
+        self.notice = self.countdown = None
+        if first:
+            self._draw()
+        else:
+            self.dirty = True
+            self.tick()
+
+    def status(self, event: StatusEvent) -> None:
+        now = self.clock()
+        self.countdown = countdown_from(event, now)
+        self.notice = None if self.countdown else event.message
+        self._draw()
+
+    def tool_call(self, call: ToolCall) -> None:
+        self.transcript.add_tool(ToolLine(call))
+        self.notice = f"running {call.name}"
+        self._draw()
+
+    def tool_result(self, call: ToolCall, text: str, ok: bool) -> None:
+        self.transcript.add_tool(ToolLine(call, text, ok))
+        self.notice = WAITING
+        self._draw()
+
+    def tick(self) -> None:
+        """Flush coalesced text when due; redraw a countdown when its second changes."""
+        now = self.clock()
+        countdown_moved = self.countdown is not None and self.countdown.text(now) != self._countdown_text
+        if countdown_moved or (self.dirty and self.throttle.due(now, self.transcript.length)):
+            self._draw()
+
+    def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
+        """The final frame: always drawn, even for an empty, failed or cancelled reply."""
+        if self.finished:
+            return
+        self.finished = True
+        body = self.transcript.markdown()
+        plain = self.transcript.text()
+        notes = [
+            n for n in (STATUS_NOTES.get(result.status) if result.status != "error" else None, note) if n
+        ]
+        markdown_parts = [body] if body else []
+        plain_parts = [plain] if plain else []
+        if error is not None:
+            markdown_parts.append(error_card_markdown(error))
+            plain_parts.append(error_card_text(error))
+        markdown_parts += [f"*({n})*" for n in notes]
+        plain_parts += [f"({n})" for n in notes]
+        footer = result.footer()
+        markdown_parts.append(f"<sub>{html.escape(footer)}</sub>")
+        plain_parts.append(f"[{footer}]")
+        bundle = {"text/markdown": "\n\n".join(markdown_parts), "text/plain": "\n".join(plain_parts)}
+        self.handle.send(bundle, result_metadata(result))
+
+    # -- drawing -----------------------------------------------------------------
+
+    def _draw(self) -> None:
+        now = self.clock()
+        self.dirty = False
+        self.throttle.mark(now)
+        if not self.live or self.finished:  # nothing may overwrite the final frame
+            return
+        lines = [self.transcript.markdown()] if self.transcript.length or self.transcript.parts else []
+        if self.countdown is not None:
+            self._countdown_text = self.countdown.text(now)
+            lines.append(f"*{self._countdown_text}*")
+        elif self.notice:
+            lines.append(f"*{self.notice}*")
+        lines.append(f"<sub>{html.escape(self.model)}</sub>")
+        # Live frames carry markdown only: a text/plain copy would double the bytes resent.
+        self.handle.send(
+            {"text/markdown": "\n\n".join(lines)}, {"nbllm": {"model": self.model, "status": "streaming"}}
+        )
+
+
+class TerminalView:
+    """Terminal IPython: tokens go to stdout as they arrive; the footer ends the reply."""
+
+    def __init__(self, model: str, *, out: TextIO | None = None) -> None:
+        self.model = model
+        self.out = out or sys.stdout
+        self.finished = False
+        self._at_line_start = True
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self._at_line_start = text.endswith("\n")
+
+    def _line(self, text: str) -> None:
+        self._write(("" if self._at_line_start else "\n") + text + "\n")
+
+    def start(self) -> None:
+        pass  # a terminal shows nothing until there is something to show
+
+    def token(self, text: str) -> None:
+        self._write(text)
+
+    def status(self, event: StatusEvent) -> None:
+        self._line(f"[{event.message}]")
+
+    def tool_call(self, call: ToolCall) -> None:
+        self._line(ToolLine(call).text())
+
+    def tool_result(self, call: ToolCall, text: str, ok: bool) -> None:
+        self._line(f"  -> {_clip(text)}" if ok else f"  -> failed: {_clip(text)}")
+
+    def tick(self) -> None:
+        pass  # status lines are printed once; a terminal is not redrawn
+
+    def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if error is not None:
+            self._line(error_card_text(error))
+        status_note = STATUS_NOTES.get(result.status) if result.status != "error" else None
+        for text in (status_note, note):
+            if text:
+                self._line(f"({text})")
+        self._line(f"[{result.footer()}]")
+
+
+View = LiveView | TerminalView

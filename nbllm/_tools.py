@@ -1,0 +1,154 @@
+"""Python functions as tools: a JSON schema from the signature and docstring, and
+running a model's call with validated arguments.
+
+The schema comes from a pydantic model built from the parameters (their type
+hints and defaults); descriptions come from the docstring's first paragraph and
+its ``Args:`` (Google) or ``:param x:`` (Sphinx) entries. A failing tool does not
+end the conversation: its error goes back to the model as the tool's result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from nbllm._exceptions import ToolError
+from nbllm._results import ToolCall
+
+RESULT_CHARS_LIMIT = 20_000
+"""A tool result longer than this is cut before it goes back to the model (and says so)."""
+
+
+def _doc_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The summary paragraph and per-parameter descriptions of a docstring."""
+    doc = inspect.getdoc(function) or ""
+    summary = doc.split("\n\n")[0].strip().replace("\n", " ")
+    params: dict[str, str] = {}
+    for name, text in re.findall(r"^\s*:param\s+(?:\w+\s+)?(\w+):\s*(.+)$", doc, re.MULTILINE):
+        params[name] = text.strip()
+    section = re.search(r"^(?:Args|Arguments|Parameters):\s*\n((?:[ \t]+.+\n?)+)", doc, re.MULTILINE)
+    if section:
+        for name, text in re.findall(
+            r"^[ \t]+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$", section.group(1), re.MULTILINE
+        ):
+            params.setdefault(name, text.strip())
+    if summary.startswith((":param", "Args:", "Arguments:", "Parameters:")):
+        summary = ""
+    return summary, params
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    call: ToolCall
+    ok: bool
+    text: str
+    """What goes back to the model: the result, or the error."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    function: Callable[..., Any]
+    arguments_model: type[pydantic.BaseModel]
+    description: str
+
+    @classmethod
+    def from_callable(cls, function: Callable[..., Any], name: str | None = None) -> Tool:
+        name = name or getattr(function, "__name__", "")
+        if not callable(function) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name or ""):
+            raise ToolError(
+                f"{name or function!r} cannot be a tool: a tool is a Python function whose name has "
+                "only letters, digits, _ and - (at most 64)"
+            )
+        try:
+            signature = inspect.signature(function)
+            hints = typing.get_type_hints(function)
+        except (TypeError, ValueError, NameError) as exc:
+            raise ToolError(
+                f"tool {name}: cannot read its signature ({exc}); give it plain type hints"
+            ) from None
+        summary, described = _doc_parts(function)
+        fields: dict[str, Any] = {}
+        for parameter in signature.parameters.values():
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue  # *args/**kwargs cannot be described to a model; they stay unused
+            annotation = hints.get(parameter.name, Any)
+            default = ... if parameter.default is parameter.empty else parameter.default
+            fields[parameter.name] = (
+                annotation,
+                pydantic.Field(default, description=described.get(parameter.name)),
+            )
+        try:
+            model = pydantic.create_model(f"{name}_arguments", **fields)
+            model.model_json_schema()
+        except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError) as exc:
+            first = str(exc).split("\n")[0]
+            raise ToolError(
+                f"tool {name}: its parameters cannot be described as JSON ({first}); "
+                "use JSON-like hints (str, int, float, bool, list, dict, pydantic models)"
+            ) from None
+        return cls(str(name), function, model, summary or f"The Python function {name}.")
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools`` entry for this function."""
+        parameters = self.arguments_model.model_json_schema()
+        parameters.pop("title", None)
+        for prop in parameters.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": parameters},
+        }
+
+    def bind(self, call: ToolCall) -> Callable[[], Any]:
+        """A thunk that runs the function with the call's validated arguments (raises on bad ones)."""
+        arguments = self.arguments_model.model_validate_json(call.arguments or "{}")
+        values = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        return lambda: self.function(**values)
+
+
+def outcome_text(value: Any) -> str:
+    """A tool's return value as the text the model reads: strings as they are, else JSON."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, pydantic.BaseModel):
+        text = value.model_dump_json()
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    if len(text) > RESULT_CHARS_LIMIT:
+        text = text[:RESULT_CHARS_LIMIT] + f"\n[cut: the result had {len(text)} characters]"
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"error: invalid arguments: {problems}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"error: the arguments are not valid JSON: {exc}"
+    return f"error: {type(exc).__name__}: {exc}"
+
+
+def tools_from_names(names: Sequence[str], namespace: Mapping[str, Any]) -> dict[str, Tool]:
+    """Look up each name in the user's namespace and describe it as a tool."""
+    tools: dict[str, Tool] = {}
+    for name in names:
+        if name not in namespace:
+            raise ToolError(f"--tools names {name!r}, but no such function is defined; define it first")
+        value = namespace[name]
+        if not callable(value) or isinstance(value, type):
+            raise ToolError(f"--tools names {name!r}, which is a {type(value).__name__}, not a function")
+        tools[name] = Tool.from_callable(value, name)
+    return tools

@@ -1,0 +1,296 @@
+"""`%%chat` and `%llm_history`. They parse arguments and delegate to `_chat`.
+
+How a cell runs (see DESIGN, "Running async work from a magic"): in a kernel with
+autoawait on, `chat_cell_transformer` rewrites a ``%%chat`` cell into a top-level
+``await run_chat_cell(line, body)``, so the stream runs on the kernel's own loop:
+an interrupt is a clean cancellation and widget messages (the panel's Stop
+button) are handled while tokens flow. Otherwise (``run_cell_magic``,
+``%autoawait off``, terminal IPython) the call runs on the background event
+loop while this thread renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import keyword
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.display import display
+from traitlets import Enum, Int, TraitError, validate
+
+from nbllm._chat import (
+    CellOutcome,
+    CellRun,
+    ChatOptions,
+    prepare_cell,
+    run_compare,
+    set_last,
+)
+from nbllm._compare_view import CompareView
+from nbllm._constants import LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._dry_run import DryRun
+from nbllm._history import get_history
+from nbllm._loop_thread import DirectUi, Ui, run_with_ui
+from nbllm._render import LiveView, TerminalView, Throttle
+from nbllm._tables import HistoryTable
+from nbllm.magics import parse_line, usage_errors
+
+CHAT_HELP_TAIL = """
+The cell body is the prompt. {name}, {name.attr} and {name[key]} are filled in from
+your variables ({{name}} gives literal braces; other braces, such as JSON, are left
+alone; --no-interp sends the text as written). A variable holding an image
+(IPython.display.Image, a PIL image) is sent as an image to a vision model.
+
+Configure with %config ChatMagics.throttle_ms = 100, ChatMagics.display_mode = 'final',
+or NBLLM_LIVE=0 in the environment for headless runs (nbval, nbconvert).
+"""
+
+
+@dataclass
+class _Job:
+    """A prepared cell: its view, the coroutine that runs it, and what to do after."""
+
+    tick: Callable[[], None]
+    start: Callable[[Ui], Coroutine[Any, Any, Any]]
+    conclude: Callable[[Any], None]
+    on_cancel: Callable[[], None] = lambda: None
+    runs: list[CellRun] = field(default_factory=list)
+
+
+def _split_names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+@magics_class
+class ChatMagics(Magics):
+    """`%%chat` and `%llm_history`; configurable with ``%config ChatMagics.<trait>``."""
+
+    throttle_ms = Int(
+        THROTTLE_MS,
+        config=True,
+        help="Shortest interval between live updates of a streaming reply, in milliseconds.",
+    )
+    display_mode = Enum(
+        ["auto", "live", "final", "terminal"],
+        "auto",
+        config=True,
+        help="auto: live in a notebook (final if $NBLLM_LIVE=0), stdout in a terminal; "
+        "live: update the output as tokens arrive; final: render once at the end; "
+        "terminal: write tokens to stdout.",
+    )
+    max_tool_rounds = Int(
+        MAX_TOOL_ROUNDS, config=True, help="Default for --max-tool-rounds: tool-call rounds per cell."
+    )
+
+    @validate("throttle_ms", "max_tool_rounds")
+    def _not_negative(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} cannot be negative")
+        return int(proposal["value"])
+
+    # -- %%chat ------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("model", nargs="?", help="PROVIDER/MODEL or a unique model id; default: the default model.")
+    @argument("-c", "--conversation", default="default", metavar="NAME", help="Conversation to continue.")
+    @argument(
+        "--new", action="store_true", help="Start the conversation afresh (forget its turns and system)."
+    )
+    @argument("--system", metavar="TEXT", help="System prompt for this conversation (kept for later cells).")
+    @argument("-t", "--temperature", type=float, metavar="T", help="Sampling temperature.")
+    @argument("--max-tokens", type=int, metavar="N", help="Longest reply, in tokens.")
+    @argument("--seed", type=int, metavar="N", help="Sampling seed, where the server supports one.")
+    @argument("--json", action="store_true", help="JSON mode; -o VAR receives the parsed object.")
+    @argument("--tools", metavar="F,G", help="Python functions the model may call.")
+    @argument(
+        "--max-tool-rounds", type=int, metavar="N", help="Tool-call rounds before stopping (default 5)."
+    )
+    @argument("--no-stream", action="store_true", help="Ask for the whole reply at once.")
+    @argument("-o", "--output", metavar="VAR", help="Store the ChatResult (or the JSON object) in VAR.")
+    @argument("--fallback", metavar="M1,M2", help="Models to try, in order, if this one fails.")
+    @argument("--compare", metavar="M1,M2", help="Send the prompt to several models at once, side by side.")
+    @argument("--dry-run", action="store_true", help="Show the request (key masked) without sending it.")
+    @argument("--no-interp", action="store_true", help="Send the cell as written: no {name} interpolation.")
+    @cell_magic
+    def chat(self, line: str, cell: str) -> None:
+        """Send the cell to a model and stream the reply into the output."""
+        job = self._job(line, cell)
+        if job is None:
+            return
+        try:
+            outcome = run_with_ui(job.start, job.tick, RENDER_TICK_S)
+        except KeyboardInterrupt:
+            job.on_cancel()
+            raise
+        job.conclude(outcome)
+
+    chat.__doc__ = (chat.__doc__ or "") + CHAT_HELP_TAIL
+
+    async def chat_async(self, line: str, cell: str) -> None:
+        """The same as `chat`, awaited on the kernel's loop (see the module docstring)."""
+        job = self._job(line, cell)
+        if job is None:
+            return
+        ticker = asyncio.create_task(self._tick_forever(job.tick))
+        try:
+            outcome = await job.start(DirectUi())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            job.on_cancel()
+            raise
+        finally:
+            ticker.cancel()
+        job.conclude(outcome)
+
+    @staticmethod
+    async def _tick_forever(tick: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(RENDER_TICK_S)
+            tick()
+
+    def _options(self, line: str) -> ChatOptions:
+        args = parse_line(self.chat, line)
+        if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
+            raise UsageError(f"-o needs a variable name, not {args.output!r}")
+        rounds = self.max_tool_rounds if args.max_tool_rounds is None else args.max_tool_rounds
+        if rounds < 0:
+            raise UsageError("--max-tool-rounds cannot be negative")
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+        options = ChatOptions(
+            model=args.model,
+            conversation=args.conversation,
+            new=args.new,
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+            json=args.json,
+            tools=_split_names(args.tools),
+            max_tool_rounds=rounds,
+            stream=not args.no_stream,
+            output=args.output,
+            fallback=args.fallback,
+            dry_run=args.dry_run,
+            interpolate=not args.no_interp,
+            compare=_split_names(args.compare),
+        )
+        if options.compare and options.tools:
+            raise UsageError("--compare cannot run tools; drop --tools, or chat with one model at a time")
+        if options.compare and options.model:
+            raise UsageError("give the models to compare in --compare only, e.g. --compare a/m1,b/m2")
+        return options
+
+    def _mode(self) -> str:
+        if self.display_mode != "auto":
+            return str(self.display_mode)
+        if os.environ.get(LIVE_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+            return "final"
+        return "live" if getattr(self.shell, "kernel", None) is not None else "terminal"
+
+    def _job(self, line: str, cell: str) -> _Job | None:
+        namespace = self.shell.user_ns if self.shell is not None else {}
+        with usage_errors():
+            options = self._options(line)
+            if options.compare:
+                return self._compare_job(options, cell, namespace)
+            prepared = prepare_cell(options, cell, namespace)
+            if options.dry_run:
+                display(DryRun.of(prepared))
+                return None
+        mode = self._mode()
+        model = prepared.resolved.qualified_name
+        view: LiveView | TerminalView
+        if mode == "terminal":
+            view = TerminalView(model)
+        else:
+            view = LiveView(model, live=mode == "live", throttle=Throttle(self.throttle_ms / 1000))
+        run = CellRun(prepared, view)
+
+        def conclude(outcome: CellOutcome) -> None:
+            set_last(outcome.result)
+            if outcome.error is not None:
+                first = str(outcome.error).split("\n")[0]
+                raise UsageError(
+                    f"{outcome.result.model}: {type(outcome.error).__name__}: {first} "
+                    "(details above; the reply so far is in nbllm.last())"
+                )
+            if options.output:
+                namespace[options.output] = outcome.value
+
+        def on_cancel() -> None:
+            if run.outcome is not None:
+                set_last(run.outcome.result)
+
+        return _Job(view.tick, run.run, conclude, on_cancel, [run])
+
+    def _compare_job(self, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job | None:
+        prepared = [prepare_cell(options, cell, namespace, model=name) for name in options.compare]
+        if options.dry_run:
+            for each in prepared:
+                display(DryRun.of(each))
+            return None
+        names = [p.resolved.qualified_name for p in prepared]
+        if len(set(names)) != len(names):
+            raise UsageError(f"--compare names the same model twice: {', '.join(names)}")
+        mode = self._mode()
+        view = CompareView(names, live=mode == "live", throttle=Throttle(self.throttle_ms / 1000))
+
+        def conclude(outcomes: list[CellOutcome]) -> None:
+            set_last(outcomes[-1].result)
+            if all(o.error is not None for o in outcomes):
+                raise UsageError("every model in --compare failed (details above)")
+            if options.output:
+                namespace[options.output] = {
+                    o.result.model if o.error is None else name: o.value if o.error is None else o.result
+                    for name, o in zip(names, outcomes, strict=True)
+                }
+
+        return _Job(view.tick, lambda ui: run_compare(prepared, view, ui), conclude)
+
+    # -- %llm_history --------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-n", type=int, default=20, metavar="N", help="How many recent calls to show (default 20).")
+    @line_magic
+    def llm_history(self, line: str) -> None:
+        """The recent calls: time, model, status, time to first token, latency, tokens, errors."""
+        args = parse_line(self.llm_history, line)
+        if args.n < 1:
+            raise UsageError("-n must be at least 1")
+        history = get_history()
+        display(HistoryTable(history.records()[-args.n :], history.summaries()))
+
+
+def chat_cell_transformer(lines: list[str]) -> list[str]:
+    """Rewrite a ``%%chat`` cell into a top-level await, in a kernel with autoawait on."""
+    if not lines or not lines[0].startswith("%%chat"):
+        return lines
+    first = lines[0].rstrip("\r\n")
+    if first[len("%%chat") :][:1] not in ("", " ", "\t") or first.rstrip().endswith("?"):
+        return lines  # %%chatty, or %%chat? (help)
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or not shell.autoawait or getattr(shell, "kernel", None) is None:
+        return lines
+    line = first[len("%%chat") :].strip()
+    body = "".join(lines[1:])
+    call = f"await __import__('nbllm.chat_magics').chat_magics.run_chat_cell({line!r}, {body!r})\n"
+    return [call]
+
+
+async def run_chat_cell(line: str, body: str) -> None:
+    """What a transformed ``%%chat`` cell awaits."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("ChatMagics") if shell is not None else None
+    if magics is None:
+        raise UsageError("nbllm is not loaded in this kernel; run %load_ext nbllm first")
+    await magics.chat_async(line, body)

@@ -1,0 +1,177 @@
+"""Live rendering with a recorded display and a fake clock: throttling, final frames, cards."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from nbllm._exceptions import RateLimitError
+from nbllm._render import LiveView, TerminalView, Throttle
+from nbllm._results import ChatResult, StatusEvent, ToolCall, Usage
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, dict[str, str], dict[str, Any], str]] = []
+
+    def show(self, bundle: dict[str, str], metadata: dict[str, Any], display_id: str) -> None:
+        self.frames.append(("show", bundle, metadata, display_id))
+
+    def update(self, bundle: dict[str, str], metadata: dict[str, Any], display_id: str) -> None:
+        self.frames.append(("update", bundle, metadata, display_id))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_view(live: bool = True, **throttle: Any) -> tuple[LiveView, Recorder, Clock]:
+    recorder, clock = Recorder(), Clock()
+    view = LiveView("p/m", live=live, throttle=Throttle(**throttle), display=recorder, clock=clock)
+    return view, recorder, clock
+
+
+def ok_result(text: str, **fields: Any) -> ChatResult:
+    return ChatResult(text=text, model="p/m", ttft_s=0.1, latency_s=1.0, usage=Usage(5, 10), **fields)
+
+
+def test_first_token_shows_at_once_then_updates_are_coalesced() -> None:
+    view, recorder, clock = make_view(interval_s=0.05, stretch_chars=0)
+    view.start()
+    assert (
+        recorder.frames[0][0] == "show"
+        and "waiting for first token" in recorder.frames[0][1]["text/markdown"]
+    )
+    view.token("Hel")
+    assert recorder.frames[-1][1]["text/markdown"].startswith("Hel")
+    for piece in "lo wor":
+        clock.now += 0.001
+        view.token(piece)
+    assert len(recorder.frames) == 2  # all coalesced
+    clock.now += 0.06
+    view.tick()
+    assert len(recorder.frames) == 3 and recorder.frames[-1][1]["text/markdown"].startswith("Hello wor")
+    assert {frame[3] for frame in recorder.frames} == {view.handle.display_id}  # one handle
+    assert all(frame[0] == "update" for frame in recorder.frames[1:])
+
+
+def test_final_frame_has_text_footer_and_metadata() -> None:
+    view, recorder, _ = make_view()
+    view.start()
+    view.token("Hi there")
+    view.finish(ok_result("Hi there", retries=1))
+    _, bundle, metadata, _ = recorder.frames[-1]
+    assert bundle["text/plain"].startswith("Hi there\n[p/m · first token 0.10 s · total 1.00 s · 10 tokens")
+    assert "1 retry" in bundle["text/markdown"]
+    assert metadata["nbllm"]["ttft_s"] == 0.1 and metadata["nbllm"]["completion_tokens"] == 10
+    assert metadata["nbllm"]["retries"] == 1 and metadata["nbllm"]["status"] == "ok"
+
+
+def test_final_only_mode_draws_one_frame() -> None:
+    view, recorder, clock = make_view(live=False)
+    view.start()
+    for piece in ["a", "b", "c"]:
+        clock.now += 1
+        view.token(piece)
+        view.tick()
+    view.finish(ok_result("abc"))
+    assert [frame[0] for frame in recorder.frames] == ["show"]
+    assert recorder.frames[0][1]["text/plain"].startswith("abc\n")
+
+
+def test_cancelled_and_incomplete_keep_the_text_and_say_so() -> None:
+    for status, words in [("cancelled", "cancelled"), ("incomplete", "incomplete")]:
+        view, recorder, _ = make_view()
+        view.start()
+        view.token("partial answ")
+        view.finish(ok_result("partial answ", status=status), note="not added to conversation 'default'")
+        plain = recorder.frames[-1][1]["text/plain"]
+        assert plain.startswith("partial answ")
+        assert f"({words}:" in plain and "not added to conversation" in plain
+        assert status.upper() in plain
+
+
+def test_error_card_has_class_upstream_message_and_hint() -> None:
+    view, recorder, _ = make_view()
+    view.start()
+    error = RateLimitError(
+        "rate limited by p/m", status=429, upstream_message="slow down please", hint="wait or add --fallback"
+    )
+    view.finish(ChatResult(model="p/m", status="error"), error)
+    markdown = recorder.frames[-1][1]["text/markdown"]
+    assert "**RateLimitError**" in markdown
+    assert "slow down please" in markdown and "wait or add --fallback" in markdown
+
+
+def test_retry_countdown_ticks_down() -> None:
+    view, recorder, clock = make_view()
+    view.start()
+    view.status(StatusEvent("rate_limited", "rate limited, retrying in 3.0 s", 3.0, 2, 3))
+    assert "retrying in 3 s (attempt 2 of 3)" in recorder.frames[-1][1]["text/markdown"]
+    clock.now += 1.2
+    view.tick()
+    assert "retrying in 2 s" in recorder.frames[-1][1]["text/markdown"]
+    count = len(recorder.frames)
+    clock.now += 0.1
+    view.tick()
+    assert len(recorder.frames) == count  # same second: no redraw
+
+
+def test_tool_calls_and_results_are_shown() -> None:
+    view, recorder, _ = make_view()
+    call = ToolCall("c1", "get_weather", '{"city": "Oslo"}')
+    view.tool_call(call)
+    assert "get_weather" in recorder.frames[-1][1]["text/markdown"]
+    view.tool_result(call, '{"temp": 21}', True)
+    markdown = recorder.frames[-1][1]["text/markdown"]
+    assert markdown.count("get_weather") == 1 and "temp" in markdown
+
+
+@pytest.mark.parametrize("tokens", [1000, 5000])
+def test_stretched_interval_keeps_bytes_near_linear(tokens: int) -> None:
+    """5,000 tokens of ~8 chars at 500 tok/s: a fixed 50 ms interval would resend the whole
+    text ~200 times; stretching keeps the total within 20x the reply's size."""
+    view, recorder, clock = make_view()
+    view.start()
+    for _ in range(tokens):
+        clock.now += 1 / 500
+        view.token("word123 ")
+    view.finish(ok_result("x"))
+    sent = sum(len(frame[1].get("text/markdown", "")) for frame in recorder.frames)
+    reply = tokens * 8
+    assert sent <= 20 * reply
+    assert len(recorder.frames) >= 10  # still live, not one frame at the end
+
+
+def test_terminal_view_writes_tokens_as_they_arrive() -> None:
+    out = io.StringIO()
+    view = TerminalView("p/m", out=out)
+    view.start()
+    view.token("Hel")
+    assert out.getvalue() == "Hel"
+    view.token("lo")
+    view.status(StatusEvent("retry", "ServerError, retrying in 1.0 s", 1.0, 2, 3))
+    view.finish(ok_result("Hello", status="cancelled"))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Hello"
+    assert lines[1] == "[ServerError, retrying in 1.0 s]"
+    assert lines[2].startswith("(cancelled") and lines[3].startswith("[p/m")
+
+
+def test_nothing_overwrites_the_final_frame() -> None:
+    view, recorder, clock = make_view()
+    view.start()
+    view.token("a")
+    clock.now += 0.001
+    view.token("b")  # coalesced: the view is dirty
+    view.finish(ok_result("ab"))
+    clock.now += 1
+    view.tick()
+    view.status(StatusEvent("retry", "late event", 1.0, 2, 3))
+    assert "text/plain" in recorder.frames[-1][1]
