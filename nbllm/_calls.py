@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from nbllm._client import ChatRequest, ReplyState, prepare, send
+from nbllm._client import ChatRequest, ReplyState, prepare, send, tls_context
 from nbllm._exceptions import (
     APIError,
     IncompleteStreamError,
@@ -196,7 +196,9 @@ class _Call:
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
             self.record.attempts.append(tried)
             try:
-                async with httpx.AsyncClient(timeout=timeout, transport=self.options.transport) as client:
+                async with httpx.AsyncClient(
+                    timeout=timeout, transport=self.options.transport, verify=tls_context()
+                ) as client:
                     async for token in send(client, resolved, prepared, state):
                         yield token
                 if not state.complete:

@@ -7,18 +7,23 @@ does exactly one exchange and records what it saw in a `ReplyState`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
 
 from nbllm._auth import auth_headers, find_key, mask_headers
 from nbllm._config import expand_vars
-from nbllm._constants import VERSION
+from nbllm._constants import STREAM_READ_GATHER_S, VERSION
 from nbllm._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -41,6 +46,20 @@ from nbllm._store import Resolved
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 MAX_REDIRECTS = 5
 UPSTREAM_TEXT_LIMIT = 500
+
+
+def tls_context() -> ssl.SSLContext:
+    """A certificate-verifying TLS context shared by every client: building one loads the CA
+    bundle, which costs tens of milliseconds of CPU per call. Like httpx, it honours
+    $SSL_CERT_FILE and $SSL_CERT_DIR (company proxies), and uses certifi's bundle otherwise."""
+    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 @dataclass
@@ -230,15 +249,32 @@ async def _read_stream(
 ) -> AsyncIterator[TokenEvent]:
     decoder = SSEDecoder()
     async for chunk in response.aiter_bytes():
+        # The text of every event in one network read goes out as one TokenEvent: consumers
+        # do per-event work, and a read holds a batch of tokens (see the pause below).
+        pieces: list[str] = []
+        failure: StreamError | None = None
         for event in decoder.feed(chunk):
             if event.data.strip() == "[DONE]":
                 state.saw_done = True
                 continue
-            payload = _parse_chunk(event.data, resolved, state)
+            try:
+                payload = _parse_chunk(event.data, resolved, state)
+            except StreamError as error:
+                failure = error
+                break
             if event.event == "error" or "error" in payload:
-                raise _stream_error(payload, resolved, state)
-            for token in _apply_chunk(payload, state):
-                yield token
+                failure = _stream_error(payload, resolved, state)
+                break
+            pieces += _apply_chunk(payload, state)
+        if pieces:  # text that arrived before a bad event is still shown
+            yield TokenEvent("".join(pieces))
+        if failure is not None:
+            raise failure
+        if state.shown:
+            # Once text flows, let a few tokens gather in the socket before the next read:
+            # one wake-up per batch instead of per token (a large share of the kernel's CPU
+            # at hundreds of tokens/s), and far below what a person or a display notices.
+            await asyncio.sleep(STREAM_READ_GATHER_S)
     decoder.close()
 
 
@@ -277,7 +313,7 @@ def _parse_chunk(data: str, resolved: Resolved, state: ReplyState) -> dict[str, 
     return payload
 
 
-def _apply_chunk(payload: dict[str, Any], state: ReplyState) -> list[TokenEvent]:
+def _apply_chunk(payload: dict[str, Any], state: ReplyState) -> list[str]:
     _apply_usage(payload, state)
     tokens = []
     for choice in payload.get("choices") or []:
@@ -287,7 +323,7 @@ def _apply_chunk(payload: dict[str, Any], state: ReplyState) -> list[TokenEvent]
             if state.first_token_at is None:
                 state.first_token_at = time.perf_counter()
             state.text += content
-            tokens.append(TokenEvent(content))
+            tokens.append(content)
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning:
             state.reasoning += str(reasoning)

@@ -63,3 +63,7 @@ MAX_TOOL_ROUNDS = 5
 
 LIVE_ENV = "NBLLM_LIVE"
 """Set to 0 to render each reply once, when it ends (headless runs: nbval, nbconvert)."""
+
+STREAM_READ_GATHER_S = 0.04
+"""Pause between two socket reads of a stream once text is flowing, so tokens arrive in batches:
+it cuts the per-token overhead of the HTTP stack several-fold and delays text by at most this."""

@@ -17,7 +17,7 @@ import httpx
 
 from nbllm._auth import auth_headers, key_status, security_warnings
 from nbllm._calls import CallOptions, run_call
-from nbllm._client import ChatRequest, error_from_response
+from nbllm._client import ChatRequest, error_from_response, tls_context
 from nbllm._config import ModelSpec, ProviderConfig
 from nbllm._exceptions import APIError, ConnectionError, MissingKeyError, NbllmError, TimeoutError
 from nbllm._store import Resolved, Store
@@ -76,7 +76,7 @@ async def list_models(
     url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version)
     timeout = httpx.Timeout(provider.read_timeout_s, connect=provider.connect_timeout_s)
     try:
-        async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+        async with httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls_context()) as client:
             response = await client.get(url, headers=auth_headers(provider))
     except httpx.TimeoutException as exc:
         raise TimeoutError(f"GET {url} timed out", hint="check the host and port") from exc

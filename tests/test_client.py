@@ -288,3 +288,36 @@ async def test_missing_key_fails_before_sending(gw: None) -> None:
     with pytest.raises(nbllm.MissingKeyError, match="NBLLM_TEST_UNSET"):
         await call("nokey/m")
     assert route.call_count == 0
+
+
+@respx.mock
+async def test_events_of_one_read_become_one_token_event(gw: None) -> None:
+    from nbllm._calls import stream_call
+
+    respx.post(URL).mock(
+        return_value=httpx.Response(
+            200, content=sse(delta("Hel"), delta("lo "), delta("there", finish="stop"))
+        )
+    )
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}])
+    events = [e async for e in stream_call(request, CallOptions(model="org/model:v1"))]
+    tokens = [e.text for e in events if isinstance(e, nbllm.TokenEvent)]
+    assert tokens == ["Hello there"]  # respx delivers the body in one read
+    assert isinstance(events[-1], nbllm.DoneEvent) and events[-1].result.text == "Hello there"
+
+
+def test_tls_context_is_shared_and_honours_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import ssl
+
+    from nbllm._client import tls_context
+
+    default = tls_context()
+    assert tls_context() is default and default.verify_mode == ssl.CERT_REQUIRED
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    assert tls_context() is not default  # a company CA folder is used, as httpx does
+    monkeypatch.delenv("SSL_CERT_DIR")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(FileNotFoundError):
+        tls_context()

@@ -1,0 +1,126 @@
+"""`%%chat` in a real kernel (ipykernel over ZMQ) against the loopback server: one display
+handle per reply, the throttle, interrupts, and cells queued behind a stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from nbllm.testing import LoopbackServer, serve
+from tests.kernel_session import Execution, KernelSession
+
+WORDS = {"short": 200, "long": 2000, "endless": 5000}
+
+
+def reply_for(body: dict[str, Any]) -> str:
+    prompt = str(body["messages"][-1]["content"])
+    count = next((n for key, n in WORDS.items() if key in prompt), 5)
+    return " ".join(f"w{i:04d}" for i in range(count))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LoopbackServer]:
+    with serve(reply_for) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def kernel(server: LoopbackServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelSession]:
+    env = {"NBLLM_CONFIG_DIR": str(tmp_path_factory.mktemp("kernel-config")), "NBLLM_LIVE": "1"}
+    with KernelSession(env) as session:
+        session.check("%load_ext nbllm")
+        session.check(f"%llm_provider add loop --url {server.base_url} --model test-model=100000")
+        yield session
+
+
+def texts(execution: Execution) -> list[str]:
+    return [m["content"]["data"]["text/markdown"] for m in execution.displays()]
+
+
+def test_tokens_stream_into_one_display_handle(kernel: KernelSession, server: LoopbackServer) -> None:
+    server.tokens_per_s = 100
+    execution = kernel.execute("%%chat\nshort please", timeout=30)
+    assert execution.status == "ok"
+    kinds = [m["msg_type"] for m in execution.displays()]
+    assert kinds[0] == "display_data" and set(kinds[1:]) == {"update_display_data"} and len(kinds) >= 5
+    assert len({m["content"]["transient"]["display_id"] for m in execution.displays()}) == 1
+    assert texts(execution)[0].startswith("*waiting for first token")
+    streamed = [t.split("\n\n<sub>")[0] for t in texts(execution)[1:-1]]
+    lengths = [len(t) for t in streamed]
+    assert lengths == sorted(lengths) and 0 < lengths[0] < lengths[-1]  # it grew, in place
+    final = execution.displays()[-1]["content"]
+    assert final["data"]["text/plain"].startswith("w0000 w0001") and "w0199" in final["data"]["text/plain"]
+    assert final["metadata"]["nbllm"]["completion_tokens"] == 200
+    assert final["metadata"]["nbllm"]["ttft_s"] > 0
+
+
+def test_updates_are_bounded_by_the_throttle(kernel: KernelSession, server: LoopbackServer) -> None:
+    server.tokens_per_s = 500
+    started = time.monotonic()
+    execution = kernel.execute("%%chat -c throttle\nlong please", timeout=60)
+    elapsed = time.monotonic() - started
+    assert execution.status == "ok"
+    updates = len(execution.displays())
+    assert 5 <= updates <= elapsed / 0.05 + 5, updates  # at most one per 50 ms, not one per token
+    assert updates < 2000 / 10
+
+
+def test_interrupt_cancels_keeps_partial_text_and_the_kernel_goes_on(
+    kernel: KernelSession, server: LoopbackServer
+) -> None:
+    server.tokens_per_s = 50
+    disconnects_before = len(server.disconnects)
+    interrupted_at: list[float] = []
+
+    def interrupt_once_text_shows(message: dict[str, Any]) -> None:
+        data = message["content"].get("data", {})
+        if not interrupted_at and "w0003" in data.get("text/markdown", ""):
+            interrupted_at.append(time.monotonic())
+            kernel.manager.interrupt_kernel()
+
+    msg_id = kernel.submit("%%chat -c interrupt\nendless please")
+    execution = kernel.collect(msg_id, timeout=30, on_message=interrupt_once_text_shows)
+    assert interrupted_at, "the stream never showed text"
+    assert execution.status == "error"
+    final = execution.displays()[-1]["content"]["data"]["text/plain"]
+    assert final.startswith("w0000 w0001 w0002 w0003") and "w4999" not in final
+    assert "cancelled" in final and "not added to conversation 'interrupt'" in final
+    deadline = time.monotonic() + 2
+    while len(server.disconnects) == disconnects_before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(server.disconnects) > disconnects_before
+    assert server.disconnects[-1] - interrupted_at[0] < 1.0
+    after = kernel.check("import nbllm\nprint(nbllm.last().status, nbllm.history()[-1].status)")
+    assert after.stdout().split() == ["cancelled", "cancelled"]
+    assert kernel.check("%%chat -c interrupt\nhi").status == "ok"
+
+
+def test_a_cell_queued_behind_a_stream_runs(kernel: KernelSession, server: LoopbackServer) -> None:
+    server.tokens_per_s = 200
+    streaming = kernel.submit("%%chat -c queued\nshort please")
+    queued = kernel.submit("print('queued cell ran')")
+    first = kernel.collect(streaming, timeout=30)
+    second = kernel.collect(queued, timeout=30)
+    assert first.status == "ok" and second.status == "ok"
+    assert second.stdout() == "queued cell ran\n"
+
+
+def test_without_autoawait_the_background_loop_renders(kernel: KernelSession, server: LoopbackServer) -> None:
+    server.tokens_per_s = 200
+    kernel.check("%autoawait off")
+    try:
+        execution = kernel.check("%%chat -c thread\nshort please")
+    finally:
+        kernel.check("%autoawait on")
+    assert len({m["content"]["transient"]["display_id"] for m in execution.displays()}) == 1
+    assert execution.displays()[-1]["content"]["data"]["text/plain"].startswith("w0000")
+
+
+def test_errors_are_one_line_usage_errors(kernel: KernelSession) -> None:
+    execution = kernel.execute("%%chat nowhere/none\nhi")
+    assert execution.status == "error"
+    error = execution.reply["content"] if execution.reply else {}
+    assert error["ename"] == "UsageError" and "nowhere/none" in error["evalue"]
