@@ -31,11 +31,11 @@ from nbllm._conversation import (
     get_conversations,
     plan_messages,
 )
-from nbllm._exceptions import APIError, CapabilityError, PromptError
+from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError
 from nbllm._interpolate import Interpolated, interpolate
 from nbllm._loop_thread import Ui
 from nbllm._render import View
-from nbllm._results import ChatResult, DoneEvent, StatusEvent, TokenEvent, ToolCall, Usage
+from nbllm._results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
 from nbllm._store import Resolved, Store, get_store
 from nbllm._tools import Tool, error_text, outcome_text, tools_from_names
 
@@ -239,16 +239,22 @@ class CellRun:
         try:
             outcome = await self._rounds(ui)
             return outcome
-        except APIError as error:
-            partial = error.result or ChatResult(model=cell.resolved.qualified_name, status="error")
-            outcome = CellOutcome(combine([*self.rounds, partial]), error)
+        except NbllmError as error:  # an API failure, or e.g. a key that went missing
+            if isinstance(error, APIError) and error.result is not None:
+                outcome = CellOutcome(combine([*self.rounds, error.result]), error)
+            else:
+                outcome = CellOutcome(self._partial_result("error"), error)
             return outcome
-        except asyncio.CancelledError:
-            outcome = CellOutcome(self._cancelled_result())
+        except (asyncio.CancelledError, KeyboardInterrupt):  # an interrupt, maybe inside a tool
+            outcome = CellOutcome(self._partial_result("cancelled"))
+            raise
+        except BaseException as error:  # a bug: the display still ends, marked failed
+            outcome = CellOutcome(self._partial_result("error"), error)
             raise
         finally:
-            self.outcome = final = outcome or CellOutcome(self._cancelled_result())
-            ui.post(view.finish, final.result, final.error, self._note(final))
+            assert outcome is not None  # every way out above sets it
+            self.outcome = outcome
+            ui.post(view.finish, outcome.result, outcome.error, self._note(outcome))
 
     def _note(self, outcome: CellOutcome) -> str | None:
         name = self.cell.conversation.name
@@ -256,11 +262,12 @@ class CellRun:
             return None
         return f"not added to conversation {name!r}"
 
-    def _cancelled_result(self) -> ChatResult:
+    def _partial_result(self, status: Status) -> ChatResult:
+        """What this round had shown when it ended without a result of its own."""
         partial = ChatResult(
             text=self._partial,
             model=self.cell.resolved.qualified_name,
-            status="cancelled",
+            status=status,
             latency_s=time.perf_counter() - self._started,
         )
         return combine([*self.rounds, partial])

@@ -20,6 +20,13 @@ CANCEL_GRACE_S = 2.0
 """How long an interrupted caller waits for the cancelled task to close its connection."""
 
 
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_forever()
+    finally:  # closed, so the next call starts a fresh loop rather than queueing on a dead one
+        loop.close()
+
+
 class LoopThread:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -30,7 +37,9 @@ class LoopThread:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="nbllm-loop", daemon=True)
+                thread = threading.Thread(
+                    target=_run_until_stopped, args=(loop,), name="nbllm-loop", daemon=True
+                )
                 thread.start()
                 self._loop = loop
             return self._loop
@@ -91,8 +100,10 @@ class QueueUi:
         def run() -> None:
             try:
                 done.set_result(action())
-            except BaseException as exc:  # handed back to the awaiting coroutine
+            except Exception as exc:  # handed back to the awaiting coroutine
                 done.set_exception(exc)
+            # A KeyboardInterrupt stays on this thread: run_with_ui cancels the coroutine.
+            # (Handed to the loop, it would escape the task and stop the background loop.)
 
         self.queue.put(run)
         return await asyncio.wrap_future(done)

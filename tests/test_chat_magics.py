@@ -321,3 +321,27 @@ def test_nbllm_live_env_selects_final_mode(ip: Any, monkeypatch: pytest.MonkeyPa
     assert magics._mode() == "final"
     monkeypatch.delenv("NBLLM_LIVE")
     assert magics._mode() == "terminal"  # this test shell is a terminal shell
+
+
+def test_a_key_gone_missing_is_a_usage_error_not_a_cancellation(
+    ip: Any, server: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NBLLM_TEST_CHAT_KEY")
+    with pytest.raises(UsageError, match="MissingKeyError"):
+        ip.run_cell_magic("chat", "", "hello?")
+    out = capsys.readouterr().out
+    assert "NBLLM_TEST_CHAT_KEY" in out and "cancelled" not in out
+    assert nbllm.last().status == "error" and chat_requests(server) == []
+
+
+def test_an_interrupt_inside_a_tool_ends_the_reply_as_cancelled(ip: Any, server: Any, capsys: Any) -> None:
+    def stop_here() -> str:
+        """Simulates Ctrl-C while a tool runs."""
+        raise KeyboardInterrupt
+
+    ip.user_ns["stop_here"] = stop_here
+    server.tool_calls = [ScriptedToolCall("stop_here", {})]
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell_magic("chat", "--tools stop_here", "go")
+    assert "(cancelled" in capsys.readouterr().out
+    assert nbllm.last().status == "cancelled"
