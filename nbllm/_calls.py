@@ -98,6 +98,17 @@ def _fallback_worthy(error: APIError, state: ReplyState) -> bool:
     return _retryable(error, state)
 
 
+def _incomplete_hint(state: ReplyState) -> str:
+    if state.events == 0:
+        # llama-cpp-python answers a prompt longer than its context window with an empty stream.
+        return (
+            "the server sent an empty stream; some servers (llama-cpp-python) do that when the prompt "
+            "does not fit the model's context window. Shorten the prompt, or ask with --no-stream "
+            "(stream=False) to see the server's own error"
+        )
+    return "the server or a proxy cut the reply short; the text shown is partial"
+
+
 class _FailOver(Exception):
     """Raised inside a call to move on to the next route."""
 
@@ -204,7 +215,7 @@ class _Call:
                 if not state.complete:
                     raise IncompleteStreamError(
                         f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
-                        hint="the server or a proxy cut the reply short; the text shown is partial",
+                        hint=_incomplete_hint(state),
                         request_id=state.request_id,
                     )
             except APIError as error:

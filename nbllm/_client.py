@@ -170,6 +170,8 @@ class ReplyState:
     finish_reason: str | None = None
     usage: Usage | None = None
     saw_done: bool = False
+    events: int = 0
+    """Server-sent events received (0 for an empty stream)."""
     first_token_at: float | None = None
     request_id: str | None = None
     http_status: int | None = None
@@ -254,6 +256,7 @@ async def _read_stream(
         pieces: list[str] = []
         failure: StreamError | None = None
         for event in decoder.feed(chunk):
+            state.events += 1
             if event.data.strip() == "[DONE]":
                 state.saw_done = True
                 continue

@@ -67,3 +67,9 @@ LIVE_ENV = "NBLLM_LIVE"
 STREAM_READ_GATHER_S = 0.04
 """Pause between two socket reads of a stream once text is flowing, so tokens arrive in batches:
 it cuts the per-token overhead of the HTTP stack several-fold and delays text by at most this."""
+
+LOCAL_CONTEXT_WINDOW = 2048
+"""Context window the bundled local model is started with (SmolLM2 was trained for 8192)."""
+
+LOCAL_READY_TIMEOUT_S = 120.0
+"""How long `%llm_provider local start` waits for the server to answer before giving up."""

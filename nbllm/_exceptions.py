@@ -13,6 +13,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── ProviderExistsError         add without replace, the name is taken
     ├── ProviderNotFoundError       no provider with that name
     ├── MissingKeyError             the provider needs a key and none was found
+    ├── LocalModelError             the bundled local model cannot start (extra missing, server failed)
     ├── PromptError                 a %%chat cell cannot become a request (nothing was sent)
     │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
@@ -82,6 +83,10 @@ class AmbiguousModelError(NameResolutionError):
     def __init__(self, message: str, *, choices: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.choices = choices
+
+
+class LocalModelError(NbllmError):
+    """The bundled local model cannot be started or is not installed; the hint says what to do."""
 
 
 class PromptError(NbllmError, ValueError):

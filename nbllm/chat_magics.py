@@ -36,10 +36,12 @@ from nbllm._compare_view import CompareView
 from nbllm._constants import LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
 from nbllm._dry_run import DryRun
 from nbllm._history import get_history
+from nbllm._local import ensure_a_provider
 from nbllm._loop_thread import DirectUi, Ui, run_with_ui
 from nbllm._render import LiveView, TerminalView, Throttle
+from nbllm._store import get_store
 from nbllm._tables import HistoryTable
-from nbllm.magics import parse_line, usage_errors
+from nbllm.magics import parse_line, usage_errors, warn
 
 CHAT_HELP_TAIL = """
 The cell body is the prompt. {name}, {name.attr} and {name[key]} are filled in from
@@ -197,12 +199,18 @@ class ChatMagics(Magics):
         namespace = self.shell.user_ns if self.shell is not None else {}
         with usage_errors():
             options = self._options(line)
+            ensure_a_provider(get_store(), print)
             if options.compare:
                 return self._compare_job(options, cell, namespace)
             prepared = prepare_cell(options, cell, namespace)
             if options.dry_run:
                 display(DryRun.of(prepared))
                 return None
+        if not prepared.plan.fits:
+            warn(
+                f"{prepared.plan.summary()}: the newest message alone may not fit "
+                f"{prepared.resolved.qualified_name}'s context window; the server may refuse or cut it"
+            )
         mode = self._mode()
         model = prepared.resolved.qualified_name
         view: LiveView | TerminalView

