@@ -11,6 +11,7 @@ ended well, so re-running a failed cell does not leave half a turn behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,6 @@ class PreparedCell:
     user_message: Message
     plan: Plan
     tools: dict[str, Tool]
-    image_labels: list[str]
 
     def request(self, messages: list[Message], *, with_tools: bool) -> ChatRequest:
         options = self.options
@@ -145,8 +145,7 @@ def prepare_cell(
         context_window=resolved.spec.context_window,
         max_tokens=options.max_tokens,
     )
-    labels = [image.label for image in prompt.images]
-    return PreparedCell(options, resolved, routes, conversation, system, user_message, plan, tools, labels)
+    return PreparedCell(options, resolved, routes, conversation, system, user_message, plan, tools)
 
 
 def combine(rounds: Sequence[ChatResult]) -> ChatResult:
@@ -317,14 +316,8 @@ class CellRun:
         return CellOutcome(combined, None, value)
 
     async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
-        options = self.call_options
-        call_options = CallOptions(
-            model=self.cell.resolved.qualified_name,
-            fallback=self.cell.options.fallback,
-            store=options.store,
-            history=options.history,
-            sleep=options.sleep,
-            transport=options.transport,
+        call_options = dataclasses.replace(
+            self.call_options, model=self.cell.resolved.qualified_name, fallback=self.cell.options.fallback
         )
         self._partial = ""
         async with aclosing(stream_call(request, call_options)) as events:

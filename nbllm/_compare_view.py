@@ -64,9 +64,6 @@ class Column:
         self.text += "  -> " + text[:300] + "\n"
         self.parent.changed(force=True)
 
-    def tick(self) -> None:
-        self.parent.tick()
-
     def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
         self.result, self.error = result, error
         self.notice = None

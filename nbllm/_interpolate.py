@@ -39,8 +39,6 @@ class ImagePart:
 
     mime: str
     data: bytes
-    label: str
-    """The placeholder it came from, for dry runs and errors."""
 
     def data_url(self) -> str:
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
@@ -96,7 +94,7 @@ def _index_key(text: str) -> Any:
     return stripped
 
 
-def _as_image(value: Any, label: str) -> ImagePart | None:
+def _as_image(value: Any) -> ImagePart | None:
     if isinstance(value, (str, bytes, int, float)):
         return None
     for method, mime in (("_repr_png_", "image/png"), ("_repr_jpeg_", "image/jpeg")):
@@ -108,7 +106,7 @@ def _as_image(value: Any, label: str) -> ImagePart | None:
             if isinstance(data, str):
                 data = base64.b64decode(data)
             if isinstance(data, bytes) and data:
-                return ImagePart(mime, data, label)
+                return ImagePart(mime, data)
     return None
 
 
@@ -121,7 +119,7 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> Interpolated:
             return "{" + match.group("escaped") + "}"
         field_text = match.group("field")
         value = _lookup(field_text, namespace)
-        image = _as_image(value, field_text)
+        image = _as_image(value)
         if image is not None:
             images.append(image)
             return f"[image {len(images)}: {field_text}]"

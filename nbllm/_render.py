@@ -175,8 +175,8 @@ def error_card_text(error: BaseException) -> str:
 STATUS_NOTES = {
     "cancelled": "cancelled: the text above is partial",
     "incomplete": "incomplete: the stream ended early; the text above is partial",
-    "error": "failed",
 }
+"""What a reply that ended early says under its text (a failed one shows its error card)."""
 
 
 @dataclass
@@ -296,9 +296,7 @@ class LiveView:
         self.finished = True
         body = self.transcript.markdown()
         plain = self.transcript.text()
-        notes = [
-            n for n in (STATUS_NOTES.get(result.status) if result.status != "error" else None, note) if n
-        ]
+        notes = [n for n in (STATUS_NOTES.get(result.status), note) if n]
         markdown_parts = [body] if body else []
         plain_parts = [plain] if plain else []
         if error is not None:
@@ -320,7 +318,7 @@ class LiveView:
         self.throttle.mark(now)
         if not self.live or self.finished:  # nothing may overwrite the final frame
             return
-        lines = [self.transcript.markdown()] if self.transcript.length or self.transcript.parts else []
+        lines = [self.transcript.markdown()] if self.transcript.parts else []
         if self.countdown is not None:
             self._countdown_text = self.countdown.text(now)
             lines.append(f"*{self._countdown_text}*")
@@ -375,8 +373,7 @@ class TerminalView:
         self.finished = True
         if error is not None:
             self._line(error_card_text(error))
-        status_note = STATUS_NOTES.get(result.status) if result.status != "error" else None
-        for text in (status_note, note):
+        for text in (STATUS_NOTES.get(result.status), note):
             if text:
                 self._line(f"({text})")
         self._line(f"[{result.footer()}]")

@@ -45,14 +45,6 @@ def _doc_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 @dataclass(frozen=True)
-class ToolOutcome:
-    call: ToolCall
-    ok: bool
-    text: str
-    """What goes back to the model: the result, or the error."""
-
-
-@dataclass(frozen=True)
 class Tool:
     name: str
     function: Callable[..., Any]

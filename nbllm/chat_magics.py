@@ -15,7 +15,7 @@ import asyncio
 import keyword
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -62,7 +62,6 @@ class _Job:
     start: Callable[[Ui], Coroutine[Any, Any, Any]]
     conclude: Callable[[Any], None]
     on_cancel: Callable[[], None] = lambda: None
-    runs: list[CellRun] = field(default_factory=list)
 
 
 def _split_names(text: str | None) -> list[str]:
@@ -235,7 +234,7 @@ class ChatMagics(Magics):
             if run.outcome is not None:
                 set_last(run.outcome.result)
 
-        return _Job(view.tick, run.run, conclude, on_cancel, [run])
+        return _Job(view.tick, run.run, conclude, on_cancel)
 
     def _compare_job(self, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job | None:
         prepared = [prepare_cell(options, cell, namespace, model=name) for name in options.compare]
