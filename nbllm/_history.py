@@ -8,7 +8,6 @@ never prompts, replies or keys.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import threading
 from collections import deque
@@ -17,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nbllm._observers import Observers
 from nbllm._results import Status, tokens_per_second
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORDS = 1000
 _ids = itertools.count(1)
@@ -89,7 +87,7 @@ class History:
     def __init__(self, max_records: int = DEFAULT_MAX_RECORDS) -> None:
         self._lock = threading.Lock()
         self._records: deque[CallRecord] = deque(maxlen=max_records)
-        self._listeners: list[Callable[[CallRecord], None]] = []
+        self._observers = Observers("history")
 
     @property
     def max_records(self) -> int:
@@ -105,15 +103,10 @@ class History:
     def add(self, record: CallRecord) -> None:
         with self._lock:
             self._records.append(record)
-        for listener in list(self._listeners):
-            try:
-                listener(record)
-            except Exception:  # an observer's bug must not break the call that finished
-                logger.exception("history listener failed")
+        self._observers.emit(record)
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._observers.subscribe(listener)
 
     def records(self) -> list[CallRecord]:
         with self._lock:

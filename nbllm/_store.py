@@ -8,7 +8,6 @@ event-loop thread, so every read and write holds one lock.
 from __future__ import annotations
 
 import difflib
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from nbllm._exceptions import (
     ProviderNotFoundError,
     UnknownModelError,
 )
+from nbllm._observers import Observers
 from nbllm._urls import chat_url
-
-logger = logging.getLogger(__name__)
 
 ADD_PROVIDER_HINT = "%llm_provider add NAME --url http://localhost:8000/v1 --model MODEL_ID"
 
@@ -79,29 +77,16 @@ class Store:
         self._lock = threading.RLock()
         self._providers: dict[str, ProviderConfig] = {}
         self._default: tuple[str, str] | None = None
-        self._listeners: list[Listener] = []
+        self._observers = Observers("store")
 
     # -- observing -------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` after every change; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._observers.subscribe(listener)
 
     def _emit(self, kind: str, provider: str | None = None, model: str | None = None) -> None:
-        event = StoreEvent(kind, provider, model)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # an observer's bug must not undo or block a store change
-                logger.exception("store listener failed on %s", event)
+        self._observers.emit(StoreEvent(kind, provider, model))
 
     # -- providers -------------------------------------------------------------
 
