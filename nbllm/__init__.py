@@ -93,17 +93,27 @@ __all__ = [
     "history",
     "last",
     "load_ipython_extension",
+    "panel",
     "unload_ipython_extension",
 ]
+
+
+def panel() -> Any:
+    """The ipywidgets panel over providers, models and the call history (see `nbllm._panel`)."""
+    from nbllm._panel import Panel
+
+    return Panel()
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
     from nbllm import _persist
+    from nbllm._panel import PanelMagics
     from nbllm.chat_magics import ChatMagics, chat_cell_transformer
     from nbllm.magics import ProviderMagics
 
     ipython.register_magics(ProviderMagics)
+    ipython.register_magics(PanelMagics)
     chat_magics = ChatMagics(shell=ipython)
     ipython.register_magics(chat_magics)
     if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works

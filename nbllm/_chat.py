@@ -32,7 +32,8 @@ from nbllm._conversation import (
     get_conversations,
     plan_messages,
 )
-from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError
+from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError
+from nbllm._inflight import get_in_flight
 from nbllm._interpolate import Interpolated, interpolate
 from nbllm._loop_thread import Ui
 from nbllm._render import View
@@ -235,8 +236,24 @@ class CellRun:
             cell.conversation.system = cell.system
         ui.post(view.start)
         outcome: CellOutcome | None = None
+        # The rounds run as their own task so the panel's Stop button can cancel them
+        # without cancelling the cell (an interrupt cancels both).
+        rounds = asyncio.ensure_future(self._rounds(ui))
+        running = get_in_flight().add(self.cell.resolved.qualified_name, rounds)
         try:
-            outcome = await self._rounds(ui)
+            outcome = await rounds
+            return outcome
+        except asyncio.CancelledError:
+            # Task.cancelling() (3.11+) tells an interrupt that came at the same time.
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)
+            if not running.stopped or (cancelling is not None and cancelling()):
+                outcome = CellOutcome(self._partial_result("cancelled"))
+                raise
+            error = StoppedError(
+                "stopped with the panel's Stop button",
+                hint="the reply so far is above and in nbllm.last(); run the cell again for a whole one",
+            )
+            outcome = CellOutcome(self._partial_result("cancelled"), error)
             return outcome
         except NbllmError as error:  # an API failure, or e.g. a key that went missing
             if isinstance(error, APIError) and error.result is not None:
@@ -244,13 +261,16 @@ class CellRun:
             else:
                 outcome = CellOutcome(self._partial_result("error"), error)
             return outcome
-        except (asyncio.CancelledError, KeyboardInterrupt):  # an interrupt, maybe inside a tool
+        except KeyboardInterrupt:  # an interrupt inside a tool
             outcome = CellOutcome(self._partial_result("cancelled"))
             raise
         except BaseException as error:  # a bug: the display still ends, marked failed
             outcome = CellOutcome(self._partial_result("error"), error)
             raise
         finally:
+            get_in_flight().remove(running)
+            if not rounds.done():  # a bug above left it running: it must not outlive the run
+                rounds.cancel()
             assert outcome is not None  # every way out above sets it
             self.outcome = outcome
             ui.post(view.finish, outcome.result, outcome.error, self._note(outcome))

@@ -14,6 +14,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── ProviderNotFoundError       no provider with that name
     ├── MissingKeyError             the provider needs a key and none was found
     ├── LocalModelError             the bundled local model cannot start (extra missing, server failed)
+    ├── StoppedError                a call was stopped with the panel's Stop button
     ├── PromptError                 a %%chat cell cannot become a request (nothing was sent)
     │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
@@ -87,6 +88,10 @@ class AmbiguousModelError(NameResolutionError):
 
 class LocalModelError(NbllmError):
     """The bundled local model cannot be started or is not installed; the hint says what to do."""
+
+
+class StoppedError(NbllmError):
+    """A call was stopped on purpose (the panel's Stop button); its partial text is kept."""
 
 
 class PromptError(NbllmError, ValueError):

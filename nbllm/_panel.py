@@ -1,0 +1,103 @@
+"""The panel (`nbllm.panel()`) and `%llm_panel`: an ipywidgets panel over the session store and the
+call history.
+
+It is composed of the Providers tab (`_panel_providers`), the Calls tab
+(`_panel_calls`), the default-model selector and one message line where every
+action reports what it did or why it was refused. It subscribes to store, history
+and in-flight events, so magics and calls show up while it is open; `close()`
+unsubscribes. Every control is an attribute, and every button has a method, so tests
+drive it without a browser (``panel.providers.apply_button.click()``).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from nbllm._history import History, get_history
+from nbllm._inflight import InFlight, get_in_flight
+from nbllm._panel_calls import CallsTab
+from nbllm._panel_providers import ProvidersTab
+from nbllm._store import Store, StoreEvent, get_store
+
+NO_DEFAULT = ""
+
+
+class Panel(widgets.VBox):  # type: ignore[misc]
+    """Providers, models, capability flags, keys (write-only) and the call history."""
+
+    def __init__(
+        self, store: Store | None = None, history: History | None = None, in_flight: InFlight | None = None
+    ) -> None:
+        self.store = store or get_store()
+        self.history = history or get_history()
+        self.in_flight = in_flight or get_in_flight()
+        self.message = widgets.HTML()
+        self.message.add_class("nbllm-message")
+        self.messages: list[tuple[str, bool]] = []
+        """Every report this panel showed, newest last (tests read it)."""
+        self.default_model = widgets.Dropdown(description="default", layout=widgets.Layout(width="30em"))
+        self.default_model.add_class("nbllm-default")
+        self.default_model.observe(lambda change: self._default_chosen(change["new"]), "value")
+        self._syncing = False
+        self.providers = ProvidersTab(self.store, self.report)
+        self.calls = CallsTab(self.history, self.in_flight)
+        self.tabs = widgets.Tab(children=[self.providers, self.calls], titles=("Providers", "Calls"))
+        super().__init__([widgets.HTML("<b>nbllm</b>"), self.default_model, self.tabs, self.message])
+        self.add_class("nbllm-panel")
+        self._show_default()
+        self._unsubscribe = [
+            self.store.subscribe(self._store_changed),
+            self.history.subscribe(self.calls.refresh_history),
+            self.in_flight.subscribe(self.calls.refresh_running),
+        ]
+
+    def report(self, text: str, ok: bool) -> None:
+        """Show the outcome of the last action (a refusal says what was wrong and what to do)."""
+        self.messages.append((text, ok))
+        color = "green" if ok else "#c00"
+        mark = "\N{CHECK MARK}" if ok else "\N{BALLOT X}"
+        body = html.escape(text).replace("\n", "<br>")
+        self.message.value = f"<span style='color:{color}'>{mark} {body}</span>"
+
+    def _store_changed(self, event: StoreEvent) -> None:
+        self.providers.refresh(event)
+        self._show_default()
+
+    def _show_default(self) -> None:
+        names = self.store.qualified_names()
+        self._syncing = True
+        try:
+            self.default_model.options = [("(none)", NO_DEFAULT)] + [(n, n) for n in names]
+            self.default_model.value = self.store.default or NO_DEFAULT
+        finally:
+            self._syncing = False
+
+    def _default_chosen(self, name: str) -> None:
+        if self._syncing:
+            return
+        self.store.set_default(name or None)
+        self.report(f"Default model: {name or 'none'}", True)
+
+    def close(self) -> None:
+        """Stop following the store and the history, then close the widgets."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<nbllm Panel: {len(self.store.providers)} providers, {len(self.history.records())} calls>"
+
+
+@magics_class
+class PanelMagics(Magics):
+    @line_magic
+    def llm_panel(self, line: str) -> Any:
+        """Open the nbllm panel: providers, models, capability flags, keys, and the call history."""
+        from IPython.display import display
+
+        display(Panel())

@@ -1,0 +1,419 @@
+"""The panel's Providers tab: the provider list with add and remove, the selected
+provider's endpoint settings, its write-only key field, its models, Discover and Test.
+
+Every edit goes through the store (the same validation as `%llm_provider`); a
+refused edit shows why and leaves the store as it was. The key never travels to
+the front end: the password field starts empty, is not echoed back, and is cleared
+as soon as its value has reached the store or the keyring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import ipywidgets as widgets
+from pydantic import SecretStr
+from traitlets import Unicode
+
+from nbllm._auth import key_status, keyring_module, store_in_keyring
+from nbllm._config import ProviderConfig, split_model_arg
+from nbllm._doctor import DoctorReport, diagnose, list_models
+from nbllm._exceptions import ConfigError, NbllmError
+from nbllm._loop_thread import loop_thread
+from nbllm._panel_models import ModelRow, Report
+from nbllm._store import Store, StoreEvent
+
+T = TypeVar("T")
+
+SECRET_MASK = "********"
+"""Shown for a header value that holds a literal secret; left as is, the value is kept."""
+
+
+def run_soon(coro: Coroutine[Any, Any, T], done: Callable[[T | None, BaseException | None], None]) -> None:
+    """Run `coro` without blocking the kernel, then call ``done(value, error)``.
+
+    In a kernel, a button's handler runs on the kernel's event loop: the coroutine
+    becomes a task there, so the kernel keeps serving cells and widget messages
+    meanwhile, and `done` runs on the same thread. With no running loop (tests,
+    plain Python) it runs to completion on nbllm's background loop first.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            value = loop_thread().run(coro)
+        except Exception as exc:  # handed to `done`, which reports it in the panel
+            done(None, exc)
+        else:
+            done(value, None)
+        return
+
+    def finished(task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            done(None, asyncio.CancelledError())
+        elif task.exception() is not None:
+            done(None, task.exception())
+        else:
+            done(task.result(), None)
+
+    loop.create_task(coro).add_done_callback(finished)
+
+
+class KeyField(widgets.Password):  # type: ignore[misc]
+    """A password field whose value is never echoed back to the front end (ipywidgets 8
+    otherwise sends every value it receives back to all views)."""
+
+    value = Unicode("", help="The key as typed; cleared once stored.").tag(sync=True, echo_update=False)
+
+
+def header_lines(config: ProviderConfig) -> str:
+    """Headers as ``Name: value`` lines; literal secrets are masked."""
+    lines = []
+    for name, value in config.header_templates().items():
+        shown = SECRET_MASK if name in config.unsaved_headers() else value
+        lines.append(f"{name}: {shown}")
+    return "\n".join(lines)
+
+
+def parse_header_lines(text: str, config: ProviderConfig) -> dict[str, SecretStr]:
+    """The inverse of `header_lines`; a masked value keeps the provider's current secret."""
+    current = config.headers
+    headers: dict[str, SecretStr] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip():
+            # The line is not echoed: a mistyped header may well hold a token.
+            raise ConfigError(
+                f"header line {number} should be 'Name: value', e.g. HTTP-Referer: https://me.example"
+            )
+        name, value = name.strip(), value.strip()
+        if value == SECRET_MASK and name in current:
+            headers[name] = current[name]
+        else:
+            headers[name] = SecretStr(value)
+    return headers
+
+
+def _optional_float(text: str, what: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{what} should be a number, e.g. 2, or blank for no limit") from None
+
+
+class ProvidersTab(widgets.VBox):  # type: ignore[misc]
+    """Providers on the left; the selected one's settings and models on the right."""
+
+    def __init__(self, store: Store, report: Report) -> None:
+        self.store, self.report = store, report
+        self._syncing = False
+        self.discovered: list[str] = []
+        self.last_report: DoctorReport | None = None
+
+        self.provider_list = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="14em"))
+        self.provider_list.add_class("nbllm-provider-list")
+        self.provider_list.observe(lambda change: self._selected(), "value")
+        self.new_name = widgets.Text(placeholder="name", layout=widgets.Layout(width="14em"))
+        self.new_url = widgets.Text(placeholder="http://host:8000/v1", layout=widgets.Layout(width="14em"))
+        self.add_button = widgets.Button(description="Add provider", button_style="primary")
+        self.add_button.on_click(lambda _: self.add_provider())
+        self.remove_button = widgets.Button(description="Remove provider", button_style="warning")
+        self.remove_button.on_click(lambda _: self.remove_provider())
+        left = widgets.VBox(
+            [
+                widgets.HTML("<b>Providers</b>"),
+                self.provider_list,
+                self.new_name,
+                self.new_url,
+                self.add_button,
+                self.remove_button,
+            ]
+        )
+
+        self.title = widgets.HTML()
+        self.url = widgets.Text(description="URL", layout=widgets.Layout(width="34em"))
+        self.auth = widgets.Combobox(
+            description="auth", options=["bearer", "azure", "none", "header:x-api-key"], ensure_option=False
+        )
+        self.api_version = widgets.Text(description="api-version", placeholder="Azure only")
+        self.headers = widgets.Textarea(
+            description="headers",
+            placeholder="Name: value (one per line; ${VAR} is read from the environment)",
+            layout=widgets.Layout(width="34em", height="4.5em"),
+        )
+        self.connect_timeout = widgets.FloatText(description="connect s")
+        self.read_timeout = widgets.FloatText(description="read s")
+        self.rps = widgets.Text(description="req/s", placeholder="no limit")
+        self.privacy = widgets.Checkbox(
+            description="private", indent=True, tooltip="Data stays in your control (shown with a shield)"
+        )
+        self.apply_button = widgets.Button(description="Apply", button_style="primary")
+        self.apply_button.on_click(lambda _: self.apply())
+        self.test_button = widgets.Button(description="Test", tooltip="Run the endpoint doctor")
+        self.test_button.on_click(lambda _: self.test())
+
+        self.key = KeyField(
+            description="key",
+            placeholder="paste a key, then Enter",
+            continuous_update=False,
+            layout=widgets.Layout(width="24em"),
+        )
+        self.key.add_class("nbllm-key")
+        self.key.observe(lambda change: self._key_typed(change["new"]), "value")
+        self.key_state = widgets.HTML()
+        self.keyring = widgets.Checkbox(description="keep in the OS keyring", indent=False)
+        self.keyring.layout.display = "" if keyring_module() is not None else "none"
+        self.forget_key_button = widgets.Button(description="Forget key")
+        self.forget_key_button.on_click(lambda _: self.forget_key())
+
+        self.model_rows = widgets.VBox()
+        self.new_model = widgets.Text(
+            placeholder="model id[=context window]", layout=widgets.Layout(width="20em")
+        )
+        self.add_model_button = widgets.Button(description="Add model")
+        self.add_model_button.on_click(lambda _: self.add_model())
+        self.discover_button = widgets.Button(description="Discover", tooltip="GET /models from the endpoint")
+        self.discover_button.on_click(lambda _: self.discover())
+        self.discovered_list = widgets.Dropdown(
+            options=[], description="served", layout=widgets.Layout(width="24em")
+        )
+        self.add_discovered_button = widgets.Button(description="Add served model")
+        self.add_discovered_button.on_click(lambda _: self.add_discovered())
+        self.doctor = widgets.HTML()
+
+        self.editor = widgets.VBox(
+            [
+                self.title,
+                self.url,
+                widgets.HBox([self.auth, self.api_version]),
+                self.headers,
+                widgets.HBox([self.connect_timeout, self.read_timeout, self.rps]),
+                self.privacy,
+                widgets.HBox([self.key, self.key_state, self.keyring, self.forget_key_button]),
+                widgets.HBox([self.apply_button, self.test_button]),
+                widgets.HTML("<b>Models</b>"),
+                self.model_rows,
+                widgets.HBox([self.new_model, self.add_model_button, self.discover_button]),
+                widgets.HBox([self.discovered_list, self.add_discovered_button]),
+                self.doctor,
+            ]
+        )
+        super().__init__([widgets.HBox([left, self.editor])])
+        self.refresh()
+
+    # -- reading the store -------------------------------------------------------
+
+    @property
+    def selected(self) -> ProviderConfig | None:
+        name = self.provider_list.value
+        return self.store.providers.get(name) if name else None
+
+    def refresh(self, event: StoreEvent | None = None) -> None:
+        """Show the store as it is now; called on every store event."""
+        names = list(self.store.providers)
+        keep = self.provider_list.value if self.provider_list.value in names else None
+        self._syncing = True
+        try:
+            if list(self.provider_list.options) != names:
+                self.provider_list.options = names
+            self.provider_list.value = keep or (names[0] if names else None)
+        finally:
+            self._syncing = False
+        config = self.selected
+        if event is not None and keep is not None and event.kind.startswith("model") and config is not None:
+            # Only the models changed: leave unsaved endpoint edits in the form alone.
+            if event.provider == config.name:
+                self._show_models(config)
+        elif event is None or keep is None or event.provider in (None, config.name if config else None):
+            self._show_selected()
+
+    def _selected(self) -> None:
+        if not self._syncing:
+            self.discovered = []
+            self.discovered_list.options = []
+            self.doctor.value = ""
+            self._show_selected()
+
+    def _show_selected(self) -> None:
+        config = self.selected
+        self.editor.layout.display = "none" if config is None else ""
+        if config is None:
+            self.model_rows.children = []
+            return
+        shield = " \N{SHIELD}" if config.privacy else ""
+        self.title.value = f"<b>{html.escape(config.name)}</b>{shield}"
+        self.url.value = config.url
+        self.auth.value = config.auth
+        self.api_version.value = config.api_version or ""
+        self.headers.value = header_lines(config)
+        self.connect_timeout.value = config.connect_timeout_s
+        self.read_timeout.value = config.read_timeout_s
+        self.rps.value = "" if config.requests_per_second is None else f"{config.requests_per_second:g}"
+        self.privacy.value = config.privacy
+        self.key_state.value = html.escape(key_status(config))
+        self._show_models(config)
+
+    def _show_models(self, config: ProviderConfig) -> None:
+        rows = {row.model: row for row in self.model_rows.children if row.provider == config.name}
+        if list(rows) != list(config.models):
+            rows = {
+                model: rows.get(model) or ModelRow(self.store, config.name, model, spec, self.report)
+                for model, spec in config.models.items()
+            }
+            self.model_rows.children = list(rows.values())
+        for model, spec in config.models.items():
+            rows[model].show(spec)
+
+    def row(self, model: str) -> ModelRow:
+        """The row of `model` of the selected provider."""
+        for row in self.model_rows.children:
+            if row.model == model:
+                return row  # type: ignore[no-any-return]
+        raise KeyError(model)
+
+    # -- actions (each one is also what its button does) -------------------------
+
+    def add_provider(self) -> None:
+        name, url = self.new_name.value.strip(), self.new_url.value.strip()
+        try:
+            if not name or not url:
+                raise ConfigError(
+                    "give the new provider a name and a URL, e.g. vllm and http://localhost:8000/v1"
+                )
+            self.store.add_provider(ProviderConfig(name=name, url=url))
+        except NbllmError as exc:
+            self.report(str(exc), False)
+            return
+        self.new_name.value = self.new_url.value = ""
+        self.provider_list.value = name
+        self.report(f"Added provider {name!r}; add its models below", True)
+
+    def remove_provider(self) -> None:
+        config = self.selected
+        if config is None:
+            self.report("no provider is selected", False)
+            return
+        self.store.remove_provider(config.name)
+        self.report(f"Removed provider {config.name!r}", True)
+
+    def apply(self) -> None:
+        """Validate every endpoint field together (an Azure URL needs its api-version) and store them."""
+        config = self.selected
+        if config is None:
+            return
+        try:
+            self.store.update_provider(
+                config.name,
+                url=self.url.value.strip(),
+                auth=self.auth.value.strip() or "bearer",
+                api_version=self.api_version.value.strip() or None,
+                headers=parse_header_lines(self.headers.value, config),
+                connect_timeout_s=self.connect_timeout.value,
+                read_timeout_s=self.read_timeout.value,
+                requests_per_second=_optional_float(self.rps.value, "requests per second"),
+                privacy=self.privacy.value,
+            )
+        except NbllmError as exc:
+            self.report(str(exc), False)
+            return
+        self.report(f"Saved {config.name!r}; the next %%chat uses it", True)
+
+    def _key_typed(self, text: str) -> None:
+        if self._syncing or not text:
+            return
+        try:
+            self.set_key(text)
+        finally:
+            self._syncing = True
+            try:
+                self.key.value = ""
+            finally:
+                self._syncing = False
+
+    def set_key(self, text: str) -> None:
+        """Store a key for the selected provider: in the OS keyring when asked and possible,
+        else in this session's store (never in the notebook)."""
+        config = self.selected
+        if config is None:
+            self.report("select a provider before typing a key", False)
+            return
+        secret = SecretStr(text.strip())
+        if self.keyring.value and store_in_keyring(config.name, secret) is not None:
+            self.store.update_provider(config.name, key=None, key_keyring=config.name)
+            self.report(f"The key of {config.name!r} is in the OS keyring", True)
+        else:
+            self.store.update_provider(config.name, key=secret)
+            self.report(f"The key of {config.name!r} is set for this session", True)
+
+    def forget_key(self) -> None:
+        config = self.selected
+        if config is not None:
+            self.store.update_provider(config.name, key=None, key_keyring=None)
+            self.report(f"{config.name!r}: key {key_status(self.store.provider(config.name))}", True)
+
+    def add_model(self, text: str | None = None) -> None:
+        config = self.selected
+        if config is None:
+            return
+        try:
+            model, window = split_model_arg(self.new_model.value if text is None else text)
+            if not model:
+                raise ConfigError("type a model id, e.g. gpt-4o or gpt-4o=128000")
+            self.store.add_model(config.name, model)
+            if window is not None:
+                self.store.update_model(config.name, model, context_window=window)
+        except NbllmError as exc:
+            self.report(str(exc), False)
+            return
+        self.new_model.value = ""
+        self.report(f"Added model {config.name}/{model}", True)
+
+    def discover(self) -> None:
+        config = self.selected
+        if config is None:
+            return
+        self.report(f"Asking {config.url} for its models...", True)
+
+        def done(served: list[str] | None, error: BaseException | None) -> None:
+            if error is not None or served is None:
+                self.report(f"Discover failed: {error}", False)
+                return
+            self.discovered = served
+            new = [m for m in served if m not in self.store.provider(config.name).models]
+            self.discovered_list.options = new
+            self.report(f"{config.name} serves {len(served)} model(s), {len(new)} not registered", True)
+
+        run_soon(list_models(config), done)
+
+    def add_discovered(self) -> None:
+        if self.discovered_list.value:
+            self.add_model(self.discovered_list.value)
+            self.discovered_list.options = [
+                m for m in self.discovered_list.options if m != self.discovered_list.value
+            ]
+
+    def test(self) -> None:
+        config = self.selected
+        if config is None:
+            return
+        self.doctor.value = f"<i>Checking {html.escape(config.name)}...</i>"
+
+        def done(report: DoctorReport | None, error: BaseException | None) -> None:
+            if error is not None or report is None:
+                self.doctor.value = ""
+                self.report(f"Test failed to run: {error}", False)
+                return
+            self.last_report = report
+            self.doctor.value = report._repr_html_()
+            self.report(
+                f"{report.target}: {'all checks passed' if report.ok else 'some checks failed'}", report.ok
+            )
+
+        run_soon(diagnose(self.store, config.name), done)

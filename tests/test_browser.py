@@ -1,0 +1,230 @@
+"""The panel and a streaming `%%chat` in a real browser: Debian Chromium driven by
+Playwright, against JupyterLab 4 and Notebook 7 on loopback, with a real kernel and
+`nbllm.testing` as the endpoint.
+
+The flow: load the extension, register a provider, open the panel, see a JSON-mode cell
+refused, tick the model's json checkbox and type a context window in the panel, run a
+`%%chat` cell and watch its text grow, see the call appear in the panel's history with
+a latency, stop a second streaming reply with the panel's Stop button, then run the
+JSON-mode cell again and see it answered. Screenshots go to
+tests/results/browser/.
+
+In CI (CI=true) Chromium and Playwright must be there; elsewhere the test is skipped
+without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from nbllm.testing import LoopbackServer, serve
+from tests.conftest import SENTINEL_KEY
+from tests.jupyter_app import JupyterApp
+
+CHROMIUM = "/usr/bin/chromium"
+RESULTS = Path(__file__).parent / "results" / "browser"
+STORY = " ".join(f"word{i}" for i in range(80))
+JSON_REPLY = '{"capital": "Paris"}'
+TOKENS_PER_S = 25.0
+"""About 3 s of streaming for the story: long enough to see it grow."""
+
+if not (os.path.exists(CHROMIUM) and importlib.util.find_spec("jupyterlab")):
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install chromium (apt-get) and the test extra (jupyterlab, notebook)")
+    pytest.skip("needs /usr/bin/chromium and jupyterlab", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine's closed network refuses Chromium's own calls
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def reply(body: dict[str, Any]) -> str:
+    return JSON_REPLY if body.get("response_format") else STORY
+
+
+def cells(url: str) -> list[str]:
+    return [
+        "%load_ext nbllm",
+        f"%llm_provider add loop --url {url} --key-env NBLLM_BROWSER_KEY --model test-model",
+        "%llm_panel",
+        "%%chat loop/test-model --json\nThe capital of France, as JSON.",
+        "%%chat loop/test-model\nTell me a long story.",
+        "print(nbllm.get_store().provider('loop').models['test-model'])",
+        "import nbllm",
+    ]
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[LoopbackServer]:
+    with serve(reply=reply, tokens_per_s=TOKENS_PER_S, api_key=SENTINEL_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class NotebookPage:
+    """One open notebook: run a cell by its index, read its output."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def cell(self, index: int) -> Any:
+        return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+    def run(self, index: int) -> None:
+        self.cell(index).locator(".jp-InputArea-editor").click()
+        self.page.keyboard.press("Shift+Enter")
+
+    def run_first(self, index: int) -> None:
+        """Run an idempotent cell until the kernel takes it: the page reports the kernel idle
+        a moment before an execute request is really delivered, and an early one is lost."""
+        for _ in range(10):
+            self.run(index)
+            try:
+                self.wait_idle(index, timeout_s=3)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError("the kernel never ran the first cell")
+
+    def wait_idle(self, index: int, timeout_s: float = 30) -> None:
+        """Until the cell shows an execution count (``[n]:``), i.e. it has finished."""
+        prompt = self.cell(index).locator(".jp-InputArea-prompt")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if re.search(r"\[\d+\]", prompt.inner_text()):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"cell {index} did not finish in {timeout_s} s")
+
+    def output(self, index: int) -> str:
+        return str(self.cell(index).locator(".jp-OutputArea").inner_text())
+
+
+def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
+    context = browser.new_context(viewport={"width": 1500, "height": 1200})
+    page = context.new_page()
+    try:
+        page.goto(app.notebook_url("panel.ipynb"))
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        notebook = NotebookPage(page)
+        # Cell 6 (`import nbllm`) first, so cell 5 can read the store.
+        notebook.run_first(6)
+        for index in (0, 1, 2):
+            notebook.run(index)
+            notebook.wait_idle(index)
+        assert "Added provider 'loop'" in notebook.output(1)
+        panel = page.locator(".nbllm-panel")
+        panel.wait_for(timeout=30_000)
+
+        notebook.run(3)  # JSON mode before the model is flagged for it: refused, nothing sent
+        notebook.wait_idle(3)
+        assert "not flagged for JSON mode" in notebook.output(3)
+        assert not [r for r in endpoint.requests if r.method == "POST"]
+
+        row = panel.locator(".nbllm-model-row", has_text="test-model")
+        row.locator(".nbllm-flag-json input[type=checkbox]").check()
+        panel.locator(".nbllm-message", has_text="json on").wait_for(timeout=10_000)
+        context_input = row.locator(".nbllm-context input")
+        context_input.fill("2048")
+        context_input.press("Enter")
+        panel.locator(".nbllm-message", has_text="context window 2048").wait_for(timeout=10_000)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        panel.screenshot(path=str(RESULTS / f"{label}-panel.png"))
+        notebook.run(5)
+        notebook.wait_idle(5)
+        settings = notebook.output(5)
+        assert "context_window=2048" in settings and "json_mode=True" in settings
+
+        rows_before = panel.locator(".nbllm-history tr").count()
+        notebook.run(4)
+        lengths = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "word79" not in notebook.output(4):
+            lengths.append(len(notebook.output(4)))
+            if len(lengths) == 8:
+                notebook.cell(4).screenshot(path=str(RESULTS / f"{label}-streaming.png"))
+            time.sleep(0.15)
+        notebook.wait_idle(4)
+        growth = [b for a, b in itertools.pairwise(lengths) if b > a]
+        assert len(growth) >= 4, f"the text did not grow over time in the page: {lengths}"
+        assert "word79" in notebook.output(4)
+
+        history = panel.locator(".nbllm-history")
+        page.locator(".lm-TabBar-tab", has_text="Calls").first.click()
+        deadline = time.monotonic() + 10
+        while panel.locator(".nbllm-history tr").count() <= max(rows_before, 1):
+            assert time.monotonic() < deadline, "no new row in the panel's history"
+            time.sleep(0.1)
+        newest = history.locator("tr").last.inner_text()
+        assert "loop/test-model" in newest and "ok" in newest
+        assert re.search(r"\d+\.\d\d s", newest), f"no latency in {newest!r}"
+        assert panel.locator(".nbllm-latency circle").count() >= 1
+        panel.screenshot(path=str(RESULTS / f"{label}-history.png"))
+
+        notebook.run(4)  # again, and stop it from the panel while it streams
+        stop = panel.locator(".nbllm-stop")
+        stop.wait_for(timeout=10_000)
+        stop.click()
+        notebook.wait_idle(4)
+        stopped = notebook.output(4)
+        assert "stopped with the panel's Stop button" in stopped and "word79" not in stopped
+        assert panel.locator(".nbllm-running", has_text="none").count() == 1
+
+        notebook.run(3)  # the same JSON cell, now that the model is flagged for it
+        notebook.wait_idle(3)
+        assert "Paris" in notebook.output(3) and "not flagged" not in notebook.output(3)
+        sent = [r for r in endpoint.requests if r.method == "POST"][-1].body
+        assert sent["response_format"] == {"type": "json_object"}
+        assert SENTINEL_KEY not in page.content()
+    except Exception:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(RESULTS / f"{label}-failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("app_name", ["lab", "notebook"])
+def test_panel_and_streaming_in_a_real_browser(
+    app_name: str, browser: Any, endpoint: LoopbackServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells(endpoint.base_url)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, root / "panel.ipynb")
+    endpoint.requests.clear()
+    env = {"NBLLM_BROWSER_KEY": SENTINEL_KEY, "NBLLM_CONFIG_DIR": str(tmp_path / "config")}
+    app = JupyterApp(app_name, root, env)
+    try:
+        run_flow(app, browser, endpoint, app_name)
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n--- jupyter {app_name} log ---\n{app.log()}") from exc
+    finally:
+        app.close()

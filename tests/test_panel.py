@@ -1,0 +1,327 @@
+"""The panel, driven without a browser: every action through its widgets' values and
+`click()`, checked against the store, the history and what the widgets would show."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import ipywidgets as widgets
+import pytest
+from pydantic import SecretStr
+
+import nbllm
+from nbllm._chat import CellRun, ChatOptions, prepare_cell
+from nbllm._config import ModelSpec, ProviderConfig
+from nbllm._exceptions import StoppedError
+from nbllm._history import CallRecord, History
+from nbllm._inflight import get_in_flight
+from nbllm._loop_thread import DirectUi
+from nbllm._panel import Panel
+from nbllm._render import TerminalView
+from nbllm.testing import serve
+from tests.conftest import SENTINEL_KEY, FakeKeyring
+
+
+@pytest.fixture
+def store() -> nbllm.Store:
+    store = nbllm.get_store()
+    store.add_provider(
+        ProviderConfig(
+            name="gw",
+            url="http://127.0.0.1:9/v1",
+            models={"m1": ModelSpec(context_window=8192), "m2": ModelSpec()},
+        )
+    )
+    return store
+
+
+@pytest.fixture
+def panel(store: nbllm.Store) -> Iterator[Panel]:
+    opened = Panel()
+    yield opened
+    opened.close()
+
+
+def walk(widget: Any) -> Iterator[Any]:
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from walk(child)
+
+
+def front_end_state(panel: Panel) -> str:
+    """Everything the panel's widgets would send to a browser, as one string."""
+    return json.dumps([w.get_state() for w in walk(panel)], default=str)
+
+
+def last_message(panel: Panel) -> tuple[str, bool]:
+    return panel.messages[-1]
+
+
+# -- providers -------------------------------------------------------------------
+
+
+def test_the_panel_shows_the_store_and_follows_magics(panel: Panel, ip: Any) -> None:
+    tab = panel.providers
+    assert list(tab.provider_list.options) == ["gw"] and tab.provider_list.value == "gw"
+    assert [row.model for row in tab.model_rows.children] == ["m1", "m2"]
+    assert tab.row("m1").context.value == "8192" and tab.row("m2").context.value == ""
+    ip.run_line_magic("llm_provider", "add other --url http://127.0.0.1:9/v1 --model x=1000")
+    assert list(tab.provider_list.options) == ["gw", "other"]
+    ip.run_line_magic("llm_provider", "model gw set m1 --context 4096 --caps tools")
+    assert tab.row("m1").context.value == "4096" and tab.row("m1").flags["tools"].value is True
+    ip.run_line_magic("llm_provider", "default other/x")
+    assert panel.default_model.value == "other/x"
+
+
+def test_add_and_remove_a_provider(panel: Panel, store: nbllm.Store) -> None:
+    tab = panel.providers
+    tab.new_name.value, tab.new_url.value = "vllm", "http://localhost:8000/v1"
+    tab.add_button.click()
+    assert store.provider("vllm").url == "http://localhost:8000/v1"
+    assert tab.provider_list.value == "vllm" and tab.new_name.value == ""
+    tab.remove_button.click()
+    assert "vllm" not in store.providers and tab.provider_list.value == "gw"
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "expected"),
+    [
+        ("bad/name", "http://x/v1", "provider name 'bad/name' is not allowed"),
+        ("gw", "http://x/v1", "already registered"),
+        ("new", "", "give the new provider a name and a URL"),
+        ("new", "ftp://x", "url"),
+    ],
+)
+def test_a_refused_new_provider_leaves_the_store_alone(
+    panel: Panel, store: nbllm.Store, name: str, url: str, expected: str
+) -> None:
+    before = store.providers
+    tab = panel.providers
+    tab.new_name.value, tab.new_url.value = name, url
+    tab.add_button.click()
+    text, ok = last_message(panel)
+    assert not ok and expected in text
+    assert store.providers == before
+    assert tab.new_name.value == name  # what was typed is kept for fixing
+
+
+def test_endpoint_edits_apply_together(panel: Panel, store: nbllm.Store) -> None:
+    tab = panel.providers
+    tab.url.value = "http://127.0.0.1:8000/v1/"
+    tab.headers.value = "HTTP-Referer: https://me.example\nx-api-key: ${NBLLM_TEST_HDR}"
+    tab.read_timeout.value = 30.0
+    tab.connect_timeout.value = 3.0
+    tab.rps.value = "2.5"
+    tab.privacy.value = True
+    tab.apply_button.click()
+    config = store.provider("gw")
+    assert config.url == "http://127.0.0.1:8000/v1"
+    assert config.header_templates() == {
+        "HTTP-Referer": "https://me.example",
+        "x-api-key": "${NBLLM_TEST_HDR}",
+    }
+    assert (config.read_timeout_s, config.connect_timeout_s, config.requests_per_second) == (30.0, 3.0, 2.5)
+    assert config.privacy and "\N{SHIELD}" in tab.title.value
+    assert last_message(panel) == ("Saved 'gw'; the next %%chat uses it", True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("url", "https://res.openai.azure.com/openai/deployments", "needs an api_version"),
+        ("auth", "basic", "unknown auth style 'basic'"),
+        ("rps", "fast", "requests per second should be a number"),
+        ("read_timeout", 0.0, "read_timeout_s"),
+        ("headers", "no colon here", "header line 1 should be 'Name: value'"),
+    ],
+)
+def test_a_refused_endpoint_edit_changes_nothing(
+    panel: Panel, store: nbllm.Store, field: str, value: Any, expected: str
+) -> None:
+    before = store.provider("gw")
+    getattr(panel.providers, field).value = value
+    panel.providers.apply_button.click()
+    text, ok = last_message(panel)
+    assert not ok and expected in text
+    assert store.provider("gw") == before
+
+
+def test_a_literal_secret_header_is_masked_and_kept(panel: Panel, store: nbllm.Store) -> None:
+    store.update_provider("gw", headers={"Authorization": SecretStr(f"Bearer {SENTINEL_KEY}")})
+    tab = panel.providers
+    assert tab.headers.value == "Authorization: ********"
+    tab.headers.value += "\nHTTP-Referer: https://me.example"
+    tab.apply_button.click()
+    headers = store.provider("gw").header_templates()
+    assert headers == {"Authorization": f"Bearer {SENTINEL_KEY}", "HTTP-Referer": "https://me.example"}
+    assert SENTINEL_KEY not in front_end_state(panel)
+
+
+# -- keys ------------------------------------------------------------------------
+
+
+def test_a_typed_key_goes_to_the_store_and_never_to_the_front_end(panel: Panel, store: nbllm.Store) -> None:
+    tab = panel.providers
+    assert tab.key_state.value == "missing"
+    assert tab.key.trait_metadata("value", "echo_update") is False
+    tab.key.value = SENTINEL_KEY  # what the browser sends when Enter is pressed
+    assert store.provider("gw").key is not None
+    assert store.provider("gw").key.get_secret_value() == SENTINEL_KEY
+    assert tab.key.value == "" and tab.key_state.value == "set"
+    assert SENTINEL_KEY not in front_end_state(panel)
+    assert SENTINEL_KEY not in repr(panel) and SENTINEL_KEY not in str(panel.messages)
+    tab.forget_key_button.click()
+    assert store.provider("gw").key is None and tab.key_state.value == "missing"
+
+
+def test_key_status_names_the_variable(panel: Panel, store: nbllm.Store, monkeypatch: Any) -> None:
+    monkeypatch.setenv("NBLLM_TEST_GW_KEY", SENTINEL_KEY)
+    store.update_provider("gw", key_env="NBLLM_TEST_GW_KEY")
+    assert panel.providers.key_state.value == "from $NBLLM_TEST_GW_KEY"
+
+
+def test_a_key_can_go_to_the_keyring(panel: Panel, store: nbllm.Store, monkeypatch: Any) -> None:
+    ring = FakeKeyring()
+    monkeypatch.setattr("nbllm._auth.keyring_module", lambda: ring)
+    tab = panel.providers
+    tab.keyring.value = True
+    tab.key.value = SENTINEL_KEY
+    config = store.provider("gw")
+    assert config.key is None and config.key_keyring == "gw"
+    assert list(ring.entries.values()) == [SENTINEL_KEY]
+    assert tab.key_state.value == "from keyring" and tab.key.value == ""
+
+
+# -- models ----------------------------------------------------------------------
+
+
+def test_capability_checkbox_and_context_window(panel: Panel, store: nbllm.Store) -> None:
+    row = panel.providers.row("m2")
+    row.flags["tools"].value = True
+    row.flags["streaming"].value = False
+    caps = store.provider("gw").models["m2"].capabilities
+    assert caps.tools and not caps.streaming
+    row.context.value = "32,768"
+    assert store.provider("gw").models["m2"].context_window == 32768
+    row.context.value = ""
+    assert store.provider("gw").models["m2"].context_window is None
+
+
+@pytest.mark.parametrize("typed", ["12k", "-5", "0"])
+def test_a_bad_context_window_is_refused_and_reverted(panel: Panel, store: nbllm.Store, typed: str) -> None:
+    row = panel.providers.row("m1")
+    row.context.value = typed
+    text, ok = last_message(panel)
+    assert not ok and "positive whole number of tokens" in text
+    assert store.provider("gw").models["m1"].context_window == 8192
+    assert row.context.value == "8192"
+
+
+def test_add_and_remove_models(panel: Panel, store: nbllm.Store) -> None:
+    tab = panel.providers
+    tab.new_model.value = "qwen2.5-coder:7b=32768"
+    tab.add_model_button.click()
+    assert store.provider("gw").models["qwen2.5-coder:7b"].context_window == 32768
+    assert [r.model for r in tab.model_rows.children] == ["m1", "m2", "qwen2.5-coder:7b"]
+    tab.new_model.value = "m1"
+    tab.add_model_button.click()
+    text, ok = last_message(panel)
+    assert not ok and "already has model 'm1'" in text
+    tab.row("m2").remove_button.click()
+    assert list(store.provider("gw").models) == ["m1", "qwen2.5-coder:7b"]
+
+
+def test_the_default_model_selector(panel: Panel, store: nbllm.Store) -> None:
+    assert [label for label, _ in panel.default_model.options] == ["(none)", "gw/m1", "gw/m2"]
+    panel.default_model.value = "gw/m2"
+    assert store.default == "gw/m2"
+    panel.default_model.value = ""
+    assert store.default is None
+
+
+def test_discover_and_test_against_a_real_server(panel: Panel, store: nbllm.Store) -> None:
+    with serve(reply="ok", models=("m1", "served-a", "served-b"), api_key=SENTINEL_KEY) as server:
+        store.add_provider(
+            ProviderConfig(name="loop", url=server.base_url, key=SecretStr(SENTINEL_KEY), models=["m1"])
+        )
+        tab = panel.providers
+        tab.provider_list.value = "loop"
+        tab.discover_button.click()
+        assert tab.discovered == ["m1", "served-a", "served-b"]
+        assert list(tab.discovered_list.options) == ["served-a", "served-b"]
+        tab.discovered_list.value = "served-b"
+        tab.add_discovered_button.click()
+        assert list(store.provider("loop").models) == ["m1", "served-b"]
+        assert list(tab.discovered_list.options) == ["served-a"]
+        tab.test_button.click()
+        assert tab.last_report is not None and tab.last_report.ok
+        assert "Endpoint check: loop/m1" in tab.doctor.value
+        assert SENTINEL_KEY not in front_end_state(panel)
+
+
+def test_discover_reports_a_failure(panel: Panel) -> None:
+    panel.providers.discover_button.click()  # nothing listens on port 9
+    text, ok = last_message(panel)
+    assert not ok and text.startswith("Discover failed: GET http://127.0.0.1:9/v1/models failed")
+
+
+# -- calls -----------------------------------------------------------------------
+
+
+def test_calls_show_up_with_a_latency_chart(panel: Panel) -> None:
+    assert "No calls yet" in panel.calls.table.value
+    history = nbllm.get_history()
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    history.add(CallRecord("gw/m1", "gw/m1", "h", now, ttft_s=0.1, latency_s=0.5, completion_tokens=20))
+    history.add(CallRecord("gw/m1", "gw/m1", "h", now, ttft_s=0.1, latency_s=0.7, completion_tokens=20))
+    history.add(
+        CallRecord(
+            "gw/m2",
+            "gw/m2",
+            "h",
+            now,
+            latency_s=0.2,
+            status="error",
+            error_class="RateLimitError",
+            error_message="429",
+        )
+    )
+    table = panel.calls.table.value
+    assert table.count("<tr>") == 4 and "0.70 s" in table and "RateLimitError: 429" in table
+    assert "gw/m2: 1 calls, 1 errors" in table
+    chart = panel.calls.chart.value
+    assert chart.count("<polyline") == 1 and chart.count("nbllm-error") == 1 and "gw/m2" in chart
+
+
+def test_close_stops_following(store: nbllm.Store) -> None:
+    history = History()
+    opened = Panel(history=history)
+    opened.close()
+    store.add_provider(ProviderConfig(name="late", url="http://127.0.0.1:9/v1"))
+    assert "late" not in opened.providers.provider_list.options
+
+
+async def test_stop_ends_a_streaming_call_and_keeps_its_text(panel: Panel, store: nbllm.Store) -> None:
+    with serve(reply="word " * 400, tokens_per_s=50) as server:
+        store.add_provider(ProviderConfig(name="slow", url=server.base_url, auth="none", models=["m"]))
+        prepared = prepare_cell(ChatOptions(model="slow/m"), "Talk", {})
+        out = io.StringIO()
+        run = CellRun(prepared, TerminalView("slow/m", out=out))
+        task = asyncio.ensure_future(run.run(DirectUi()))
+        while "word" not in out.getvalue():
+            await asyncio.sleep(0.02)
+        stops = [w for w in walk(panel.calls.running) if isinstance(w, widgets.Button)]
+        assert [b.description for b in stops] == ["Stop"]
+        stops[0].click()
+        outcome = await asyncio.wait_for(task, 5)
+    assert isinstance(outcome.error, StoppedError)
+    assert outcome.result.status == "cancelled" and outcome.result.text.startswith("word")
+    assert get_in_flight().calls() == [] and "none" in panel.calls.running.children[0].value
+    assert nbllm.get_history().records()[-1].status == "cancelled"
+    assert "cancelled" in panel.calls.table.value
