@@ -59,6 +59,10 @@ FAULT_KINDS = frozenset(
 )
 
 
+CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
+"""OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
+
+
 @dataclass(frozen=True)
 class Fault:
     kind: str
@@ -277,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         self.state.requests.append(RecordedRequest("POST", self.path, headers, body))
-        if self.path.split("?")[0] != "/v1/chat/completions":
+        if not CHAT_PATH_RE.match(self.path.split("?")[0]):
             self._error(404, f"Not found: {self.path}", "not_found")
             return
         if not self._authorised(headers):

@@ -350,3 +350,20 @@ def test_interrupting_sync_chat_cancels_the_call(server: LoopbackServer) -> None
     assert record.status == "cancelled" and record.completion_tokens > 0
     server.tokens_per_s = None
     assert nbllm.chat("again", model="test-model").status == "ok"  # still usable afterwards
+
+
+def test_stands_in_for_azure_openai(server: LoopbackServer) -> None:
+    nbllm.get_store().add_provider(
+        ProviderConfig(
+            name="az",
+            url=server.base_url.removesuffix("/v1"),
+            auth="azure",
+            api_version="2024-10-21",
+            key=SENTINEL_KEY,
+            models=["gpt-4o-prod"],
+        )
+    )
+    assert nbllm.chat("hi", model="az/gpt-4o-prod").text == REPLY
+    request = server.requests[-1]
+    assert request.path == "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    assert request.headers["api-key"] == SENTINEL_KEY and "authorization" not in request.headers
