@@ -124,3 +124,18 @@ def test_errors_are_one_line_usage_errors(kernel: KernelSession) -> None:
     assert execution.status == "error"
     error = execution.reply["content"] if execution.reply else {}
     assert error["ename"] == "UsageError" and "nowhere/none" in error["evalue"]
+
+
+def test_panel_discover_runs_on_the_kernel_loop_without_blocking(kernel: KernelSession) -> None:
+    """In a kernel the click returns at once; the listing arrives while the kernel is free."""
+    first = kernel.check(
+        "import nbllm\n"
+        "panel = nbllm.panel()\n"
+        "panel.providers.provider_list.value = 'loop'\n"
+        "panel.providers.discover_button.click()\n"
+        "print('waiting:', panel.providers.discovered)"
+    )
+    assert "waiting: []" in first.stdout()
+    kernel.check("import asyncio\nawait asyncio.sleep(0.5)")
+    second = kernel.check("print(panel.providers.discovered, panel.messages[-1])\npanel.close()")
+    assert "['test-model']" in second.stdout() and "serves 1 model(s)" in second.stdout()
