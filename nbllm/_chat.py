@@ -269,8 +269,6 @@ class CellRun:
             raise
         finally:
             get_in_flight().remove(running)
-            if not rounds.done():  # a bug above left it running: it must not outlive the run
-                rounds.cancel()
             assert outcome is not None  # every way out above sets it
             self.outcome = outcome
             ui.post(view.finish, outcome.result, outcome.error, self._note(outcome))

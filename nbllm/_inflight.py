@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from nbllm._observers import Observers
@@ -26,12 +26,9 @@ class RunningCall:
     task: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     id: int = field(default_factory=lambda: next(_ids))
-    started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     stopped: bool = False
     """True once `stop` was asked for: the run ends as stopped, not as interrupted."""
-
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
 
 
 class InFlight:

@@ -12,7 +12,6 @@ drive it without a browser (``panel.providers.apply_button.click()``).
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import ipywidgets as widgets
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -96,7 +95,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 @magics_class
 class PanelMagics(Magics):
     @line_magic
-    def llm_panel(self, line: str) -> Any:
+    def llm_panel(self, line: str) -> None:
         """Open the nbllm panel: providers, models, capability flags, keys, and the call history."""
         from IPython.display import display
 

@@ -6,7 +6,6 @@ cheap: one HTML string per event, no polling."""
 from __future__ import annotations
 
 import html
-import time
 
 import ipywidgets as widgets
 
@@ -55,7 +54,7 @@ class CallsTab(widgets.VBox):  # type: ignore[misc]
         self.running.children = [self._running_row(call) for call in calls]
 
     def _running_row(self, call: RunningCall) -> widgets.HBox:
-        started = time.strftime("%H:%M:%S", time.localtime(time.time() - call.elapsed_s()))
+        started = call.started_at.astimezone().strftime("%H:%M:%S")
         stop = widgets.Button(description="Stop", button_style="danger", tooltip=f"Stop {call.model}")
         stop.add_class("nbllm-stop")
         stop.on_click(lambda _: self.stop(call.id))

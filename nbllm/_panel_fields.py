@@ -61,11 +61,11 @@ class KeyField(widgets.Password):  # type: ignore[misc]
 
 def header_lines(config: ProviderConfig) -> str:
     """Headers as ``Name: value`` lines; literal secrets are masked."""
-    lines = []
-    for name, value in config.header_templates().items():
-        shown = SECRET_MASK if name in config.unsaved_headers() else value
-        lines.append(f"{name}: {shown}")
-    return "\n".join(lines)
+    secret = config.unsaved_headers()
+    return "\n".join(
+        f"{name}: {SECRET_MASK if name in secret else value}"
+        for name, value in config.header_templates().items()
+    )
 
 
 def parse_header_lines(text: str, config: ProviderConfig) -> dict[str, SecretStr]:

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 from pydantic import SecretStr
 
 from nbllm._auth import key_status, keyring_module, store_in_keyring
-from nbllm._config import ProviderConfig, split_model_arg
+from nbllm._config import ModelSpec, ProviderConfig, split_model_arg
 from nbllm._doctor import DoctorReport, diagnose, list_models
 from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel_fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
@@ -142,11 +142,13 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         finally:
             self._syncing = False
         config = self.selected
-        if event is not None and keep is not None and event.kind.startswith("model") and config is not None:
-            # Only the models changed: leave unsaved endpoint edits in the form alone.
-            if event.provider == config.name:
-                self._show_models(config)
-        elif event is None or keep is None or event.provider in (None, config.name if config else None):
+        if config is None or event is None or keep is None:  # first draw, or the selection moved
+            self._show_selected()
+        elif event.provider not in (None, config.name):
+            return  # another provider changed
+        elif event.kind.startswith("model"):
+            self._show_models(config)  # leaves unsaved endpoint edits in the form alone
+        else:
             self._show_selected()
 
     def _selected(self) -> None:
@@ -259,6 +261,9 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         if config is None:
             self.report("select a provider before typing a key", False)
             return
+        if not text.strip():
+            self.report("the key is empty; paste it, then press Enter", False)
+            return
         secret = SecretStr(text.strip())
         if self.keyring.value and store_in_keyring(config.name, secret) is not None:
             self.store.update_provider(config.name, key=None, key_keyring=config.name)
@@ -281,9 +286,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
             model, window = split_model_arg(self.new_model.value if text is None else text)
             if not model:
                 raise ConfigError("type a model id, e.g. gpt-4o or gpt-4o=128000")
-            self.store.add_model(config.name, model)
-            if window is not None:
-                self.store.update_model(config.name, model, context_window=window)
+            self.store.add_model(config.name, model, ModelSpec(context_window=window))
         except NbllmError as exc:
             self.report(str(exc), False)
             return

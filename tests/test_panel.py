@@ -325,3 +325,10 @@ async def test_stop_ends_a_streaming_call_and_keeps_its_text(panel: Panel, store
     assert get_in_flight().calls() == [] and "none" in panel.calls.running.children[0].value
     assert nbllm.get_history().records()[-1].status == "cancelled"
     assert "cancelled" in panel.calls.table.value
+
+
+def test_a_blank_key_is_refused(panel: Panel, store: nbllm.Store) -> None:
+    panel.providers.key.value = "   "
+    text, ok = last_message(panel)
+    assert not ok and "the key is empty" in text
+    assert store.provider("gw").key is None and panel.providers.key.value == ""
