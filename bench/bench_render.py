@@ -34,9 +34,9 @@ TARGET_BYTES_RATIO = 20.0
 
 SETUPS = {
     "throttled": [],
-    "throttled_per_read": ["import nbllm._client\nnbllm._client.STREAM_READ_GATHER_S = 0"],
+    "throttled_per_read": ["import nbllm._calls.client\nnbllm._calls.client.STREAM_READ_GATHER_S = 0"],
     "per_token": [
-        "import nbllm._client\nnbllm._client.STREAM_READ_GATHER_S = 0",
+        "import nbllm._calls.client\nnbllm._calls.client.STREAM_READ_GATHER_S = 0",
         "%config ChatMagics.throttle_ms = 0",
     ],
 }

@@ -5,12 +5,26 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
-from nbllm._api import achat, astream, chat, history
-from nbllm._chat import last
-from nbllm._config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
+from nbllm._api import (
+    achat,
+    astream,
+    chat,
+    history,
+    load_ipython_extension,
+    panel,
+    unload_ipython_extension,
+)
+from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+from nbllm._calls.results import (
+    ChatResult,
+    DoneEvent,
+    StatusEvent,
+    TokenEvent,
+    ToolCall,
+    ToolCallEvent,
+    Usage,
+)
+from nbllm._cells.cell import last
 from nbllm._constants import VERSION as __version__
 from nbllm._exceptions import (
     AmbiguousModelError,
@@ -38,9 +52,8 @@ from nbllm._exceptions import (
     TransportError,
     UnknownModelError,
 )
-from nbllm._history import AttemptRecord, CallRecord, History, get_history
-from nbllm._results import ChatResult, DoneEvent, StatusEvent, TokenEvent, ToolCall, ToolCallEvent, Usage
-from nbllm._store import Resolved, Store, StoreEvent, get_store
+from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
+from nbllm._providers.store import Resolved, Store, StoreEvent, get_store
 
 __all__ = [
     "APIError",
@@ -96,40 +109,3 @@ __all__ = [
     "panel",
     "unload_ipython_extension",
 ]
-
-
-def panel() -> Any:
-    """The ipywidgets panel over providers, models and the call history (see `nbllm._panel`)."""
-    from nbllm._panel import Panel
-
-    return Panel()
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
-    from nbllm import _persist
-    from nbllm._panel import PanelMagics
-    from nbllm.chat_magics import ChatMagics, chat_cell_transformer
-    from nbllm.magics import ProviderMagics
-
-    ipython.register_magics(ProviderMagics)
-    ipython.register_magics(PanelMagics)
-    chat_magics = ChatMagics(shell=ipython)
-    ipython.register_magics(chat_magics)
-    if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works
-        ipython.configurables.append(chat_magics)
-    if chat_cell_transformer not in ipython.input_transformers_cleanup:
-        ipython.input_transformers_cleanup.append(chat_cell_transformer)
-    path = _persist.default_config_path()
-    if path.exists():
-        try:
-            report = _persist.load(get_store(), path)
-        except NbllmError as exc:
-            print(f"nbllm: saved providers were not loaded: {exc}", file=sys.stderr)
-        else:
-            print(f"nbllm: loaded {report}")
-
-
-def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext nbllm``: the magics stay registered until the kernel restarts (IPython
-    has no unregister); the store is kept so a reload does not lose providers."""

@@ -1,14 +1,16 @@
-"""The public call functions: `chat` (sync), `achat` (async), `astream` (events), `history`."""
+"""The public functions: `chat` (sync), `achat` (async), `astream` (events), `history`, `panel`,
+and the IPython extension hooks. The panel and the magics are imported when first used, so
+``import nbllm`` in a plain script loads neither IPython nor ipywidgets."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from nbllm._calls import CallOptions, run_call, run_call_sync, stream_call, to_messages
-from nbllm._client import ChatRequest
-from nbllm._history import CallRecord, get_history
-from nbllm._results import ChatEvent, ChatResult
+from nbllm._calls.call import CallOptions, run_call, run_call_sync, stream_call, to_messages
+from nbllm._calls.client import ChatRequest
+from nbllm._calls.history import CallRecord, get_history
+from nbllm._calls.results import ChatEvent, ChatResult
 
 Prompt = str | Sequence[dict[str, Any]]
 
@@ -71,3 +73,22 @@ async def astream(
 def history() -> list[CallRecord]:
     """Every recorded call of this session, oldest first."""
     return get_history().records()
+
+
+def panel() -> Any:
+    """The ipywidgets panel over providers, models and the call history (see `nbllm._panel`)."""
+    from nbllm._panel import Panel
+
+    return Panel()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
+    from nbllm.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbllm``: the magics stay registered until the kernel restarts (IPython
+    has no unregister); the store is kept so a reload does not lose providers."""

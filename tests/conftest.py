@@ -20,7 +20,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.endswith("_API_KEY") or name.startswith("NBLLM_TEST"):
             monkeypatch.delenv(name)
-    monkeypatch.setattr("nbllm._auth.keyring_module", lambda: None)
+    monkeypatch.setattr("nbllm._providers.auth.keyring_module", lambda: None)
     nbllm.get_store().clear()
     yield
     nbllm.get_store().clear()
@@ -51,7 +51,7 @@ class FakeKeyring:
 
 @pytest.fixture(autouse=True)
 def fresh_history() -> Iterator[None]:
-    from nbllm._conversation import get_conversations
+    from nbllm._cells.conversation import get_conversations
 
     nbllm.get_history().clear()
     get_conversations().clear()

@@ -4,7 +4,14 @@ import pytest
 from pydantic import SecretStr
 
 from nbllm import MissingKeyError, ProviderConfig
-from nbllm._auth import auth_headers, find_key, key_status, mask_headers, provider_env_var, security_warnings
+from nbllm._providers.auth import (
+    auth_headers,
+    find_key,
+    key_status,
+    mask_headers,
+    provider_env_var,
+    security_warnings,
+)
 from tests.conftest import SENTINEL_KEY, FakeKeyring
 
 
@@ -40,7 +47,7 @@ def test_key_source_order(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_keyring_source(monkeypatch: pytest.MonkeyPatch) -> None:
     ring = FakeKeyring()
     ring.set_password("nbllm", "p", "from-ring")
-    monkeypatch.setattr("nbllm._auth.keyring_module", lambda: ring)
+    monkeypatch.setattr("nbllm._providers.auth.keyring_module", lambda: ring)
     key, origin = find_key(make(key_keyring="p"))
     assert key is not None and key.get_secret_value() == "from-ring"
     assert origin == "from keyring"

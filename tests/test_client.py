@@ -12,8 +12,8 @@ import respx
 
 import nbllm
 from nbllm import ModelSpec, ProviderConfig
-from nbllm._calls import CallOptions, run_call
-from nbllm._client import ChatRequest, prepare
+from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.client import ChatRequest, prepare
 from tests.conftest import SENTINEL_KEY
 
 URL = "https://gw.example.com/v1/chat/completions"
@@ -292,7 +292,7 @@ async def test_missing_key_fails_before_sending(gw: None) -> None:
 
 @respx.mock
 async def test_events_of_one_read_become_one_token_event(gw: None) -> None:
-    from nbllm._calls import stream_call
+    from nbllm._calls.call import stream_call
 
     respx.post(URL).mock(
         return_value=httpx.Response(
@@ -311,7 +311,7 @@ def test_tls_context_is_shared_and_honours_the_environment(
 ) -> None:
     import ssl
 
-    from nbllm._client import tls_context
+    from nbllm._calls.client import tls_context
 
     default = tls_context()
     assert tls_context() is default and default.verify_mode == ssl.CERT_REQUIRED

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from nbllm import _conversation
-from nbllm._conversation import TokenCounter, get_conversations, plan_messages, reply_reserve
+from nbllm._cells import conversation
+from nbllm._cells.conversation import TokenCounter, get_conversations, plan_messages, reply_reserve
 
 # One token per character keeps the arithmetic readable; framing adds 4 per message.
 CHARS = TokenCounter(len, exact=True)
@@ -85,12 +85,12 @@ def test_tiktoken_is_used_when_it_loads(monkeypatch: pytest.MonkeyPatch) -> None
 
     fake = types.SimpleNamespace(get_encoding=lambda name: Encoding())
     monkeypatch.setitem(sys.modules, "tiktoken", fake)
-    _conversation._tiktoken_encoder.cache_clear()
+    conversation._tiktoken_encoder.cache_clear()
     try:
-        counter = _conversation.default_counter()
+        counter = conversation.default_counter()
         assert counter.exact and counter.count_text("three word text") == 3
     finally:
-        _conversation._tiktoken_encoder.cache_clear()
+        conversation._tiktoken_encoder.cache_clear()
 
 
 def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,9 +98,9 @@ def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> 
         raise OSError("no network")
 
     monkeypatch.setitem(sys.modules, "tiktoken", types.SimpleNamespace(get_encoding=offline))
-    _conversation._tiktoken_encoder.cache_clear()
+    conversation._tiktoken_encoder.cache_clear()
     try:
-        counter = _conversation.default_counter()
+        counter = conversation.default_counter()
         assert not counter.exact and counter.count_text("x" * 40) == 10
         assert (
             plan_messages(None, [], NEW, context_window=100, max_tokens=10, counter=counter)
@@ -108,7 +108,7 @@ def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> 
             .startswith("~")
         )
     finally:
-        _conversation._tiktoken_encoder.cache_clear()
+        conversation._tiktoken_encoder.cache_clear()
 
 
 def test_conversations_are_named_and_reset() -> None:

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
+from nbllm._cells.interpolate import interpolate
 from nbllm._exceptions import InterpolationError
-from nbllm._interpolate import interpolate
 
 
 class Point:

@@ -8,18 +8,18 @@ import pytest
 from IPython.core.error import UsageError
 
 import nbllm
-from nbllm import _local
+from nbllm._providers import local as local_module
 
 
 def test_missing_extra_names_the_install_command(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "extra_installed", lambda: False)
+    monkeypatch.setattr(local_module, "extra_installed", lambda: False)
     with pytest.raises(UsageError) as caught:
         ip.run_line_magic("llm_provider", "local start")
     assert "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" python -m pip install 'nbllm[local]'" in str(caught.value)
 
 
 def test_chat_without_providers_or_extra_explains_both_ways(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "extra_installed", lambda: False)
+    monkeypatch.setattr(local_module, "extra_installed", lambda: False)
     with pytest.raises(UsageError) as caught:
         ip.run_cell_magic("chat", "", "hello")
     message = str(caught.value)
@@ -27,7 +27,7 @@ def test_chat_without_providers_or_extra_explains_both_ways(ip: Any, monkeypatch
 
 
 def test_a_users_own_local_provider_is_not_replaced(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "extra_installed", lambda: True)
+    monkeypatch.setattr(local_module, "extra_installed", lambda: True)
     nbllm.get_store().add_provider(
         nbllm.ProviderConfig(name="local", url="http://127.0.0.1:11434/v1", models=["m"])
     )
@@ -42,10 +42,10 @@ def test_status_when_not_running(ip: Any, capsys: Any) -> None:
 
 
 def test_bad_model_path_and_context(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "extra_installed", lambda: True)
+    monkeypatch.setattr(local_module, "extra_installed", lambda: True)
     with pytest.raises(nbllm.NbllmError, match="no model file"):
-        _local.get_local_model().start(tmp_path / "missing.gguf")
+        local_module.get_local_model().start(tmp_path / "missing.gguf")
     model = tmp_path / "m.gguf"
     model.write_bytes(b"x")
     with pytest.raises(nbllm.NbllmError, match="too small"):
-        _local.get_local_model().start(model, 16)
+        local_module.get_local_model().start(model, 16)

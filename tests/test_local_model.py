@@ -15,12 +15,12 @@ import pytest
 from IPython.core.error import UsageError
 
 import nbllm
-from nbllm import _local
-from nbllm._local import get_local_model
+from nbllm._providers import local as local_module
+from nbllm._providers.local import get_local_model
 
-if not _local.extra_installed():
+if not local_module.extra_installed():
     if os.environ.get("CI"):
-        raise RuntimeError("CI must install the local extra: " + _local.INSTALL_COMMAND)
+        raise RuntimeError("CI must install the local extra: " + local_module.INSTALL_COMMAND)
     pytest.importorskip("llama_cpp", reason="the local extra is not installed")
 
 WEATHER_TOOL = {
@@ -34,16 +34,18 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def local_server() -> Iterator[_local.LocalServer]:
+def local_server() -> Iterator[local_module.LocalServer]:
     server = get_local_model().start(store=nbllm.get_store())
     yield server
     get_local_model().stop()
 
 
 @pytest.fixture
-def local(local_server: _local.LocalServer) -> _local.LocalServer:
+def local(local_server: local_module.LocalServer) -> local_module.LocalServer:
     """The module's server, registered again in this test's (cleared) store."""
-    spec = nbllm.ModelSpec(context_window=local_server.context_window, capabilities=_local.LOCAL_CAPABILITIES)
+    spec = nbllm.ModelSpec(
+        context_window=local_server.context_window, capabilities=local_module.LOCAL_CAPABILITIES
+    )
     nbllm.get_store().add_provider(
         nbllm.ProviderConfig(
             name="local", url=local_server.base_url, key=local_server.key, models={"smollm2": spec}

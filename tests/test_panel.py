@@ -14,14 +14,14 @@ import pytest
 from pydantic import SecretStr
 
 import nbllm
-from nbllm._chat import CellRun, ChatOptions, prepare_cell
-from nbllm._config import ModelSpec, ProviderConfig
+from nbllm._calls.history import CallRecord, History
+from nbllm._calls.loop_thread import DirectUi
+from nbllm._cells.cell import CellRun, ChatOptions, prepare_cell
+from nbllm._cells.inflight import get_in_flight
 from nbllm._exceptions import StoppedError
-from nbllm._history import CallRecord, History
-from nbllm._inflight import get_in_flight
-from nbllm._loop_thread import DirectUi
 from nbllm._panel import Panel
-from nbllm._render import TerminalView
+from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._views.reply import TerminalView
 from nbllm.testing import serve
 from tests.conftest import SENTINEL_KEY, FakeKeyring
 
@@ -186,7 +186,7 @@ def test_key_status_names_the_variable(panel: Panel, store: nbllm.Store, monkeyp
 
 def test_a_key_can_go_to_the_keyring(panel: Panel, store: nbllm.Store, monkeypatch: Any) -> None:
     ring = FakeKeyring()
-    monkeypatch.setattr("nbllm._auth.keyring_module", lambda: ring)
+    monkeypatch.setattr("nbllm._providers.auth.keyring_module", lambda: ring)
     tab = panel.providers
     tab.keyring.value = True
     tab.key.value = SENTINEL_KEY

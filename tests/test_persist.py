@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from nbllm import ConfigFileError, ModelSpec, ProviderConfig, Store
-from nbllm._persist import default_config_path, load, save
+from nbllm._providers.persist import default_config_path, load, save
 from tests.conftest import SENTINEL_KEY, FakeKeyring
 
 
@@ -64,7 +64,7 @@ def test_round_trip_without_plaintext_key() -> None:
 
 def test_literal_key_moves_to_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     ring = FakeKeyring()
-    monkeypatch.setattr("nbllm._auth.keyring_module", lambda: ring)
+    monkeypatch.setattr("nbllm._providers.auth.keyring_module", lambda: ring)
     report = save(filled_store())
     assert SENTINEL_KEY not in report.path.read_text()
     assert ring.entries[("nbllm", "typed")] == SENTINEL_KEY
@@ -72,7 +72,7 @@ def test_literal_key_moves_to_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = Store()
     load(fresh)
     assert fresh.provider("typed").key_keyring == "typed"
-    from nbllm._auth import find_key
+    from nbllm._providers.auth import find_key
 
     key, origin = find_key(fresh.provider("typed"))
     assert key is not None and key.get_secret_value() == SENTINEL_KEY and origin == "from keyring"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from nbllm._calls.results import ChatResult, StatusEvent, ToolCall, Usage
 from nbllm._exceptions import RateLimitError
-from nbllm._render import LiveView, TerminalView, Throttle
-from nbllm._results import ChatResult, StatusEvent, ToolCall, Usage
+from nbllm._views.reply import LiveView, TerminalView, Throttle
 
 
 class Recorder:

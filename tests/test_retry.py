@@ -5,7 +5,14 @@ from datetime import datetime, timezone
 import pytest
 
 from nbllm import RetryPolicy
-from nbllm._retry import RateLimiter, Route, order_routes, parse_retry_after, parse_routes, retry_decision
+from nbllm._calls.retry import (
+    RateLimiter,
+    Route,
+    order_routes,
+    parse_retry_after,
+    parse_routes,
+    retry_decision,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 POLICY = RetryPolicy(max_retries=3, retry_after_ceiling_s=60, backoff_base_s=0.5, backoff_max_s=4)

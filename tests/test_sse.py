@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbllm._sse import ServerSentEvent, SSEDecoder
+from nbllm._calls.sse import ServerSentEvent, SSEDecoder
 
 STREAM = (
     "\ufeff: keep-alive comment\r\n"

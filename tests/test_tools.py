@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nbllm._calls.results import ToolCall
+from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._exceptions import ToolError
-from nbllm._results import ToolCall
-from nbllm._tools import Tool, error_text, outcome_text, tools_from_names
 
 
 def get_weather(city: str, unit: str = "celsius", days: int = 1) -> dict[str, object]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from nbllm import ConfigError
-from nbllm._urls import chat_url, is_azure, is_loopback, models_url, normalize_url
+from nbllm._providers.urls import chat_url, is_azure, is_loopback, models_url, normalize_url
 
 AZ = "2024-10-21"
 

@@ -29,7 +29,7 @@ from pydantic import (
 
 from nbllm import _constants
 from nbllm._exceptions import ConfigError
-from nbllm._urls import is_azure, normalize_url
+from nbllm._providers.urls import is_azure, normalize_url
 
 CAPABILITY_NAMES = ("tools", "vision", "prompt_cache", "json", "streaming", "include_usage")
 CAPABILITY_ALIASES = {"cache": "prompt_cache", "usage": "include_usage", "stream": "streaming"}
@@ -202,7 +202,7 @@ class ProviderConfig(_Model):
 
     Key sources, first found wins: `key` (a literal, kept as `SecretStr`, never
     saved), `key_env` (an environment variable's name), `key_keyring` (an OS
-    keyring entry), then ``NBLLM_<NAME>_API_KEY``. See `nbllm._auth`.
+    keyring entry), then ``NBLLM_<NAME>_API_KEY``. See `nbllm._providers.auth`.
     """
 
     _what: ClassVar[str] = "provider"

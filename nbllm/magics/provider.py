@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import getpass
 import os
-import shlex
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -20,40 +17,16 @@ from IPython.display import display
 from IPython.utils.text import dedent
 from pydantic import SecretStr
 
-from nbllm import _persist
-from nbllm._auth import LITERAL_KEY_WARNING, security_warnings
-from nbllm._config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
-from nbllm._doctor import diagnose, list_models
-from nbllm._exceptions import ConfigError, NbllmError
-from nbllm._local import MODEL_ALIAS, get_local_model
-from nbllm._loop_thread import loop_thread
-from nbllm._store import UNSET, Store, get_store
-from nbllm._tables import ProviderDetail, ProviderList
-
-
-@contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn nbllm errors into the plain `UsageError` IPython prints without a traceback."""
-    try:
-        yield
-    except NbllmError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def parse_line(func: Callable[..., Any], line: str) -> Any:
-    """Parse a magic's line with shell quoting (IPython's own splitter keeps the quotes, so
-    ``--system "Be brief."`` would arrive with them)."""
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"cannot split the line: {exc}; check its quotes") from None
-    return func.parser.parse_args(words)  # type: ignore[attr-defined]
-
-
-def warn(message: str) -> None:
-    """A warning the notebook shows every time (the warnings module would show it once)."""
-    print(f"nbllm warning: {message}", file=sys.stderr)
-
+from nbllm._calls.doctor import diagnose, list_models
+from nbllm._calls.loop_thread import loop_thread
+from nbllm._exceptions import ConfigError
+from nbllm._providers import persist
+from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
+from nbllm._providers.config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
+from nbllm._providers.local import MODEL_ALIAS, get_local_model
+from nbllm._providers.store import UNSET, Store, get_store
+from nbllm._views.tables import ProviderDetail, ProviderList
+from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 # -- one parser per subcommand; their help is joined into %llm_provider? ------
 
@@ -358,7 +331,7 @@ class ProviderMagics(Magics):
             print(f"  {model_id}    ({mark})")
 
     def _cmd_save(self, args: Any) -> None:
-        print(f"Saved {_persist.save(self.store, args.path)}")
+        print(f"Saved {persist.save(self.store, args.path)}")
 
     def _cmd_local(self, args: Any) -> None:
         local = get_local_model()
@@ -372,7 +345,7 @@ class ProviderMagics(Magics):
             print(local.status())
 
     def _cmd_load(self, args: Any) -> None:
-        print(f"Loaded {_persist.load(self.store, args.path)}")
+        print(f"Loaded {persist.load(self.store, args.path)}")
 
 
 def _parse_headers(items: list[str]) -> dict[str, str]:

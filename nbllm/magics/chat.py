@@ -24,7 +24,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
-from nbllm._chat import (
+from nbllm._calls.history import get_history
+from nbllm._calls.loop_thread import DirectUi, Ui, run_with_ui
+from nbllm._cells.cell import (
     CellOutcome,
     CellRun,
     ChatOptions,
@@ -32,16 +34,14 @@ from nbllm._chat import (
     run_compare,
     set_last,
 )
-from nbllm._compare_view import CompareView
 from nbllm._constants import LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
-from nbllm._dry_run import DryRun
-from nbllm._history import get_history
-from nbllm._local import ensure_a_provider
-from nbllm._loop_thread import DirectUi, Ui, run_with_ui
-from nbllm._render import LiveView, TerminalView, Throttle
-from nbllm._store import get_store
-from nbllm._tables import HistoryTable
-from nbllm.magics import parse_line, usage_errors, warn
+from nbllm._providers.local import ensure_a_provider
+from nbllm._providers.store import get_store
+from nbllm._views.compare import CompareView
+from nbllm._views.dry_run import DryRun
+from nbllm._views.reply import LiveView, TerminalView, Throttle
+from nbllm._views.tables import HistoryTable
+from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 CHAT_HELP_TAIL = """
 The cell body is the prompt. {name}, {name.attr} and {name[key]} are filled in from
@@ -288,7 +288,7 @@ def chat_cell_transformer(lines: list[str]) -> list[str]:
         return lines
     line = first[len("%%chat") :].strip()
     body = "".join(lines[1:])
-    call = f"await __import__('nbllm.chat_magics').chat_magics.run_chat_cell({line!r}, {body!r})\n"
+    call = f"await __import__('nbllm.magics.chat').magics.chat.run_chat_cell({line!r}, {body!r})\n"
     return [call]
 
 

@@ -19,11 +19,11 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm._calls import CallOptions, routes_for, stream_call
-from nbllm._client import ChatRequest
-from nbllm._compare_view import Column, CompareView
-from nbllm._constants import MAX_TOOL_ROUNDS
-from nbllm._conversation import (
+from nbllm._calls.call import CallOptions, routes_for, stream_call
+from nbllm._calls.client import ChatRequest
+from nbllm._calls.loop_thread import Ui
+from nbllm._calls.results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
+from nbllm._cells.conversation import (
     DEFAULT_CONVERSATION,
     Conversation,
     Conversations,
@@ -32,14 +32,14 @@ from nbllm._conversation import (
     get_conversations,
     plan_messages,
 )
+from nbllm._cells.inflight import get_in_flight
+from nbllm._cells.interpolate import Interpolated, interpolate
+from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
+from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError
-from nbllm._inflight import get_in_flight
-from nbllm._interpolate import Interpolated, interpolate
-from nbllm._loop_thread import Ui
-from nbllm._render import View
-from nbllm._results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
-from nbllm._store import Resolved, Store, get_store
-from nbllm._tools import Tool, error_text, outcome_text, tools_from_names
+from nbllm._providers.store import Resolved, Store, get_store
+from nbllm._views.compare import Column, CompareView
+from nbllm._views.reply import View
 
 
 @dataclass

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
-from nbllm._auth import auth_headers, find_key, mask_headers
-from nbllm._config import expand_vars
+from nbllm._calls.results import TokenEvent, ToolCall, Usage
+from nbllm._calls.retry import parse_retry_after
+from nbllm._calls.sse import SSEDecoder
 from nbllm._constants import STREAM_READ_GATHER_S, VERSION
 from nbllm._exceptions import (
     AuthenticationError,
@@ -38,10 +39,9 @@ from nbllm._exceptions import (
     StreamError,
     TimeoutError,
 )
-from nbllm._results import TokenEvent, ToolCall, Usage
-from nbllm._retry import parse_retry_after
-from nbllm._sse import SSEDecoder
-from nbllm._store import Resolved
+from nbllm._providers.auth import auth_headers, find_key, mask_headers
+from nbllm._providers.config import expand_vars
+from nbllm._providers.store import Resolved
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 MAX_REDIRECTS = 5

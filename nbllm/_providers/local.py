@@ -31,10 +31,10 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from nbllm._config import ModelSpec, ProviderConfig
 from nbllm._constants import LOCAL_CONTEXT_WINDOW, LOCAL_READY_TIMEOUT_S
 from nbllm._exceptions import LocalModelError
-from nbllm._store import Store, get_store
+from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.store import Store, get_store
 
 PROVIDER_NAME = "local"
 MODEL_ALIAS = "smollm2"

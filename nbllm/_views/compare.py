@@ -12,7 +12,8 @@ import html
 import time
 from typing import Any
 
-from nbllm._render import (
+from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
+from nbllm._views.reply import (
     WAITING,
     Clock,
     Display,
@@ -23,7 +24,6 @@ from nbllm._render import (
     error_card_text,
     result_metadata,
 )
-from nbllm._results import ChatResult, StatusEvent, ToolCall
 
 _GRID = "display:grid;grid-template-columns:repeat({n},minmax(0,1fr));gap:12px;align-items:start"
 _TEXT = "white-space:pre-wrap;font-family:var(--jp-content-font-family,inherit);margin:4px 0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from nbllm._history import CallRecord
+from nbllm._calls.history import CallRecord
 
 WIDTH_PX = 520
 HEIGHT_PX = 160

@@ -19,8 +19,8 @@ from typing import Any
 
 import pydantic
 
+from nbllm._calls.results import ToolCall
 from nbllm._exceptions import ToolError
-from nbllm._results import ToolCall
 
 RESULT_CHARS_LIMIT = 20_000
 """A tool result longer than this is cut before it goes back to the model (and says so)."""

@@ -9,9 +9,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from nbllm._config import CAPABILITY_NAMES, ModelSpec
 from nbllm._exceptions import NbllmError
-from nbllm._store import Store
+from nbllm._providers.config import CAPABILITY_NAMES, ModelSpec
+from nbllm._providers.store import Store
 
 Report = Callable[[str, bool], None]
 """Shows a message in the panel: (text, ok)."""

@@ -17,18 +17,10 @@ from typing import Any
 
 import httpx
 
-from nbllm._client import ChatRequest, ReplyState, prepare, send, tls_context
-from nbllm._exceptions import (
-    APIError,
-    IncompleteStreamError,
-    NbllmError,
-    RateLimitError,
-    StatusError,
-    TransportError,
-)
-from nbllm._history import AttemptRecord, CallRecord, History, get_history
-from nbllm._loop_thread import loop_thread
-from nbllm._results import (
+from nbllm._calls.client import ChatRequest, ReplyState, prepare, send, tls_context
+from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+from nbllm._calls.loop_thread import loop_thread
+from nbllm._calls.results import (
     ChatEvent,
     ChatResult,
     DoneEvent,
@@ -38,7 +30,7 @@ from nbllm._results import (
     estimate_message_tokens,
     estimate_tokens,
 )
-from nbllm._retry import (
+from nbllm._calls.retry import (
     is_fallback_status,
     is_retryable_status,
     limiter_for,
@@ -46,8 +38,16 @@ from nbllm._retry import (
     parse_routes,
     retry_decision,
 )
-from nbllm._store import Resolved, Store, get_store
-from nbllm._urls import host_of
+from nbllm._exceptions import (
+    APIError,
+    IncompleteStreamError,
+    NbllmError,
+    RateLimitError,
+    StatusError,
+    TransportError,
+)
+from nbllm._providers.store import Resolved, Store, get_store
+from nbllm._providers.urls import host_of
 
 Sleep = Callable[[float], Awaitable[Any]]
 

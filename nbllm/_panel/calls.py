@@ -9,10 +9,10 @@ import html
 
 import ipywidgets as widgets
 
-from nbllm._history import History
-from nbllm._inflight import InFlight, RunningCall
-from nbllm._latency_chart import latency_chart_svg
-from nbllm._tables import HistoryTable
+from nbllm._calls.history import History
+from nbllm._cells.inflight import InFlight, RunningCall
+from nbllm._panel.latency_chart import latency_chart_svg
+from nbllm._views.tables import HistoryTable
 
 SHOWN_CALLS = 20
 """Rows of history in the panel (`%llm_history -n` shows more)."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nbllm._calls.results import Status, tokens_per_second
 from nbllm._observers import Observers
-from nbllm._results import Status, tokens_per_second
 
 DEFAULT_MAX_RECORDS = 1000
 _ids = itertools.count(1)

@@ -14,13 +14,13 @@ import html
 import ipywidgets as widgets
 from pydantic import SecretStr
 
-from nbllm._auth import key_status, keyring_module, store_in_keyring
-from nbllm._config import ModelSpec, ProviderConfig, split_model_arg
-from nbllm._doctor import DoctorReport, diagnose, list_models
+from nbllm._calls.doctor import DoctorReport, diagnose, list_models
 from nbllm._exceptions import ConfigError, NbllmError
-from nbllm._panel_fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
-from nbllm._panel_models import ModelRow, Report
-from nbllm._store import Store, StoreEvent
+from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
+from nbllm._panel.models import ModelRow, Report
+from nbllm._providers.auth import key_status, keyring_module, store_in_keyring
+from nbllm._providers.config import ModelSpec, ProviderConfig, split_model_arg
+from nbllm._providers.store import Store, StoreEvent
 
 
 class ProvidersTab(widgets.VBox):  # type: ignore[misc]

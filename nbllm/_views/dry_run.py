@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm._chat import PreparedCell
-from nbllm._client import prepare
+from nbllm._calls.client import prepare
+from nbllm._cells.cell import PreparedCell
 from nbllm._exceptions import MissingKeyError
 
 _DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,([A-Za-z0-9+/=]+)")

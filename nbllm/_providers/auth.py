@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from nbllm import _constants
-from nbllm._config import ProviderConfig, is_sensitive_header
 from nbllm._exceptions import MissingKeyError
-from nbllm._urls import is_loopback
+from nbllm._providers.config import ProviderConfig, is_sensitive_header
+from nbllm._providers.urls import is_loopback
 
 VENDOR_KEY_VARS = {
     "api.openai.com": "OPENAI_API_KEY",

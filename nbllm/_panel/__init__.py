@@ -1,9 +1,9 @@
-"""The panel (`nbllm.panel()`) and `%llm_panel`: an ipywidgets panel over the session store and the
-call history.
+"""The panel (`nbllm.panel()`, `%llm_panel`): an ipywidgets panel over the session store and
+the call history.
 
-It is composed of the Providers tab (`_panel_providers`), the Calls tab
-(`_panel_calls`), the default-model selector and one message line where every
-action reports what it did or why it was refused. It subscribes to store, history
+It is composed of the Providers tab (`providers`), the Calls tab (`calls`), the
+default-model selector and one message line where every action reports what it did or
+why it was refused. It subscribes to store, history
 and in-flight events, so magics and calls show up while it is open; `close()`
 unsubscribes. Every control is an attribute, and every button has a method, so tests
 drive it without a browser (``panel.providers.apply_button.click()``).
@@ -14,13 +14,12 @@ from __future__ import annotations
 import html
 
 import ipywidgets as widgets
-from IPython.core.magic import Magics, line_magic, magics_class
 
-from nbllm._history import History, get_history
-from nbllm._inflight import InFlight, get_in_flight
-from nbllm._panel_calls import CallsTab
-from nbllm._panel_providers import ProvidersTab
-from nbllm._store import Store, StoreEvent, get_store
+from nbllm._calls.history import History, get_history
+from nbllm._cells.inflight import InFlight, get_in_flight
+from nbllm._panel.calls import CallsTab
+from nbllm._panel.providers import ProvidersTab
+from nbllm._providers.store import Store, StoreEvent, get_store
 
 NO_DEFAULT = ""
 
@@ -90,13 +89,3 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<nbllm Panel: {len(self.store.providers)} providers, {len(self.history.records())} calls>"
-
-
-@magics_class
-class PanelMagics(Magics):
-    @line_magic
-    def llm_panel(self, line: str) -> None:
-        """Open the nbllm panel: providers, models, capability flags, keys, and the call history."""
-        from IPython.display import display
-
-        display(Panel())

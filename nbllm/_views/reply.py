@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError
-from nbllm._results import ChatResult, StatusEvent, ToolCall
 
 Clock = Callable[[], float]
 Bundle = dict[str, str]

@@ -12,9 +12,9 @@ import ipywidgets as widgets
 from pydantic import SecretStr
 from traitlets import Unicode
 
-from nbllm._config import ProviderConfig
+from nbllm._calls.loop_thread import loop_thread
 from nbllm._exceptions import ConfigError
-from nbllm._loop_thread import loop_thread
+from nbllm._providers.config import ProviderConfig
 
 T = TypeVar("T")
 

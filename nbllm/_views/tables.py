@@ -10,10 +10,10 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm._auth import key_status, mask_headers
-from nbllm._config import ProviderConfig
-from nbllm._history import CallRecord, ModelSummary
-from nbllm._urls import chat_url, models_url
+from nbllm._calls.history import CallRecord, ModelSummary
+from nbllm._providers.auth import key_status, mask_headers
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.urls import chat_url, models_url
 
 SHIELD = "\N{SHIELD}"
 DEFAULT_MARK = "\N{BLACK STAR}"

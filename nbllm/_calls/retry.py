@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from nbllm._config import RetryPolicy
+from nbllm._providers.config import RetryPolicy
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 """Plus every 5xx. Every other 4xx fails fast: repeating it cannot help."""

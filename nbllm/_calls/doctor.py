@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nbllm._auth import auth_headers, key_status, security_warnings
-from nbllm._calls import CallOptions, run_call
-from nbllm._client import ChatRequest, error_from_response, tls_context
-from nbllm._config import ModelSpec, ProviderConfig
+from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.client import ChatRequest, error_from_response, tls_context
 from nbllm._exceptions import APIError, ConnectionError, MissingKeyError, NbllmError, TimeoutError
-from nbllm._store import Resolved, Store
-from nbllm._urls import CHAT_SUFFIX, chat_url, models_url
+from nbllm._providers.auth import auth_headers, key_status, security_warnings
+from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.store import Resolved, Store
+from nbllm._providers.urls import CHAT_SUFFIX, chat_url, models_url
 
 Verdict = Literal["ok", "warn", "fail"]
 MARKS = {"ok": "\N{CHECK MARK}", "warn": "!", "fail": "\N{BALLOT X}"}

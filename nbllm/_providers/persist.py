@@ -18,10 +18,10 @@ import platformdirs
 import yaml
 
 from nbllm import _constants
-from nbllm._auth import provider_env_var, store_in_keyring
-from nbllm._config import ProviderConfig
 from nbllm._exceptions import ConfigError, ConfigFileError, NbllmError
-from nbllm._store import Store
+from nbllm._providers.auth import provider_env_var, store_in_keyring
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.store import Store
 
 FILE_VERSION = 1
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._calls.results import estimate_tokens
 from nbllm._constants import IMAGE_TOKENS_ESTIMATE, MESSAGE_FRAMING_TOKENS, REPLY_RESERVE_TOKENS
-from nbllm._results import estimate_tokens
 
 Message = dict[str, Any]
 Turn = list[Message]

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbllm import _constants
-from nbllm._config import ModelSpec, ProviderConfig
 from nbllm._exceptions import (
     AmbiguousModelError,
     ConfigError,
@@ -24,7 +23,8 @@ from nbllm._exceptions import (
     UnknownModelError,
 )
 from nbllm._observers import Observers
-from nbllm._urls import chat_url
+from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.urls import chat_url
 
 ADD_PROVIDER_HINT = "%llm_provider add NAME --url http://localhost:8000/v1 --model MODEL_ID"
 

@@ -1,0 +1,36 @@
+"""The thin IPython layer: magics parse arguments and delegate to the layers below, and
+turn nbllm errors into plain `UsageError`. `load_ipython_extension` registers them and the
+input transformer that makes a ``%%chat`` cell a top-level ``await``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from nbllm._exceptions import NbllmError
+from nbllm._providers import persist
+from nbllm._providers.store import get_store
+from nbllm.magics.chat import ChatMagics, chat_cell_transformer
+from nbllm.magics.panel import PanelMagics
+from nbllm.magics.provider import ProviderMagics
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
+    ipython.register_magics(ProviderMagics)
+    ipython.register_magics(PanelMagics)
+    chat_magics = ChatMagics(shell=ipython)
+    ipython.register_magics(chat_magics)
+    if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works
+        ipython.configurables.append(chat_magics)
+    if chat_cell_transformer not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(chat_cell_transformer)
+    path = persist.default_config_path()
+    if path.exists():
+        try:
+            report = persist.load(get_store(), path)
+        except NbllmError as exc:
+            print(f"nbllm: saved providers were not loaded: {exc}", file=sys.stderr)
+        else:
+            print(f"nbllm: loaded {report}")
