@@ -30,8 +30,8 @@ the edge with ``raise ... from exc``. No message ever contains a key.
         │   ├── RateLimitError          429
         │   └── ServerError             5xx
         ├── TransportError          no usable HTTP exchange happened
-        │   ├── ConnectionError     could not connect, or the connection dropped
-        │   └── TimeoutError        connect or read timeout
+        │   ├── APIConnectionError  could not connect, or the connection dropped
+        │   └── APITimeoutError     connect or read timeout
         └── StreamError             the server sent an error event mid-stream
             └── IncompleteStreamError  the stream ended without an end marker
 """
@@ -200,11 +200,11 @@ class TransportError(APIError):
     """No usable HTTP exchange happened."""
 
 
-class ConnectionError(TransportError):
+class APIConnectionError(TransportError):
     """Could not connect, or the connection dropped."""
 
 
-class TimeoutError(TransportError):
+class APITimeoutError(TransportError):
     """A connect or read timeout expired."""
 
 

@@ -95,8 +95,8 @@ def test_rate_limit_status_event(server: LoopbackServer) -> None:
 @pytest.mark.parametrize(
     ("fault", "error", "partial", "status"),
     [
-        (Fault("reset", after_chunks=3), nbllm.ConnectionError, "The quick brown ", "error"),
-        (Fault("stall", after_chunks=2, seconds=3.0), nbllm.TimeoutError, "The quick ", "error"),
+        (Fault("reset", after_chunks=3), nbllm.APIConnectionError, "The quick brown ", "error"),
+        (Fault("stall", after_chunks=2, seconds=3.0), nbllm.APITimeoutError, "The quick ", "error"),
         (Fault("malformed", after_chunks=2), nbllm.StreamError, "The quick ", "error"),
         (
             Fault("error_event", after_chunks=2, message="backend exploded"),
@@ -217,7 +217,7 @@ def test_connection_refused_error(server: LoopbackServer) -> None:
     nbllm.get_store().add_provider(
         ProviderConfig(name="dead", url="http://127.0.0.1:9/v1", retry={"max_retries": 0}, models=["m"])
     )
-    with pytest.raises(nbllm.ConnectionError, match="server is running"):
+    with pytest.raises(nbllm.APIConnectionError, match="server is running"):
         nbllm.chat("hi", model="dead/m")
 
 

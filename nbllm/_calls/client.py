@@ -26,9 +26,10 @@ from nbllm._calls.retry import parse_retry_after
 from nbllm._calls.sse import SSEDecoder
 from nbllm._constants import STREAM_READ_GATHER_S, VERSION
 from nbllm._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
-    ConnectionError,
     ContextTooLongError,
     ModelNotFoundError,
     NotFoundError,
@@ -37,7 +38,6 @@ from nbllm._exceptions import (
     ServerError,
     StatusError,
     StreamError,
-    TimeoutError,
 )
 from nbllm._providers.auth import auth_headers, find_key, mask_headers
 from nbllm._providers.config import expand_vars
@@ -216,7 +216,7 @@ async def send(
                 return
             finally:
                 await response.aclose()
-        raise ConnectionError(
+        raise APIConnectionError(
             f"too many redirects from {resolved.chat_url}",
             hint="register the URL the server finally redirects to",
         )
@@ -224,12 +224,12 @@ async def send(
         raise _timeout_error(exc, resolved) from exc
     except httpx.TransportError as exc:
         if state.http_status is not None:
-            raise ConnectionError(
+            raise APIConnectionError(
                 f"the connection to {urlsplit(url).netloc} dropped mid-reply ({_transport_reason(exc)})",
                 hint="the server or a proxy closed the connection; any text shown is partial",
                 request_id=state.request_id,
             ) from exc
-        raise ConnectionError(
+        raise APIConnectionError(
             f"connection to {urlsplit(url).netloc} failed: {_transport_reason(exc)}",
             hint="check that the server is running and the URL's host and port are right "
             f"({resolved.provider.url})",
@@ -505,14 +505,14 @@ def _auth_shown(auth: str) -> str:
     )
 
 
-def _timeout_error(exc: httpx.TimeoutException, resolved: Resolved) -> TimeoutError:
+def _timeout_error(exc: httpx.TimeoutException, resolved: Resolved) -> APITimeoutError:
     provider = resolved.provider
     if isinstance(exc, httpx.ConnectTimeout):
-        return TimeoutError(
+        return APITimeoutError(
             f"connecting to {urlsplit(provider.url).netloc} timed out after {provider.connect_timeout_s:g} s",
             hint="check the host and port, and that the server is reachable from this kernel",
         )
-    return TimeoutError(
+    return APITimeoutError(
         f"{resolved.qualified_name} sent nothing for {provider.read_timeout_s:g} s",
         hint="the server stalled; a slow model may need a longer --timeout",
     )

@@ -17,7 +17,7 @@ import httpx
 
 from nbllm._calls.call import CallOptions, run_call
 from nbllm._calls.client import ChatRequest, error_from_response, tls_context
-from nbllm._exceptions import APIError, ConnectionError, MissingKeyError, NbllmError, TimeoutError
+from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, MissingKeyError, NbllmError
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
 from nbllm._providers.store import Resolved, Store
@@ -79,9 +79,9 @@ async def list_models(
         async with httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls_context()) as client:
             response = await client.get(url, headers=auth_headers(provider))
     except httpx.TimeoutException as exc:
-        raise TimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
+        raise APITimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
     except httpx.TransportError as exc:
-        raise ConnectionError(
+        raise APIConnectionError(
             f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
         ) from exc
     listing = Resolved(provider, "(models)", ModelSpec())  # error_from_response wants a Resolved
