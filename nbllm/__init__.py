@@ -59,7 +59,8 @@ from nbllm._exceptions import (
     UnknownModelError,
 )
 from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
-from nbllm._providers.store import Resolved, Store, StoreEvent, get_store
+from nbllm._providers.resolved import Resolved
+from nbllm._providers.store import Store, StoreEvent, get_store
 
 __all__ = [
     "APIConnectionError",

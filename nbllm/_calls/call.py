@@ -46,7 +46,8 @@ from nbllm._exceptions import (
     StatusError,
     TransportError,
 )
-from nbllm._providers.store import Resolved, Store, get_store
+from nbllm._providers.resolved import Resolved
+from nbllm._providers.store import Store, get_store
 from nbllm._providers.urls import host_of
 
 Sleep = Callable[[float], Awaitable[Any]]

@@ -41,7 +41,7 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.auth import auth_headers, find_key, mask_headers
 from nbllm._providers.config import expand_vars
-from nbllm._providers.store import Resolved
+from nbllm._providers.resolved import Resolved
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 MAX_REDIRECTS = 5

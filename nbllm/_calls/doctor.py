@@ -20,7 +20,8 @@ from nbllm._calls.client import ChatRequest, error_from_response, tls_context
 from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, MissingKeyError, NbllmError
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
-from nbllm._providers.store import Resolved, Store
+from nbllm._providers.resolved import Resolved
+from nbllm._providers.store import Store
 from nbllm._providers.urls import CHAT_SUFFIX, chat_url, models_url
 
 Verdict = Literal["ok", "warn", "fail"]

@@ -37,7 +37,8 @@ from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError
-from nbllm._providers.store import Resolved, Store, get_store
+from nbllm._providers.resolved import Resolved
+from nbllm._providers.store import Store, get_store
 from nbllm._views.compare import Column, CompareView
 from nbllm._views.reply import View
 

@@ -24,27 +24,9 @@ from nbllm._exceptions import (
 )
 from nbllm._observers import Observers
 from nbllm._providers.config import ModelSpec, ProviderConfig
-from nbllm._providers.urls import chat_url
+from nbllm._providers.resolved import Resolved
 
 ADD_PROVIDER_HINT = "%llm_provider add NAME --url http://localhost:8000/v1 --model MODEL_ID"
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A model name resolved to one provider and one model."""
-
-    provider: ProviderConfig
-    model: str
-    spec: ModelSpec
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.provider.name}/{self.model}"
-
-    @property
-    def chat_url(self) -> str:
-        p = self.provider
-        return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""`Resolved`: a model name decided once, as one provider and one of its models.
+
+A value type of the provider layer: the store makes it, and everything below the cells
+(calls, the client, the doctor) takes it as given instead of resolving a name again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.urls import chat_url
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model name resolved to one provider and one model."""
+
+    provider: ProviderConfig
+    model: str
+    spec: ModelSpec
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+    @property
+    def chat_url(self) -> str:
+        p = self.provider
+        return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version)
