@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from nbllm._calls.call import CallOptions, run_call, run_call_sync, stream_call, to_messages
+from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
 from nbllm._calls.client import ChatRequest
 from nbllm._calls.history import CallRecord, get_history
 from nbllm._calls.results import ChatEvent, ChatResult
+from nbllm._providers.resolved import Resolved
 
 Prompt = str | Sequence[dict[str, Any]]
 
@@ -21,10 +22,10 @@ def _build(
     system: str | None,
     fallback: str | Sequence[str] | None,
     options: dict[str, Any],
-) -> tuple[ChatRequest, CallOptions]:
+) -> tuple[ChatRequest, list[Resolved]]:
     json_mode = bool(options.pop("json", False))
     request = ChatRequest(messages=to_messages(prompt, system), json_mode=json_mode, **options)
-    return request, CallOptions(model=model, fallback=fallback)
+    return request, plan_routes(model, fallback)
 
 
 def chat(
@@ -39,8 +40,8 @@ def chat(
     on a background event loop). Options: temperature, max_tokens, stop, seed, tools,
     tool_choice, json, json_schema, stream. Raises an `nbllm.NbllmError` subclass on failure;
     the partial result is on the error's ``result``."""
-    request, call_options = _build(prompt, model, system, fallback, options)
-    return run_call_sync(request, call_options)
+    request, routes = _build(prompt, model, system, fallback, options)
+    return run_call_sync(request, routes)
 
 
 async def achat(
@@ -52,8 +53,8 @@ async def achat(
     **options: Any,
 ) -> ChatResult:
     """`chat`, awaited on the caller's event loop."""
-    request, call_options = _build(prompt, model, system, fallback, options)
-    return await run_call(request, call_options)
+    request, routes = _build(prompt, model, system, fallback, options)
+    return await run_call(request, routes)
 
 
 async def astream(
@@ -65,8 +66,8 @@ async def astream(
     **options: Any,
 ) -> AsyncIterator[ChatEvent]:
     """Yield `TokenEvent`, `StatusEvent` and `ToolCallEvent` as the reply arrives, then `DoneEvent`."""
-    request, call_options = _build(prompt, model, system, fallback, options)
-    async for event in stream_call(request, call_options):
+    request, routes = _build(prompt, model, system, fallback, options)
+    async for event in stream_call(request, routes):
         yield event
 
 

@@ -12,7 +12,7 @@ import respx
 
 import nbllm
 from nbllm import ModelSpec, ProviderConfig
-from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.call import plan_routes, run_call
 from nbllm._calls.client import ChatRequest, prepare
 from tests.conftest import SENTINEL_KEY
 
@@ -52,7 +52,7 @@ def delta(content: str | None = None, finish: str | None = None, **extra: Any) -
 
 async def call(model: str = "org/model:v1", **options: Any) -> nbllm.ChatResult:
     return await run_call(
-        ChatRequest(messages=[{"role": "user", "content": "hi"}], **options), CallOptions(model=model)
+        ChatRequest(messages=[{"role": "user", "content": "hi"}], **options), plan_routes(model)
     )
 
 
@@ -300,7 +300,7 @@ async def test_events_of_one_read_become_one_token_event(gw: None) -> None:
         )
     )
     request = ChatRequest(messages=[{"role": "user", "content": "hi"}])
-    events = [e async for e in stream_call(request, CallOptions(model="org/model:v1"))]
+    events = [e async for e in stream_call(request, plan_routes("org/model:v1"))]
     tokens = [e.text for e in events if isinstance(e, nbllm.TokenEvent)]
     assert tokens == ["Hello there"]  # respx delivers the body in one read
     assert isinstance(events[-1], nbllm.DoneEvent) and events[-1].result.text == "Hello there"
@@ -321,3 +321,26 @@ def test_tls_context_is_shared_and_honours_the_environment(
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     with pytest.raises(FileNotFoundError):
         tls_context()
+
+
+@respx.mock
+async def test_a_call_takes_its_routes_and_resolves_no_name_again(
+    gw: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is decided once (plan_routes); the call below it never asks the store again."""
+    nbllm.get_store().add_provider(
+        ProviderConfig(name="spare", url="https://spare.example.com/v1", key=SENTINEL_KEY, models=["s"])
+    )
+    routes = plan_routes("org/model:v1", "spare/s")
+    assert [r.qualified_name for r in routes] == ["gw/org/model:v1", "spare/s"]
+
+    def resolve_again(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a call resolved a model name again")
+
+    monkeypatch.setattr(nbllm.Store, "resolve", resolve_again)
+    respx.post(URL).mock(return_value=httpx.Response(503))
+    respx.post("https://spare.example.com/v1/chat/completions").mock(
+        return_value=httpx.Response(200, content=sse(delta("ok", "stop")))
+    )
+    result = await run_call(ChatRequest(messages=[{"role": "user", "content": "hi"}]), routes)
+    assert (result.text, result.model, result.fallbacks) == ("ok", "spare/s", ["gw/org/model:v1"])

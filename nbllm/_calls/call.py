@@ -55,11 +55,8 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 @dataclass
 class CallOptions:
-    """Everything about a call that is not the request itself."""
+    """How to run a call, apart from what to ask (`ChatRequest`) and whom (the routes)."""
 
-    model: str | None = None
-    fallback: str | Sequence[str] | None = None
-    store: Store | None = None
     history: History | None = None
     sleep: Sleep = asyncio.sleep
     transport: httpx.AsyncBaseTransport | None = None
@@ -73,12 +70,17 @@ def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = Non
     return messages
 
 
-def routes_for(store: Store, primary: Resolved, fallback: str | Sequence[str] | None) -> list[Resolved]:
-    """The primary model, then its fallbacks in the order to try them."""
+def plan_routes(
+    model: str | None, fallback: str | Sequence[str] | None = None, store: Store | None = None
+) -> list[Resolved]:
+    """Decide once whom a call asks: the model `model` names, then its fallbacks (the given
+    ones, else its provider's) in the order to try them. Weighted entries are drawn here, so
+    every round of a cell tries the same order. Raises a `NameResolutionError` for a bad name."""
+    store = store or get_store()
+    primary = store.resolve(model)
     spec = fallback if fallback is not None else primary.provider.fallback
-    names = order_routes(parse_routes(spec)) if spec else []
     routes = [primary]
-    for name in names:
+    for name in order_routes(parse_routes(spec)) if spec else []:
         resolved = store.resolve(name)
         if resolved.qualified_name not in {r.qualified_name for r in routes}:
             routes.append(resolved)
@@ -121,21 +123,22 @@ class _FailOver(Exception):
 class _Call:
     """The state of one call across its routes and attempts."""
 
-    def __init__(self, request: ChatRequest, options: CallOptions) -> None:
+    def __init__(self, request: ChatRequest, routes: Sequence[Resolved], options: CallOptions) -> None:
+        if not routes:
+            raise ValueError("a call needs at least one route (see plan_routes)")
         self.request = request
         self.options = options
-        self.store = options.store or get_store()
         self.history = options.history or get_history()
-        self.primary = self.store.resolve(options.model)
-        self.routes = routes_for(self.store, self.primary, options.fallback)
+        self.routes = list(routes)
+        primary = self.routes[0]
         self.started = time.perf_counter()
         self.record = CallRecord(
-            model=self.primary.qualified_name,
-            requested=options.model or self.primary.qualified_name,
-            host=host_of(self.primary.provider.url),
+            model=primary.qualified_name,
+            requested=primary.qualified_name,
+            host=host_of(primary.provider.url),
             started_at=datetime.now(timezone.utc),
         )
-        self.result = ChatResult(model=self.primary.qualified_name)
+        self.result = ChatResult(model=primary.qualified_name)
         self.state = ReplyState()
         self.done = False
         self.recorded = False
@@ -279,22 +282,29 @@ class _Call:
         record.fallbacks = list(result.fallbacks)
 
 
-async def stream_call(request: ChatRequest, options: CallOptions) -> AsyncGenerator[ChatEvent, None]:
-    """Run one call, yielding tokens, status events, complete tool calls, then `DoneEvent`."""
-    async with aclosing(_Call(request, options).events()) as events:
+async def stream_call(
+    request: ChatRequest, routes: Sequence[Resolved], options: CallOptions | None = None
+) -> AsyncGenerator[ChatEvent, None]:
+    """Run one call along `routes` (from `plan_routes`), yielding tokens, status events,
+    complete tool calls, then `DoneEvent`."""
+    async with aclosing(_Call(request, routes, options or CallOptions()).events()) as events:
         async for event in events:
             yield event
 
 
-async def run_call(request: ChatRequest, options: CallOptions) -> ChatResult:
+async def run_call(
+    request: ChatRequest, routes: Sequence[Resolved], options: CallOptions | None = None
+) -> ChatResult:
     """Run one call to the end and return its result."""
-    async with aclosing(stream_call(request, options)) as events:
+    async with aclosing(stream_call(request, routes, options)) as events:
         async for event in events:
             if isinstance(event, DoneEvent):
                 return event.result
     raise AssertionError("a call ends with DoneEvent or an error")
 
 
-def run_call_sync(request: ChatRequest, options: CallOptions) -> ChatResult:
+def run_call_sync(
+    request: ChatRequest, routes: Sequence[Resolved], options: CallOptions | None = None
+) -> ChatResult:
     """`run_call` on the background event loop; safe inside a running kernel."""
-    return loop_thread().run(run_call(request, options))
+    return loop_thread().run(run_call(request, routes, options))

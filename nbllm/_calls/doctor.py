@@ -183,9 +183,7 @@ async def _check_call(
 ) -> None:
     request = ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
     try:
-        result = await run_call(
-            request, CallOptions(model=resolved.qualified_name, fallback=[], transport=transport)
-        )
+        result = await run_call(request, [resolved], CallOptions(transport=transport))
     except NbllmError as exc:
         hint = exc.hint or ""
         report.add("chat", "fail", str(exc).split("\n")[0], hint)

@@ -11,7 +11,6 @@ ended well, so re-running a failed cell does not leave half a turn behind.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm._calls.call import CallOptions, routes_for, stream_call
+from nbllm._calls.call import CallOptions, plan_routes, stream_call
 from nbllm._calls.client import ChatRequest
 from nbllm._calls.loop_thread import Ui
 from nbllm._calls.results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
@@ -68,13 +67,17 @@ class ChatOptions:
 @dataclass
 class PreparedCell:
     options: ChatOptions
-    resolved: Resolved
     routes: list[Resolved]
+    """The model, then its fallbacks, resolved once (see `plan_routes`)."""
     conversation: Conversation
     system: str | None
     user_message: Message
     plan: Plan
     tools: dict[str, Tool]
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.routes[0]
 
     def request(self, messages: list[Message], *, with_tools: bool) -> ChatRequest:
         options = self.options
@@ -131,8 +134,7 @@ def prepare_cell(
         system = interpolate(options.system, namespace).text if options.system is not None else None
     else:
         prompt, system = Interpolated(body.strip()), options.system
-    resolved = store.resolve(model if model is not None else options.model)
-    routes = routes_for(store, resolved, options.fallback)
+    routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
     preflight(routes, tools=bool(tools), json_mode=options.json, images=bool(prompt.images))
     conversation = conversations.get(options.conversation)
@@ -144,10 +146,10 @@ def prepare_cell(
         system,
         history,
         [user_message],
-        context_window=resolved.spec.context_window,
+        context_window=routes[0].spec.context_window,
         max_tokens=options.max_tokens,
     )
-    return PreparedCell(options, resolved, routes, conversation, system, user_message, plan, tools)
+    return PreparedCell(options, routes, conversation, system, user_message, plan, tools)
 
 
 def combine(rounds: Sequence[ChatResult]) -> ChatResult:
@@ -335,11 +337,8 @@ class CellRun:
         return CellOutcome(combined, None, value)
 
     async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
-        call_options = dataclasses.replace(
-            self.call_options, model=self.cell.resolved.qualified_name, fallback=self.cell.options.fallback
-        )
         self._partial = ""
-        async with aclosing(stream_call(request, call_options)) as events:
+        async with aclosing(stream_call(request, self.cell.routes, self.call_options)) as events:
             async for event in events:
                 if isinstance(event, TokenEvent):
                     self._partial += event.text
