@@ -34,12 +34,11 @@ from nbllm._cells.conversation import (
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
+from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
-from nbllm._views.compare import Column, CompareView
-from nbllm._views.reply import View
 
 
 @dataclass
@@ -213,7 +212,7 @@ class CellRun:
     def __init__(
         self,
         cell: PreparedCell,
-        view: View | Column,
+        view: View,
         *,
         call_options: CallOptions | None = None,
         commit: bool = True,
@@ -366,7 +365,7 @@ class CellRun:
 
 
 async def run_compare(
-    cells: Sequence[PreparedCell], view: CompareView, ui: Ui, call_options: CallOptions | None = None
+    cells: Sequence[PreparedCell], view: MultiView, ui: Ui, call_options: CallOptions | None = None
 ) -> list[CellOutcome]:
     """The same prompt to several models at once; they only read the conversation."""
     runs = [

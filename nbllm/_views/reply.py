@@ -377,6 +377,3 @@ class TerminalView:
             if text:
                 self._line(f"({text})")
         self._line(f"[{result.footer()}]")
-
-
-View = LiveView | TerminalView
