@@ -292,6 +292,36 @@ def test_history_summaries(server: LoopbackServer) -> None:
     assert summary.p50_latency_s is not None and summary.p95_latency_s >= summary.p50_latency_s  # type: ignore[operator]
 
 
+def test_each_record_is_the_result_it_was_derived_from(server: LoopbackServer) -> None:
+    register(server)
+    server.enqueue(Fault("server_error", status=503))
+    result = nbllm.chat("hi", model="test-model")
+    server.enqueue(Fault("unknown_model"))
+    with pytest.raises(nbllm.ModelNotFoundError) as caught:
+        nbllm.chat("hi", model="test-model")
+    failed = caught.value.result
+    ok_record, error_record = nbllm.history()[-2:]
+    for record, source in ((ok_record, result), (error_record, failed)):
+        assert (record.model, record.status, record.retries, record.request_id) == (
+            source.model,
+            source.status,
+            source.retries,
+            source.request_id,
+        )
+        assert (record.ttft_s, record.latency_s, record.error_message) == (
+            source.ttft_s,
+            source.latency_s,
+            source.error,
+        )
+        assert (record.prompt_tokens, record.completion_tokens, record.tokens_estimated) == (
+            source.usage.prompt_tokens,
+            source.usage.completion_tokens,
+            source.usage.estimated,
+        )
+    assert ok_record.retries == 1 and [a.http_status for a in ok_record.attempts] == [503, 200]
+    assert error_record.error_class == "ModelNotFoundError" and error_record.status == "error"
+
+
 def test_runs_as_a_module() -> None:
     import subprocess
     import sys

@@ -132,12 +132,9 @@ class _Call:
         self.routes = list(routes)
         primary = self.routes[0]
         self.started = time.perf_counter()
-        self.record = CallRecord(
-            model=primary.qualified_name,
-            requested=primary.qualified_name,
-            host=host_of(primary.provider.url),
-            started_at=datetime.now(timezone.utc),
-        )
+        self.started_at = datetime.now(timezone.utc)
+        self.attempts: list[AttemptRecord] = []
+        self.error_class: str | None = None
         self.result = ChatResult(model=primary.qualified_name)
         self.state = ReplyState()
         self.done = False
@@ -152,8 +149,7 @@ class _Call:
                     yield StatusEvent(
                         "fallback", f"{previous} failed; falling back to {resolved.qualified_name}"
                     )
-                self.result.model = self.record.model = resolved.qualified_name
-                self.record.host = host_of(resolved.provider.url)
+                self.result.model = resolved.qualified_name
                 try:
                     async for event in self._route(resolved, last=index == len(self.routes) - 1):
                         yield event
@@ -169,17 +165,17 @@ class _Call:
         except NbllmError as error:
             self._finish()
             incomplete = isinstance(error, IncompleteStreamError)
-            self.result.status = self.record.status = "incomplete" if incomplete else "error"
-            self.result.error = self.record.error_message = str(error).split("\n")[0]
-            self.record.error_class = type(error).__name__
+            self.result.status = "incomplete" if incomplete else "error"
+            self.result.error = str(error).split("\n")[0]
+            self.error_class = type(error).__name__
             if isinstance(error, APIError):
-                self.record.request_id = error.request_id or self.record.request_id
+                self.result.request_id = error.request_id or self.result.request_id
                 error.result = self.result
             raise
         except (asyncio.CancelledError, GeneratorExit):
             if not self.done:
                 self._finish()
-                self.result.status = self.record.status = "cancelled"
+                self.result.status = "cancelled"
             raise
         finally:
             self._record()
@@ -187,7 +183,16 @@ class _Call:
     def _record(self) -> None:
         if not self.recorded:
             self.recorded = True
-            self.history.add(self.record)
+            answered = self.routes[len(self.result.fallbacks)]
+            record = CallRecord.from_result(
+                self.result,
+                requested=self.routes[0].qualified_name,
+                host=host_of(answered.provider.url),
+                started_at=self.started_at,
+                attempts=self.attempts,
+                error_class=self.error_class,
+            )
+            self.history.add(record)
 
     async def _route(self, resolved: Resolved, *, last: bool) -> AsyncGenerator[ChatEvent, None]:
         """Attempts at one model until one succeeds; raises `_FailOver` to try the next route."""
@@ -209,7 +214,7 @@ class _Call:
             prepared = prepare(resolved, self.request)
             self.state = state = ReplyState()
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
-            self.record.attempts.append(tried)
+            self.attempts.append(tried)
             try:
                 async with httpx.AsyncClient(
                     timeout=timeout, transport=self.options.transport, verify=tls_context()
@@ -243,7 +248,6 @@ class _Call:
                         )
                     raise
                 self.result.retries += 1
-                self.record.retries += 1
                 of = policy.max_retries + 1
                 limited = isinstance(error, RateLimitError)
                 what = "rate limited" if limited else type(error).__name__
@@ -262,24 +266,20 @@ class _Call:
             return
 
     def _finish(self) -> None:
-        result, record, state = self.result, self.record, self.state
+        result, state = self.result, self.state
         result.text = state.text
         result.reasoning = state.reasoning
         result.tool_calls = state.tools.calls()
-        result.request_id = record.request_id = state.request_id
-        result.latency_s = record.latency_s = time.perf_counter() - self.started
+        result.request_id = state.request_id
+        result.latency_s = time.perf_counter() - self.started
         if state.first_token_at is not None:
-            result.ttft_s = record.ttft_s = state.first_token_at - self.started
+            result.ttft_s = state.first_token_at - self.started
         if state.usage is not None:
             result.usage = state.usage
         else:
             generated = state.text + "".join(c.arguments for c in result.tool_calls)
             prompt = estimate_message_tokens(self.request.messages)
             result.usage = Usage(prompt, estimate_tokens(generated), estimated=True)
-        record.prompt_tokens = result.usage.prompt_tokens
-        record.completion_tokens = result.usage.completion_tokens
-        record.tokens_estimated = result.usage.estimated
-        record.fallbacks = list(result.fallbacks)
 
 
 async def stream_call(

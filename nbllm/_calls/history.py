@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nbllm._calls.results import Status, tokens_per_second
+from nbllm._calls.results import ChatResult, Status, tokens_per_second
 from nbllm._observers import Observers
 
 DEFAULT_MAX_RECORDS = 1000
@@ -59,6 +59,38 @@ class CallRecord:
     @property
     def tokens_per_s(self) -> float | None:
         return tokens_per_second(self.completion_tokens, self.latency_s, self.ttft_s)
+
+    @classmethod
+    def from_result(
+        cls,
+        result: ChatResult,
+        *,
+        requested: str,
+        host: str,
+        started_at: datetime,
+        attempts: list[AttemptRecord],
+        error_class: str | None = None,
+    ) -> CallRecord:
+        """The record of a finished call: everything but its prompt, reply and the call's own
+        bookkeeping (what was asked, where, when, each attempt) comes from its result."""
+        return cls(
+            model=result.model,
+            requested=requested,
+            host=host,
+            started_at=started_at,
+            ttft_s=result.ttft_s,
+            latency_s=result.latency_s,
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            tokens_estimated=result.usage.estimated,
+            status=result.status,
+            error_class=error_class,
+            error_message=result.error,
+            retries=result.retries,
+            fallbacks=list(result.fallbacks),
+            request_id=result.request_id,
+            attempts=list(attempts),
+        )
 
 
 @dataclass(frozen=True)
