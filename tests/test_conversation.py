@@ -7,8 +7,9 @@ import types
 
 import pytest
 
-from nbllm._cells import conversation
-from nbllm._cells.conversation import TokenCounter, get_conversations, plan_messages, reply_reserve
+from nbllm._calls import tokens
+from nbllm._calls.tokens import TokenCounter
+from nbllm._cells.conversation import get_conversations, plan_messages, reply_reserve
 
 # One token per character keeps the arithmetic readable; framing adds 4 per message.
 CHARS = TokenCounter(len, exact=True)
@@ -85,12 +86,12 @@ def test_tiktoken_is_used_when_it_loads(monkeypatch: pytest.MonkeyPatch) -> None
 
     fake = types.SimpleNamespace(get_encoding=lambda name: Encoding())
     monkeypatch.setitem(sys.modules, "tiktoken", fake)
-    conversation._tiktoken_encoder.cache_clear()
+    tokens._tiktoken_encoder.cache_clear()
     try:
-        counter = conversation.default_counter()
+        counter = tokens.default_counter()
         assert counter.exact and counter.count_text("three word text") == 3
     finally:
-        conversation._tiktoken_encoder.cache_clear()
+        tokens._tiktoken_encoder.cache_clear()
 
 
 def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,9 +99,9 @@ def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> 
         raise OSError("no network")
 
     monkeypatch.setitem(sys.modules, "tiktoken", types.SimpleNamespace(get_encoding=offline))
-    conversation._tiktoken_encoder.cache_clear()
+    tokens._tiktoken_encoder.cache_clear()
     try:
-        counter = conversation.default_counter()
+        counter = tokens.default_counter()
         assert not counter.exact and counter.count_text("x" * 40) == 10
         assert (
             plan_messages(None, [], NEW, context_window=100, max_tokens=10, counter=counter)
@@ -108,7 +109,7 @@ def test_estimate_when_tiktoken_cannot_load(monkeypatch: pytest.MonkeyPatch) -> 
             .startswith("~")
         )
     finally:
-        conversation._tiktoken_encoder.cache_clear()
+        tokens._tiktoken_encoder.cache_clear()
 
 
 def test_conversations_are_named_and_reset() -> None:

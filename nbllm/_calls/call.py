@@ -27,8 +27,6 @@ from nbllm._calls.results import (
     StatusEvent,
     ToolCallEvent,
     Usage,
-    estimate_message_tokens,
-    estimate_tokens,
 )
 from nbllm._calls.retry import (
     is_fallback_status,
@@ -38,6 +36,7 @@ from nbllm._calls.retry import (
     parse_routes,
     retry_decision,
 )
+from nbllm._calls.tokens import default_counter
 from nbllm._exceptions import (
     APIError,
     IncompleteStreamError,
@@ -278,8 +277,9 @@ class _Call:
             result.usage = state.usage
         else:
             generated = state.text + "".join(c.arguments for c in result.tool_calls)
-            prompt = estimate_message_tokens(self.request.messages)
-            result.usage = Usage(prompt, estimate_tokens(generated), estimated=True)
+            counter = default_counter()
+            prompt = counter.messages(self.request.messages)
+            result.usage = Usage(prompt, counter.count_text(generated), estimated=True)
 
 
 async def stream_call(

@@ -9,24 +9,6 @@ from typing import Any, Literal
 
 Status = Literal["ok", "error", "cancelled", "incomplete"]
 
-CHARS_PER_TOKEN = 4.0
-"""A rough average for English text with BPE tokenizers; used only when the server sends no usage."""
-
-
-def estimate_tokens(text: str) -> int:
-    """A token count for `text` when the server reports none (marked as estimated)."""
-    return 0 if not text else max(1, round(len(text) / CHARS_PER_TOKEN))
-
-
-def estimate_message_tokens(messages: list[dict[str, Any]]) -> int:
-    """Estimated prompt tokens: content plus a few tokens of framing per message."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        text = content if isinstance(content, str) else json.dumps(content or "")
-        total += estimate_tokens(text) + 4
-    return total
-
 
 def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: float | None) -> float | None:
     """Generation speed: tokens over the time after the first token (the wait is not speed)."""

@@ -6,71 +6,23 @@ results). Trimming drops whole turns, oldest first, so a tool result is never
 sent without the call it answers. The system prompt and the newest user
 message are always kept.
 
-Tokens are counted with tiktoken when it is installed and its encoding can be
-loaded (it downloads encodings on first use, which may be impossible offline);
-otherwise with nbllm's estimate, and the count says which.
+Tokens are counted by `nbllm._calls.tokens` (tiktoken when it can load, else an
+estimate), and the count says which.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm._calls.results import estimate_tokens
-from nbllm._constants import IMAGE_TOKENS_ESTIMATE, MESSAGE_FRAMING_TOKENS, REPLY_RESERVE_TOKENS
+from nbllm._calls.tokens import Message, TokenCounter, default_counter
+from nbllm._constants import REPLY_RESERVE_TOKENS
 
-Message = dict[str, Any]
 Turn = list[Message]
 DEFAULT_CONVERSATION = "default"
-
-
-@functools.lru_cache(maxsize=1)
-def _tiktoken_encoder() -> Callable[[str], int] | None:
-    try:
-        import tiktoken  # type: ignore[import-not-found,unused-ignore]
-
-        encoding = tiktoken.get_encoding("o200k_base")
-    except Exception:  # not installed, or the encoding cannot be fetched (offline)
-        return None
-    return lambda text: len(encoding.encode(text, disallowed_special=()))
-
-
-@dataclass(frozen=True)
-class TokenCounter:
-    """Counts message tokens; `exact` is False when the counts are estimates."""
-
-    count_text: Callable[[str], int]
-    exact: bool
-
-    def message(self, message: Message) -> int:
-        content = message.get("content")
-        total = MESSAGE_FRAMING_TOKENS
-        if isinstance(content, str):
-            total += self.count_text(content)
-        elif isinstance(content, list):
-            for part in content:
-                if part.get("type") == "image_url":
-                    total += IMAGE_TOKENS_ESTIMATE
-                else:
-                    total += self.count_text(str(part.get("text", "")))
-        for call in message.get("tool_calls") or []:
-            function = call.get("function", {})
-            total += self.count_text(function.get("name", "") + function.get("arguments", ""))
-        return total
-
-    def messages(self, messages: Sequence[Message]) -> int:
-        return sum(self.message(m) for m in messages)
-
-
-def default_counter() -> TokenCounter:
-    encoder = _tiktoken_encoder()
-    if encoder is not None:
-        return TokenCounter(encoder, exact=True)
-    return TokenCounter(estimate_tokens, exact=False)
 
 
 def reply_reserve(context_window: int, max_tokens: int | None) -> int:
