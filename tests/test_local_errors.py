@@ -49,3 +49,15 @@ def test_bad_model_path_and_context(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     model.write_bytes(b"x")
     with pytest.raises(nbllm.NbllmError, match="too small"):
         local_module.get_local_model().start(model, 16)
+
+
+def test_the_name_clash_is_named_before_a_missing_extra(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_module, "extra_installed", lambda: False)
+    nbllm.get_store().add_provider(
+        nbllm.ProviderConfig(name="local", url="http://127.0.0.1:11434/v1", models=["m"])
+    )
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("llm_provider", "local start")
+    assert "a provider named 'local' is already registered" in str(caught.value)
+    assert "nbllm[local]" not in str(caught.value)
+    assert nbllm.get_store().providers["local"].url == "http://127.0.0.1:11434/v1"

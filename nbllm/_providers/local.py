@@ -208,7 +208,17 @@ class LocalModel:
         context_window: int | None = None,
         store: Store | None = None,
     ) -> LocalServer:
-        """Start the server (restarting one already running) and register provider `local`."""
+        """Start the server (restarting one already running) and register provider `local`.
+        A user's own provider of that name is never replaced, and that is said first: it is
+        the answer whatever else is wrong."""
+        store = store or get_store()
+        existing = store.providers.get(PROVIDER_NAME)
+        ours = self.server.base_url if self.server else None
+        if existing is not None and existing.url != ours:
+            raise LocalModelError(
+                f"a provider named {PROVIDER_NAME!r} is already registered ({existing.url})",
+                hint=f"remove it first (%llm_provider remove {PROVIDER_NAME}) or use another name for it",
+            )
         if not extra_installed():
             raise missing_extra_error()
         path = Path(model_path).expanduser() if model_path else bundled_model_path()
@@ -218,14 +228,6 @@ class LocalModel:
         if window < 256:
             raise LocalModelError(
                 f"--ctx {window} is too small", hint="use at least 256 tokens, e.g. --ctx 2048"
-            )
-        store = store or get_store()
-        existing = store.providers.get(PROVIDER_NAME)
-        ours = self.server.base_url if self.server else None
-        if existing is not None and existing.url != ours:
-            raise LocalModelError(
-                f"a provider named {PROVIDER_NAME!r} is already registered ({existing.url})",
-                hint=f"remove it first (%llm_provider remove {PROVIDER_NAME}) or use another name for it",
             )
         with self._lock:
             self._stop_locked()
