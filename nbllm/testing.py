@@ -59,6 +59,10 @@ FAULT_KINDS = frozenset(
 )
 
 
+SHUTDOWN_POLL_S = 0.05
+"""How often the serving thread checks for shutdown. The standard library's default, 0.5 s,
+made every `serve()` block wait about that long to end (half the test suite's time)."""
+
 CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 """OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
 
@@ -155,7 +159,9 @@ class LoopbackServer:
         handler = type("Handler", (_Handler,), {"state": self})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="nbllm-testing", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(SHUTDOWN_POLL_S,), name="nbllm-testing", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -496,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"nbllm.testing serving on http://{args.host}:{server.port}/v1", flush=True)
     try:
-        server._httpd.serve_forever()
+        server._httpd.serve_forever(SHUTDOWN_POLL_S)
     except KeyboardInterrupt:
         pass
     finally:
