@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 KEY_VARIABLES = ("OPENROUTER_API_KEY", "AZURE_OPENAI_API_KEY", "GATEWAY_API_KEY")
 

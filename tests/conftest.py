@@ -10,9 +10,6 @@ import pytest
 
 import nbllm
 
-SENTINEL_KEY = "NBLLM-TEST-KEY-7f3a9c41d2"
-"""A key that must never appear in any output, error, repr or file."""
-
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -36,23 +33,18 @@ def ip():  # type: ignore[no-untyped-def]
     return shell
 
 
-class FakeKeyring:
-    """An in-memory stand-in for the ``keyring`` module's two calls we use."""
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], str] = {}
-
-    def set_password(self, service: str, user: str, password: str) -> None:
-        self.entries[(service, user)] = password
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.entries.get((service, user))
-
-
 @pytest.fixture(autouse=True)
-def fresh_history() -> Iterator[None]:
+def fresh_session_state() -> Iterator[None]:
+    """Each test starts with no history, conversations, last result, rate limiters or calls in
+    flight, so no test sees what another left behind."""
+    from nbllm._calls import retry
+    from nbllm._cells import cell
     from nbllm._cells.conversation import get_conversations
+    from nbllm._cells.inflight import get_in_flight
 
     nbllm.get_history().clear()
     get_conversations().clear()
+    cell._LAST.clear()
+    retry.reset_limiters()
+    get_in_flight().clear()
     yield

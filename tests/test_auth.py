@@ -12,7 +12,7 @@ from nbllm._providers.auth import (
     provider_env_var,
     security_warnings,
 )
-from tests.conftest import SENTINEL_KEY, FakeKeyring
+from tests.helpers import SENTINEL_KEY, FakeKeyring
 
 
 def make(**fields: object) -> ProviderConfig:

@@ -28,7 +28,7 @@ import nbformat
 import pytest
 
 from nbllm.testing import LoopbackServer, serve
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 from tests.jupyter_app import JupyterApp
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,7 +14,7 @@ import nbllm
 from nbllm import ModelSpec, ProviderConfig
 from nbllm._calls.call import plan_routes, run_call
 from nbllm._calls.client import ChatRequest, prepare
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 URL = "https://gw.example.com/v1/chat/completions"
 

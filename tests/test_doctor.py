@@ -11,7 +11,7 @@ from IPython.utils.capture import capture_output
 
 import nbllm
 from nbllm.testing import LoopbackServer, serve
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 
 @pytest.fixture

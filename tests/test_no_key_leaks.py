@@ -11,7 +11,7 @@ from IPython.utils.capture import capture_output
 import nbllm
 from nbllm import NbllmError, ProviderConfig
 from nbllm._providers.persist import default_config_path
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 
 def test_sentinel_never_leaks(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:

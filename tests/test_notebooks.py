@@ -16,7 +16,7 @@ import pytest
 
 from nbllm._providers import local as local_module
 from nbllm.cli import run_notebook
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 SK_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{8,}")

@@ -23,7 +23,7 @@ from nbllm._panel import Panel
 from nbllm._providers.config import ModelSpec, ProviderConfig
 from nbllm._views.reply import TerminalView
 from nbllm.testing import serve
-from tests.conftest import SENTINEL_KEY, FakeKeyring
+from tests.helpers import SENTINEL_KEY, FakeKeyring
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import yaml
 
 from nbllm import ConfigFileError, ModelSpec, ProviderConfig, Store
 from nbllm._providers.persist import default_config_path, load, save
-from tests.conftest import SENTINEL_KEY, FakeKeyring
+from tests.helpers import SENTINEL_KEY, FakeKeyring
 
 
 def filled_store() -> Store:

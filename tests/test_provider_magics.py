@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import CapturedIO, capture_output
 
 import nbllm
-from tests.conftest import SENTINEL_KEY
+from tests.helpers import SENTINEL_KEY
 
 LOCAL = "http://127.0.0.1:8000/v1"
 

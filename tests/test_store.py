@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import nbllm
@@ -193,5 +195,12 @@ def test_update_provider_validates(store: Store) -> None:
         store.update_provider("ollama", name="other")
 
 
-def test_get_store_is_the_session_store() -> None:
-    assert nbllm.get_store() is nbllm.get_store()
+def test_get_store_is_the_session_store(ip: Any) -> None:
+    """The store the API returns is the one the magics write to and calls resolve from."""
+    ip.run_line_magic("llm_provider", "add shared --url http://127.0.0.1:9/v1 --model m=4096 --auth none")
+    store = nbllm.get_store()
+    assert store.provider("shared").models["m"].context_window == 4096
+    assert store.resolve("shared/m").chat_url == "http://127.0.0.1:9/v1/chat/completions"
+    from nbllm._calls.call import plan_routes
+
+    assert [r.qualified_name for r in plan_routes("m")] == ["shared/m"]

@@ -125,6 +125,12 @@ def limiter_for(provider: str, rate: float) -> RateLimiter:
         return _limiters[key]
 
 
+def reset_limiters() -> None:
+    """Forget every provider's rate limiter (a fresh session's state; used by tests)."""
+    with _limiters_lock:
+        _limiters.clear()
+
+
 @dataclass(frozen=True)
 class Route:
     """One model to try, with API7 ai-proxy-multi's priority (higher first) and weight."""

@@ -68,6 +68,12 @@ class InFlight:
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         return self._observers.subscribe(listener)
 
+    def clear(self) -> None:
+        """Forget every call (they are not cancelled; a fresh session's state, for tests)."""
+        with self._lock:
+            self._calls.clear()
+        self._observers.emit()
+
 
 _IN_FLIGHT = InFlight()
 
