@@ -69,6 +69,9 @@ CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 
 @dataclass(frozen=True)
 class Fault:
+    """A fault to inject into one request; `kind` is one of `FAULT_KINDS` (see the module's
+    docstring for each kind and the fields it reads)."""
+
     kind: str
     status: int = 500
     retry_after: str | None = None
@@ -100,12 +103,18 @@ class Fault:
 
 @dataclass(frozen=True)
 class ScriptedToolCall:
+    """A tool call the server replies with: the function's name and its arguments (a dict, or a
+    JSON string sent as is)."""
+
     name: str
     arguments: dict[str, Any] | str
 
 
 @dataclass
 class RecordedRequest:
+    """A request the server received: method, path, headers (lower-cased), the decoded JSON body
+    (None if it was not JSON), and the monotonic time it arrived."""
+
     method: str
     path: str
     headers: dict[str, str]
@@ -165,10 +174,12 @@ class LoopbackServer:
 
     @property
     def port(self) -> int:
+        """The port the server listens on (chosen by the OS when started with port 0)."""
         return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
+        """The OpenAI-style base URL to register, ``http://127.0.0.1:PORT/v1``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def enqueue(self, *faults: Fault | str) -> None:
@@ -177,14 +188,18 @@ class LoopbackServer:
             self._faults.extend(f if isinstance(f, Fault) else Fault.parse(f) for f in faults)
 
     def start(self) -> LoopbackServer:
+        """Start serving on a background thread; returns the server."""
         self._thread.start()
         return self
 
     def close(self) -> None:
+        """Stop serving and close the listening socket."""
         self._httpd.shutdown()
         self._httpd.server_close()
 
     def next_fault(self, headers: dict[str, str]) -> Fault | None:
+        """The fault for the next request: the one its ``x-nbllm-fault`` header asks for, else the
+        oldest enqueued one, else None."""
         asked = headers.get("x-nbllm-fault")
         if asked:
             return Fault.parse(asked)
@@ -192,6 +207,8 @@ class LoopbackServer:
             return self._faults.popleft() if self._faults else None
 
     def answer_for(self, body: dict[str, Any]) -> str | list[ScriptedToolCall]:
+        """What to reply to a request body: the reply function's answer, scripted tool calls, the
+        tool reply after a tool result, the echoed prompt, or the next scripted reply."""
         if callable(self.reply):  # a reply function decides everything, tool calls included
             return self.reply(body)
         messages = body.get("messages") or []
@@ -482,6 +499,7 @@ def serve(reply: str | Sequence[str] | ReplyFunction = "Hello!", **options: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m nbllm.testing``: serve until interrupted, printing the base URL first."""
     parser = argparse.ArgumentParser(prog="python -m nbllm.testing", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

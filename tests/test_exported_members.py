@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import importlib
+import inspect
+import pkgutil
 import re
 import types
 
 import nbllm
 import nbllm._exceptions
+import nbllm.testing
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -68,3 +73,67 @@ def test_drawn_tree_parser_sees_nesting() -> None:
 
 def test_no_public_name_shadows_a_builtin() -> None:
     assert set(nbllm.__all__) & set(dir(builtins)) == set()
+
+
+def _public_members(cls: type) -> list[tuple[str, object]]:
+    """The methods and properties a class defines itself (not pydantic's or a dataclass's)."""
+    found = []
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, property):
+            found.append((name, value.fget))
+        elif isinstance(value, (staticmethod, classmethod)):
+            found.append((name, value.__func__))
+        elif inspect.isfunction(value):
+            found.append((name, value))
+    return found
+
+
+def _has_own_doc(obj: object) -> bool:
+    if inspect.isclass(obj):
+        # A dataclass without a docstring gets its signature as __doc__; that does not count.
+        doc = vars(obj).get("__doc__")
+        return bool(doc) and not doc.startswith(obj.__name__ + "(")
+    return bool(inspect.getdoc(obj))
+
+
+def _documented_surface() -> list[tuple[str, object]]:
+    surface: list[tuple[str, object]] = []
+    testing_names = [
+        n
+        for n, v in vars(nbllm.testing).items()
+        if not n.startswith("_") and getattr(v, "__module__", None) == "nbllm.testing"
+    ]
+    for module, names in ((nbllm, nbllm.__all__), (nbllm.testing, testing_names)):
+        for name in names:
+            if name == "__version__":
+                continue
+            obj = getattr(module, name)
+            surface.append((f"{module.__name__}.{name}", obj))
+            if inspect.isclass(obj) and obj.__module__.startswith("nbllm"):
+                surface += [(f"{module.__name__}.{name}.{m}", v) for m, v in _public_members(obj)]
+    return surface
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    surface = _documented_surface()
+    assert len(surface) > 100  # the walk really covers the API
+    assert [name for name, obj in surface if not _has_own_doc(obj)] == []
+
+
+def test_the_docstring_check_can_fail() -> None:
+    @dataclasses.dataclass
+    class Bare:
+        x: int
+
+        def method(self) -> None:
+            pass
+
+    assert not _has_own_doc(Bare) and not _has_own_doc(Bare.method)
+
+
+def test_every_module_says_what_it_owns() -> None:
+    for info in pkgutil.walk_packages(nbllm.__path__, "nbllm."):
+        module = importlib.import_module(info.name)
+        assert module.__doc__ and len(module.__doc__.strip()) > 20, info.name

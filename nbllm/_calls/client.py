@@ -1,7 +1,7 @@
 """One HTTP attempt at a chat completion: build the request, send it, read the
 reply (streamed or not), and translate failures into nbllm's error tree.
 
-Retries, fallbacks, rate limits and the history live in `_calls`; this module
+Retries, fallbacks, rate limits and the history live in `call`; this module
 does exactly one exchange and records what it saw in a `ReplyState`.
 """
 

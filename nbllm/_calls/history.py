@@ -25,6 +25,9 @@ _ids = itertools.count(1)
 
 @dataclass
 class AttemptRecord:
+    """One HTTP attempt within a call: which model and host, when, how long, the HTTP status, and
+    how it ended (``ok`` or the error class name, with the first line of its message)."""
+
     model: str
     host: str
     started_at: datetime
@@ -37,6 +40,9 @@ class AttemptRecord:
 
 @dataclass
 class CallRecord:
+    """One call as the history keeps it: model, timings, token counts, status, retries and
+    fallbacks, and one `AttemptRecord` per HTTP attempt. Never the prompt, the reply or a key."""
+
     model: str
     """Qualified name of the model that answered last (after fallbacks)."""
     requested: str
@@ -58,6 +64,7 @@ class CallRecord:
 
     @property
     def tokens_per_s(self) -> float | None:
+        """Generation speed: completion tokens over the time after the first token."""
         return tokens_per_second(self.completion_tokens, self.latency_s, self.ttft_s)
 
     @classmethod
@@ -123,6 +130,7 @@ class History:
 
     @property
     def max_records(self) -> int:
+        """How many records are kept; the oldest drop first."""
         return self._records.maxlen or DEFAULT_MAX_RECORDS
 
     @max_records.setter
@@ -133,18 +141,22 @@ class History:
             self._records = deque(self._records, maxlen=value)
 
     def add(self, record: CallRecord) -> None:
+        """Append a record and tell the subscribers."""
         with self._lock:
             self._records.append(record)
         self._observers.emit(record)
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> Callable[[], None]:
+        """Call `listener` with each new record; returns the function that unsubscribes."""
         return self._observers.subscribe(listener)
 
     def records(self) -> list[CallRecord]:
+        """A copy of the records, oldest first."""
         with self._lock:
             return list(self._records)
 
     def clear(self) -> None:
+        """Forget every record."""
         with self._lock:
             self._records.clear()
 
@@ -180,4 +192,5 @@ _HISTORY = History()
 
 
 def get_history() -> History:
+    """The session's history: the one every call records into and the panel shows."""
     return _HISTORY

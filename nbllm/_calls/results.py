@@ -20,6 +20,8 @@ def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: f
 
 @dataclass
 class Usage:
+    """Tokens of one call: the server's counts, or nbllm's estimate (``estimated``)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
@@ -27,11 +29,14 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Prompt and completion tokens together."""
         return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass
 class ToolCall:
+    """A tool call the model asked for: its id, the function's name, and the arguments."""
+
     id: str
     name: str
     arguments: str
@@ -65,6 +70,7 @@ class ChatResult:
 
     @property
     def tokens_per_s(self) -> float | None:
+        """Generation speed: completion tokens over the time after the first token."""
         return tokens_per_second(self.usage.completion_tokens, self.latency_s, self.ttft_s)
 
     def footer(self) -> str:

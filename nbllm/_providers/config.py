@@ -187,7 +187,7 @@ class ModelSpec(_Model):
 
 
 class RetryPolicy(_Model):
-    """How failed calls are retried. Delays are computed in `_retry`."""
+    """How failed calls are retried. Delays are computed in `nbllm._calls.retry`."""
 
     _what: ClassVar[str] = "retry"
 
@@ -316,6 +316,7 @@ class ProviderConfig(_Model):
 
     @property
     def is_azure(self) -> bool:
+        """Whether requests follow Azure OpenAI's rules (an ``*.openai.azure.com`` URL or --auth azure)."""
         return is_azure(self.url, self.auth)
 
     def header_templates(self) -> dict[str, str]:

@@ -22,9 +22,11 @@ class Resolved:
 
     @property
     def qualified_name(self) -> str:
+        """``provider/model``, the name that always picks exactly this model."""
         return f"{self.provider.name}/{self.model}"
 
     @property
     def chat_url(self) -> str:
+        """The URL a chat completion for this model is posted to (Azure's deployment path included)."""
         p = self.provider
         return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version)

@@ -79,6 +79,7 @@ class Store:
             return dict(self._providers)
 
     def provider(self, name: str) -> ProviderConfig:
+        """The provider registered as `name`; raises `ProviderNotFoundError` otherwise."""
         with self._lock:
             try:
                 return self._providers[name]
@@ -104,6 +105,7 @@ class Store:
         self._emit("provider_replaced" if existed else "provider_added", config.name)
 
     def remove_provider(self, name: str) -> ProviderConfig:
+        """Unregister `name` (and the default model, if it was one of its models); returns its config."""
         with self._lock:
             config = self.provider(name)
             del self._providers[name]
@@ -127,6 +129,7 @@ class Store:
     # -- models ----------------------------------------------------------------
 
     def add_model(self, provider: str, model: str, spec: ModelSpec | None = None) -> None:
+        """Declare one more model of `provider`; refuses an id it already declares."""
         with self._lock:
             config = self.provider(provider)
             if model in config.models:
@@ -170,6 +173,7 @@ class Store:
         return updated
 
     def remove_model(self, provider: str, model: str) -> None:
+        """Stop declaring `model` on `provider` (and unset it as the default if it was)."""
         with self._lock:
             config = self.provider(provider)
             self._require_model(config, model)
@@ -221,6 +225,7 @@ class Store:
     # -- resolution ------------------------------------------------------------
 
     def qualified_names(self) -> list[str]:
+        """Every registered model as ``provider/model``, in registration order."""
         with self._lock:
             return [f"{p.name}/{m}" for p in self._providers.values() for m in p.models]
 

@@ -1,4 +1,4 @@
-"""`%%chat` and `%llm_history`. They parse arguments and delegate to `_chat`.
+"""`%%chat` and `%llm_history`. They parse arguments and delegate to `nbllm._cells.cell`.
 
 How a cell runs (see DESIGN, "Running async work from a magic"): in a kernel with
 autoawait on, `chat_cell_transformer` rewrites a ``%%chat`` cell into a top-level

@@ -1,4 +1,4 @@
-"""IPython magics. They parse arguments, call the layers above, and turn nbllm
+"""`%llm_provider`. It parses arguments, calls the layers below, and turns nbllm
 errors into plain `UsageError` (IPython prints exactly that type without a traceback).
 """
 
