@@ -1,9 +1,13 @@
-"""The README's test command is exactly what CI runs."""
+"""The README says true things: its test command is exactly what CI runs, and the help it
+points at exists."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+from IPython.utils.capture import capture_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,3 +19,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(test_commands) == 1
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_commands[0] in ci_lines
+
+
+def test_every_help_command_the_readme_names_shows_help(ip: Any) -> None:
+    """`%chat?` once stood in the README, which IPython answers with "Object not found"."""
+    readme = (ROOT / "README.md").read_text()
+    asked = sorted(set(re.findall(r"`(%%?\w+\?)`", readme)))
+    assert "%%chat?" in asked and "%llm_provider?" in asked
+    for question in asked:
+        with capture_output() as captured:
+            ip.run_cell(question)
+        assert "not found" not in captured.stdout and "Docstring" in captured.stdout, question
