@@ -21,6 +21,12 @@ stream ends with neither finish_reason nor ``[DONE]``), ``finish_no_done``
 ``byte_writes`` (one byte per write), ``slow_first_byte`` (wait ``seconds`` before the
 response starts), ``unknown_model`` (404 model_not_found).
 
+Framing (``framing=``): ``"chunked"`` (the default) sends each server-sent event as its own
+HTTP chunk and keeps the connection alive, as uvicorn, vLLM, llama.cpp and OpenAI do;
+``"bytes"`` splits every event into chunks of 1 to 3 bytes; ``"body"`` sends the stream
+unframed and closes the connection at its end, so a client reading fast enough sees many
+events in one read (the framing that once hid a per-read delay in nbllm's client).
+
 Run it on its own with ``python -m nbllm.testing --port 0``.
 """
 
@@ -62,6 +68,8 @@ FAULT_KINDS = frozenset(
 SHUTDOWN_POLL_S = 0.05
 """How often the serving thread checks for shutdown. The standard library's default, 0.5 s,
 made every `serve()` block wait about that long to end (half the test suite's time)."""
+
+FRAMINGS = ("chunked", "bytes", "body")
 
 CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 """OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
@@ -120,6 +128,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
+    done_at: float | None = None
+    """When the server finished writing its reply (None while writing, or if it never did)."""
 
 
 ReplyFunction = Callable[[dict[str, Any]], "str | list[ScriptedToolCall]"]
@@ -148,9 +158,13 @@ class LoopbackServer:
         api_key: str | None = None,
         models: Sequence[str] = ("test-model",),
         usage: bool = True,
+        framing: str = "chunked",
+        stamp_tokens: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        if framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
         self.reply = reply
         self.echo = echo
         self.tool_calls = list(tool_calls or [])
@@ -159,7 +173,13 @@ class LoopbackServer:
         self.api_key = api_key
         self.models = list(models)
         self.usage = usage
+        self.framing = framing
+        self.stamp_tokens = stamp_tokens
+        """Each streamed token is the server's ``time.monotonic()`` as it writes it (a decimal
+        string and a space): for measuring the delay from the wire to the consumer."""
         self.requests: list[RecordedRequest] = []
+        self.connections = 0
+        """TCP connections accepted so far (keep-alive reuse keeps this low)."""
         self.disconnects: list[float] = []
         """Monotonic times at which a client went away mid-reply."""
         self._faults: deque[Fault] = deque()
@@ -231,6 +251,12 @@ class LoopbackServer:
 class _Handler(BaseHTTPRequestHandler):
     state: LoopbackServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as uvicorn does: a small event is sent at once, not batched
+
+    def setup(self) -> None:
+        super().setup()
+        with self.state._lock:
+            self.state.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read records instead
         return
@@ -303,7 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
-        self.state.requests.append(RecordedRequest("POST", self.path, headers, body))
+        record = RecordedRequest("POST", self.path, headers, body)
+        self.state.requests.append(record)
         if not CHAT_PATH_RE.match(self.path.split("?")[0]):
             self._error(404, f"Not found: {self.path}", "not_found")
             return
@@ -322,6 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(body, fault)
             else:
                 self._whole(body, fault)
+            record.done_at = time.monotonic()
         except _ClientGone:
             self.state.disconnects.append(time.monotonic())
             self.close_connection = True
@@ -387,33 +415,66 @@ class _Handler(BaseHTTPRequestHandler):
         answer = self.state.answer_for(body)
         deltas = self._deltas(answer)
         end = b"\r\n" if kind == "crlf" else b"\n"
-        one_byte = kind == "byte_writes"
+        framing = self.state.framing
+        chunked = framing != "body"
+        # A byte_writes fault splits into single bytes; the "bytes" framing into 1-3 byte chunks.
+        piece_sizes = (1,) if kind == "byte_writes" else (1, 2, 3) if framing == "bytes" else ()
+
+        def send(data: bytes) -> None:
+            if not piece_sizes:
+                self._write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                return
+            start, turn = 0, 0
+            while start < len(data):
+                piece = data[start : start + piece_sizes[turn % len(piece_sizes)]]
+                self._write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                start, turn = start + len(piece), turn + 1
 
         def event(payload: Any) -> None:
             text = payload if isinstance(payload, str) else json.dumps(payload)
-            self._write(b"data: " + text.encode() + end + end, one_byte)
+            send(b"data: " + text.encode() + end + end)
 
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("x-request-id", f"req-{len(self.state.requests)}")
         self.end_headers()
-        self.close_connection = True
-        self._write(b": nbllm-testing" + end, one_byte)
+        if self._stream_events(body, fault, answer, deltas, event, end, send) and chunked:
+            self._write(b"0\r\n\r\n")  # the end of the body; the connection stays open
+
+    def _stream_events(
+        self,
+        body: dict[str, Any],
+        fault: Fault | None,
+        answer: str | list[ScriptedToolCall],
+        deltas: list[dict[str, Any]],
+        event: Callable[[Any], None],
+        end: bytes,
+        send: Callable[[bytes], None],
+    ) -> bool:
+        """Write the events; False when the connection was reset instead."""
+        kind = fault.kind if fault else None
+        send(b": nbllm-testing" + end)
         pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
         for index, delta in enumerate(deltas):
             if fault and index == fault.after_chunks:
                 if kind == "reset":
                     self._reset()
-                    return
+                    return False
                 if kind == "stall":
                     self._wait(fault.seconds)
                 if kind == "malformed":
                     event('{"choices": [{"delta": {"content": "unterminated')
                 if kind == "error_event":
                     event({"error": {"message": fault.message, "type": "server_error"}})
-                    return
+                    return True
+            if self.state.stamp_tokens and "content" in delta:
+                delta = {**delta, "content": f"{time.monotonic()!r} "}
             if index == 0:
                 delta = {"role": "assistant", **delta}
             event(self._chunk(body, delta))
@@ -421,9 +482,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._wait(pause)
         if kind == "reset":  # after_chunks beyond the reply: reset at the end
             self._reset()
-            return
+            return False
         if kind == "no_done":
-            return
+            return True
         finish = "tool_calls" if isinstance(answer, list) else "stop"
         event(self._chunk(body, {}, finish))
         include_usage = (body.get("stream_options") or {}).get("include_usage")
@@ -431,6 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
             event({**self._chunk(body, {}), "choices": [], "usage": self._usage(body, len(deltas))})
         if kind != "finish_no_done":
             event("[DONE]")
+        return True
 
     def _whole(self, body: dict[str, Any], fault: Fault | None) -> None:
         kind = fault.kind if fault else None
@@ -508,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tokens-per-s", type=float)
     parser.add_argument("--api-key")
     parser.add_argument("--model", action="append", dest="models", help="a model id for /models")
+    parser.add_argument("--framing", choices=FRAMINGS, default="chunked", help="how a stream is framed")
+    parser.add_argument(
+        "--stamp-tokens", action="store_true", help="send each token as the server's monotonic clock"
+    )
     args = parser.parse_args(argv)
     server = LoopbackServer(
         args.reply,
@@ -515,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokens_per_s=args.tokens_per_s,
         api_key=args.api_key,
         models=args.models or ["test-model"],
+        framing=args.framing,
+        stamp_tokens=args.stamp_tokens,
         host=args.host,
         port=args.port,
     )

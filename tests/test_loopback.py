@@ -328,20 +328,23 @@ def test_runs_as_a_module() -> None:
 
     import httpx
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nbllm.testing", "--port", "0", "--model", "m1"],
+    with subprocess.Popen(
+        [sys.executable, "-m", "nbllm.testing", "--port", "0", "--model", "m1", "--framing", "bytes"],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        base_url = line.rsplit(" ", 1)[-1].strip()
-        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
-        assert httpx.get(f"{base_url}/models").json()["data"][0]["id"] == "m1"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            base_url = line.rsplit(" ", 1)[-1].strip()
+            assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+            assert httpx.get(f"{base_url}/models").json()["data"][0]["id"] == "m1"
+            body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            with httpx.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+                reads = [piece for piece in response.iter_raw()]
+            assert max(len(piece) for piece in reads) <= 3 and b"[DONE]" in b"".join(reads)
+        finally:
+            process.terminate()
 
 
 def test_error_object_in_a_whole_reply(server: LoopbackServer) -> None:
