@@ -64,9 +64,10 @@ MAX_TOOL_ROUNDS = 5
 LIVE_ENV = "NBLLM_LIVE"
 """Set to 0 to render each reply once, when it ends (headless runs: nbval, nbconvert)."""
 
-STREAM_READ_GATHER_S = 0.04
-"""Pause between two socket reads of a stream once text is flowing, so tokens arrive in batches:
-it cuts the per-token overhead of the HTTP stack several-fold and delays text by at most this."""
+KEEPALIVE_EXPIRY_S = 4.0
+"""How long an idle pooled connection is kept for the next call. Below uvicorn's 5 s keep-alive
+timeout (llama-cpp-python, vLLM, LiteLLM), so nbllm drops an idle connection before the server
+does and never sends a request into one the server is closing."""
 
 LOCAL_CONTEXT_WINDOW = 2048
 """Context window the bundled local model is started with (SmolLM2 was trained for 8192)."""

@@ -311,7 +311,7 @@ def test_tls_context_is_shared_and_honours_the_environment(
 ) -> None:
     import ssl
 
-    from nbllm._calls.client import tls_context
+    from nbllm._calls.pool import tls_context
 
     default = tls_context()
     assert tls_context() is default and default.verify_mode == ssl.CERT_REQUIRED

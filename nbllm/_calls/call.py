@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 
-from nbllm._calls.client import ChatRequest, ReplyState, prepare, send, tls_context
+from nbllm._calls.client import ChatRequest, ReplyState, prepare, send
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
 from nbllm._calls.loop_thread import loop_thread
+from nbllm._calls.pool import lease
 from nbllm._calls.results import (
     ChatEvent,
     ChatResult,
@@ -197,12 +198,6 @@ class _Call:
         """Attempts at one model until one succeeds; raises `_FailOver` to try the next route."""
         provider = resolved.provider
         policy = provider.retry
-        timeout = httpx.Timeout(
-            connect=provider.connect_timeout_s,
-            read=provider.read_timeout_s,
-            write=provider.read_timeout_s,
-            pool=provider.connect_timeout_s,
-        )
         attempt = 0
         while True:
             attempt += 1
@@ -215,9 +210,7 @@ class _Call:
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
             self.attempts.append(tried)
             try:
-                async with httpx.AsyncClient(
-                    timeout=timeout, transport=self.options.transport, verify=tls_context()
-                ) as client:
+                async with lease(provider, self.options.transport) as client:
                     async for token in send(client, resolved, prepared, state):
                         yield token
                 if not state.complete:

@@ -7,24 +7,19 @@ does exactly one exchange and records what it saw in a `ReplyState`.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import certifi
 import httpx
 
 from nbllm._calls.results import TokenEvent, ToolCall, Usage
 from nbllm._calls.retry import parse_retry_after
 from nbllm._calls.sse import SSEDecoder
-from nbllm._constants import STREAM_READ_GATHER_S, VERSION
+from nbllm._constants import VERSION
 from nbllm._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -46,20 +41,6 @@ from nbllm._providers.resolved import Resolved
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 MAX_REDIRECTS = 5
 UPSTREAM_TEXT_LIMIT = 500
-
-
-def tls_context() -> ssl.SSLContext:
-    """A certificate-verifying TLS context shared by every client: building one loads the CA
-    bundle, which costs tens of milliseconds of CPU per call. Like httpx, it honours
-    $SSL_CERT_FILE and $SSL_CERT_DIR (company proxies), and uses certifi's bundle otherwise."""
-    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    if cafile or capath:
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 @dataclass
@@ -165,7 +146,9 @@ class ReplyState:
     """What one attempt has received so far."""
 
     started: float = field(default_factory=time.perf_counter)
-    text: str = ""
+    pieces: list[str] = field(default_factory=list)
+    """The reply's text as it arrived (joined once, by `text`: appending to one string per
+    token would copy the whole reply each time)."""
     reasoning: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -176,6 +159,10 @@ class ReplyState:
     request_id: str | None = None
     http_status: int | None = None
     tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     @property
     def shown(self) -> bool:
@@ -249,35 +236,34 @@ def _redirect_headers(
 async def _read_stream(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent]:
+    """Decode the stream as its bytes arrive. The text of every event in one network read goes
+    out as one `TokenEvent` (a consumer's per-event cost is then paid per read, not per token),
+    and nothing waits between reads: how often the screen changes is the renderer's business."""
     decoder = SSEDecoder()
     async for chunk in response.aiter_bytes():
-        # The text of every event in one network read goes out as one TokenEvent: consumers
-        # do per-event work, and a read holds a batch of tokens (see the pause below).
         pieces: list[str] = []
         failure: StreamError | None = None
         for event in decoder.feed(chunk):
             state.events += 1
-            if event.data.strip() == "[DONE]":
+            data = event.data
+            if data == "[DONE]" or (data[:1] != "{" and data.strip() == "[DONE]"):
                 state.saw_done = True
                 continue
             try:
-                payload = _parse_chunk(event.data, resolved, state)
+                payload = _parse_chunk(data, resolved, state)
             except StreamError as error:
                 failure = error
                 break
             if event.event == "error" or "error" in payload:
                 failure = _stream_error(payload, resolved, state)
                 break
-            pieces += _apply_chunk(payload, state)
+            _apply_chunk(payload, state, pieces)
         if pieces:  # text that arrived before a bad event is still shown
-            yield TokenEvent("".join(pieces))
+            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            state.pieces.append(text)
+            yield TokenEvent(text)
         if failure is not None:
             raise failure
-        if state.shown:
-            # Once text flows, let a few tokens gather in the socket before the next read:
-            # one wake-up per batch instead of per token (a large share of the kernel's CPU
-            # at hundreds of tokens/s), and far below what a person or a display notices.
-            await asyncio.sleep(STREAM_READ_GATHER_S)
     decoder.close()
 
 
@@ -297,7 +283,7 @@ async def _read_whole(
     _apply_usage(payload, state)
     content = message.get("content") or ""
     if content:
-        state.text = content
+        state.pieces.append(content)
         state.first_token_at = time.perf_counter()
         yield TokenEvent(content)
 
@@ -316,27 +302,29 @@ def _parse_chunk(data: str, resolved: Resolved, state: ReplyState) -> dict[str, 
     return payload
 
 
-def _apply_chunk(payload: dict[str, Any], state: ReplyState) -> list[str]:
-    _apply_usage(payload, state)
-    tokens = []
-    for choice in payload.get("choices") or []:
+def _apply_chunk(payload: dict[str, Any], state: ReplyState, pieces: list[str]) -> None:
+    """Take one chunk's usage, text, reasoning, tool-call deltas and finish reason; its text
+    goes to `pieces` (the caller's batch for this read)."""
+    if "usage" in payload:
+        _apply_usage(payload, state)
+    for choice in payload.get("choices") or ():
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
             if state.first_token_at is None:
                 state.first_token_at = time.perf_counter()
-            state.text += content
-            tokens.append(content)
+            pieces.append(content)
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning:
             state.reasoning += str(reasoning)
-        for tool_delta in delta.get("tool_calls") or []:
+        tool_deltas = delta.get("tool_calls")
+        if tool_deltas:
             if state.first_token_at is None:
                 state.first_token_at = time.perf_counter()
-            state.tools.add(tool_delta)
+            for tool_delta in tool_deltas:
+                state.tools.add(tool_delta)
         if choice.get("finish_reason"):
             state.finish_reason = choice["finish_reason"]
-    return tokens
 
 
 def _apply_usage(payload: dict[str, Any], state: ReplyState) -> None:

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from nbllm._calls.call import CallOptions, run_call
-from nbllm._calls.client import ChatRequest, error_from_response, tls_context
+from nbllm._calls.client import ChatRequest, error_from_response
+from nbllm._calls.pool import lease
 from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, MissingKeyError, NbllmError
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
@@ -75,9 +76,8 @@ async def list_models(
 ) -> list[str]:
     """The model ids the endpoint lists at ``GET /models``."""
     url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version)
-    timeout = httpx.Timeout(provider.read_timeout_s, connect=provider.connect_timeout_s)
     try:
-        async with httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls_context()) as client:
+        async with lease(provider, transport) as client:
             response = await client.get(url, headers=auth_headers(provider))
     except httpx.TimeoutException as exc:
         raise APITimeoutError(f"GET {url} timed out", hint="check the host and port") from exc

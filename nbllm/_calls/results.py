@@ -102,7 +102,7 @@ class ChatResult:
         printer.text(f"{self.text}\n[{self.footer()}]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenEvent:
     """A piece of the reply's text."""
 

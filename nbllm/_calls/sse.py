@@ -11,11 +11,12 @@ may be split anywhere, even inside a CRLF pair or a UTF-8 sequence. No I/O here.
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ServerSentEvent:
+class ServerSentEvent(NamedTuple):
+    """One dispatched event. A named tuple: one is made per token, so it must be cheap."""
+
     data: str
     event: str = "message"
     id: str | None = None
@@ -52,8 +53,36 @@ class SSEDecoder:
         if self._after_cr and text.startswith("\n"):
             text = text[1:]
         self._after_cr = False
+        buffer = self._pending + text if self._pending else text
+        if "\r" in buffer:
+            lines = self._split_any_line_end(buffer)
+        else:  # the common case (LF only): one C-level split
+            lines = buffer.split("\n")
+            self._pending = lines.pop()
         events: list[ServerSentEvent] = []
-        buffer = self._pending + text
+        data = self._data
+        for line in lines:
+            # The two lines of nearly every event, "data: ..." and "", handled inline: this
+            # runs once per token.
+            if not line:
+                if data:
+                    events.append(
+                        ServerSentEvent(
+                            "\n".join(data), self._event or "message", self._last_id, self._retry_ms
+                        )
+                    )
+                    data.clear()
+                self._event = ""
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            else:
+                self._line(line)
+        return events
+
+    def _split_any_line_end(self, buffer: str) -> list[str]:
+        """Complete lines ended by CR, LF or CRLF; the rest waits in `_pending`. A CR at the very
+        end may be the first half of a CRLF split across chunks (`_after_cr`)."""
+        lines = []
         start = 0
         length = len(buffer)
         while True:
@@ -62,7 +91,7 @@ class SSEDecoder:
             if cr == -1 and lf == -1:
                 break
             end = lf if cr == -1 else cr if lf == -1 else min(cr, lf)
-            line = buffer[start:end]
+            lines.append(buffer[start:end])
             if buffer[end] == "\r":
                 if end + 1 < length:
                     start = end + 2 if buffer[end + 1] == "\n" else end + 1
@@ -70,17 +99,12 @@ class SSEDecoder:
                     start, self._after_cr = end + 1, True
             else:
                 start = end + 1
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
         self._pending = buffer[start:]
-        return events
+        return lines
 
-    def _line(self, line: str) -> ServerSentEvent | None:
-        if not line:
-            return self._dispatch()
+    def _line(self, line: str) -> None:
         if line.startswith(":"):
-            return None
+            return
         field, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -92,11 +116,3 @@ class SSEDecoder:
             self._last_id = value
         elif field == "retry" and value.isascii() and value.isdigit():
             self._retry_ms = int(value)
-        return None
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
-        if not data:
-            return None
-        return ServerSentEvent("\n".join(data), event or "message", self._last_id, self._retry_ms)
