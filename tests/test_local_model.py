@@ -6,6 +6,7 @@ the 7-minute llama.cpp build they are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,17 @@ def test_chat_streams_a_real_reply_with_estimated_usage(ip: Any, local: Any, cap
     assert result.usage.estimated and result.usage.completion_tokens > 0
     record = nbllm.history()[-1]
     assert record.model == "local/smollm2" and record.ttft_s is not None and record.ttft_s > 0
+
+
+async def test_sixteen_concurrent_calls_all_get_whole_replies(local: Any) -> None:
+    """The server is started with --interrupt_requests False: by default a new request
+    aborts the reply in progress (14 of 16 dropped)."""
+    results = await asyncio.gather(
+        *(nbllm.achat(f"Name a city, number {i}.", max_tokens=8, temperature=0) for i in range(16)),
+        return_exceptions=True,
+    )
+    assert [r.status if isinstance(r, nbllm.ChatResult) else repr(r) for r in results] == ["ok"] * 16
+    assert all(r.text for r in results if isinstance(r, nbllm.ChatResult))
 
 
 async def test_tokens_arrive_as_a_stream(local: Any) -> None:

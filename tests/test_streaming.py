@@ -129,3 +129,12 @@ def test_clients_close_when_their_event_loop_ends(fast: LoopbackServer) -> None:
     assert len(clients) == 1 and clients[0].is_closed
     assert all(not loop.is_closed() for loop in pool._POOLS)  # the ended loop's entry is gone
 
+
+def test_a_reply_dropped_by_a_uvicorn_server_names_llama_cpp_pythons_interrupts() -> None:
+    """llama-cpp-python's server (uvicorn) drops a reply when another request arrives, unless
+    started with --interrupt_requests False; the hint says so only for such a server."""
+    from nbllm._calls.client import ReplyState, _dropped_hint
+
+    assert "--interrupt_requests False" in _dropped_hint(ReplyState(server="uvicorn"))
+    assert "--interrupt_requests" not in _dropped_hint(ReplyState(server="nginx"))
+    assert "--interrupt_requests" not in _dropped_hint(ReplyState())

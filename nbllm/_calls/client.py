@@ -158,6 +158,8 @@ class ReplyState:
     first_token_at: float | None = None
     request_id: str | None = None
     http_status: int | None = None
+    server: str | None = None
+    """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
     tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
 
     @property
@@ -186,6 +188,7 @@ async def send(
             try:
                 state.http_status = response.status_code
                 state.request_id = _request_id(response.headers)
+                state.server = response.headers.get("server")
                 if response.status_code in (307, 308) and "location" in response.headers:
                     target = str(response.url.join(response.headers["location"]))
                     headers = _redirect_headers(headers, url, target, prepared)
@@ -213,7 +216,7 @@ async def send(
         if state.http_status is not None:
             raise APIConnectionError(
                 f"the connection to {urlsplit(url).netloc} dropped mid-reply ({_transport_reason(exc)})",
-                hint="the server or a proxy closed the connection; any text shown is partial",
+                hint=_dropped_hint(state),
                 request_id=state.request_id,
             ) from exc
         raise APIConnectionError(
@@ -221,6 +224,18 @@ async def send(
             hint="check that the server is running and the URL's host and port are right "
             f"({resolved.provider.url})",
         ) from exc
+
+
+def _dropped_hint(state: ReplyState) -> str:
+    hint = "the server or a proxy closed the connection; any text shown is partial"
+    if (state.server or "").lower().startswith("uvicorn"):
+        # llama-cpp-python's server (a uvicorn app) aborts a reply when another request comes
+        # in, unless it was started with --interrupt_requests False.
+        hint += (
+            ". If this is llama-cpp-python's server, another request made it drop this reply: "
+            "start it with --interrupt_requests False to serve concurrent calls one after another"
+        )
+    return hint
 
 
 def _redirect_headers(

@@ -127,6 +127,10 @@ class LocalServer:
             str(max(1, min(4, os.cpu_count() or 1))),
             "--chat_format",
             "chatml-function-calling",
+            # By default a new request aborts the reply in progress (4 concurrent calls lost 1-2
+            # replies mid-stream); off, the server answers them one after another.
+            "--interrupt_requests",
+            "False",
         ]
 
     def start(self, timeout_s: float = LOCAL_READY_TIMEOUT_S) -> None:
