@@ -1,30 +1,17 @@
 """nbllm: any OpenAI-compatible LLM endpoint in a Jupyter notebook.
 
 ``%load_ext nbllm`` registers the magics and loads saved providers.
+
+This module only re-exports. The error tree is imported at once, everything else on first
+use (PEP 562): ``import nbllm`` and ``%load_ext nbllm`` do not pay for httpx and pydantic
+(about 0.3 s) before a notebook asks for anything, and a plain script never loads IPython.
 """
 
 from __future__ import annotations
 
-from nbllm._api import (
-    achat,
-    astream,
-    chat,
-    history,
-    load_ipython_extension,
-    panel,
-    unload_ipython_extension,
-)
-from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
-from nbllm._calls.results import (
-    ChatResult,
-    DoneEvent,
-    StatusEvent,
-    TokenEvent,
-    ToolCall,
-    ToolCallEvent,
-    Usage,
-)
-from nbllm._cells.cell import last
+import importlib
+import typing
+
 from nbllm._constants import VERSION as __version__
 from nbllm._exceptions import (
     AmbiguousModelError,
@@ -58,9 +45,61 @@ from nbllm._exceptions import (
     TransportError,
     UnknownModelError,
 )
-from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
-from nbllm._providers.resolved import Resolved
-from nbllm._providers.store import Store, StoreEvent, get_store
+
+if typing.TYPE_CHECKING:
+    from nbllm._api import achat, astream, chat, history, panel
+    from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+    from nbllm._calls.results import (
+        ChatResult,
+        DoneEvent,
+        StatusEvent,
+        TokenEvent,
+        ToolCall,
+        ToolCallEvent,
+        Usage,
+    )
+    from nbllm._cells.cell import last
+    from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
+    from nbllm._providers.resolved import Resolved
+    from nbllm._providers.store import Store, StoreEvent, get_store
+    from nbllm.magics import load_ipython_extension, unload_ipython_extension
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "nbllm._api": ("achat", "astream", "chat", "history", "panel"),
+    "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history"),
+    "nbllm._calls.results": (
+        "ChatResult",
+        "DoneEvent",
+        "StatusEvent",
+        "TokenEvent",
+        "ToolCall",
+        "ToolCallEvent",
+        "Usage",
+    ),
+    "nbllm._cells.cell": ("last",),
+    "nbllm._providers.config": ("Capabilities", "ModelSpec", "ProviderConfig", "RetryPolicy"),
+    "nbllm._providers.resolved": ("Resolved",),
+    "nbllm._providers.store": ("Store", "StoreEvent", "get_store"),
+    "nbllm.magics": ("load_ipython_extension", "unload_ipython_extension"),
+}
+"""The lazily exported names, by the module each comes from (the TYPE_CHECKING imports above,
+at run time)."""
+
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "APIConnectionError",

@@ -1,6 +1,5 @@
-"""The public functions: `chat` (sync), `achat` (async), `astream` (events), `history`, `panel`,
-and the IPython extension hooks. The panel and the magics are imported when first used, so
-``import nbllm`` in a plain script loads neither IPython nor ipywidgets."""
+"""The public functions: `chat` (sync), `achat` (async), `astream` (events), `history`, `panel`.
+The panel is imported when first used, so a plain script never loads ipywidgets."""
 
 from __future__ import annotations
 
@@ -81,15 +80,3 @@ def panel() -> Any:
     from nbllm._panel import Panel
 
     return Panel()
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
-    from nbllm.magics import load_ipython_extension as load
-
-    load(ipython)
-
-
-def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext nbllm``: the magics stay registered until the kernel restarts (IPython
-    has no unregister); the store is kept so a reload does not lose providers."""

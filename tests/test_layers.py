@@ -8,6 +8,8 @@ functions (a lazy import is still a dependency) and those under ``TYPE_CHECKING`
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,33 @@ def test_the_check_catches_an_upward_import(source: str, expected: str) -> None:
 def test_lower_and_same_layer_imports_are_allowed() -> None:
     source = "from nbllm._calls.sse import SSEDecoder\nfrom . import tools\nimport httpx\n"
     assert violations(PACKAGE / "_cells" / "planted.py", source) == []
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    script = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+HEAVY = {"httpx", "pydantic", "yaml", "ipywidgets"}
+
+
+def test_load_ext_defers_the_heavy_dependencies_to_first_use() -> None:
+    """`%load_ext nbllm` stays cheap (0.05 s, not 0.35 s): httpx, pydantic, yaml and ipywidgets
+    are imported by the first %%chat or %llm_provider, not by loading the extension."""
+    shell = (
+        "from IPython.core.interactiveshell import InteractiveShell\nshell = InteractiveShell.instance()\n"
+    )
+    loaded = _modules_after(shell + "shell.run_line_magic('load_ext', 'nbllm')")
+    assert "nbllm.magics.chat" in loaded and HEAVY & loaded == set()
+    used = _modules_after(
+        shell + "shell.run_line_magic('load_ext', 'nbllm')\nshell.run_line_magic('llm_provider', 'list')"
+    )
+    assert {"httpx", "pydantic"} <= used  # the check above can fail: first use does load them
+
+
+def test_import_nbllm_loads_no_ui_and_no_http_stack() -> None:
+    loaded = _modules_after("import nbllm\nassert nbllm.NbllmError and nbllm.__version__")
+    assert (HEAVY | {"IPython"}) & loaded == set()
+    assert "httpx" in _modules_after("import nbllm\nnbllm.chat")  # a lazy name still resolves

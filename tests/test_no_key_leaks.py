@@ -10,7 +10,7 @@ from IPython.utils.capture import capture_output
 
 import nbllm
 from nbllm import NbllmError, ProviderConfig
-from nbllm._providers.persist import default_config_path
+from nbllm._providers.paths import default_config_path
 from tests.helpers import SENTINEL_KEY
 
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from nbllm import ConfigFileError, ModelSpec, ProviderConfig, Store
-from nbllm._providers.persist import default_config_path, load, save
+from nbllm._providers.paths import default_config_path
+from nbllm._providers.persist import load, save
 from tests.helpers import SENTINEL_KEY, FakeKeyring
 
 

@@ -14,28 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import yaml
 
 from nbllm import _constants
 from nbllm._exceptions import ConfigError, ConfigFileError, NbllmError
 from nbllm._providers.auth import provider_env_var, store_in_keyring
 from nbllm._providers.config import ProviderConfig
+from nbllm._providers.paths import default_config_path
 from nbllm._providers.store import Store
 
 FILE_VERSION = 1
-
-
-def config_dir() -> Path:
-    """Where nbllm keeps its config: ``$NBLLM_CONFIG_DIR`` or the platform's user config dir."""
-    override = os.environ.get(_constants.CONFIG_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_config_dir("nbllm", appauthor=False))
-
-
-def default_config_path() -> Path:
-    return config_dir() / _constants.CONFIG_FILE_NAME
 
 
 @dataclass

@@ -9,8 +9,7 @@ import sys
 from typing import Any
 
 from nbllm._exceptions import NbllmError
-from nbllm._providers import persist
-from nbllm._providers.store import get_store
+from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
@@ -26,11 +25,19 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.configurables.append(chat_magics)
     if chat_cell_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(chat_cell_transformer)
-    path = persist.default_config_path()
+    path = default_config_path()
     if path.exists():
+        from nbllm._providers import persist  # only when there is something to load (yaml, pydantic)
+        from nbllm._providers.store import get_store
+
         try:
             report = persist.load(get_store(), path)
         except NbllmError as exc:
             print(f"nbllm: saved providers were not loaded: {exc}", file=sys.stderr)
         else:
             print(f"nbllm: loaded {report}")
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbllm``: the magics stay registered until the kernel restarts (IPython
+    has no unregister); the store is kept so a reload does not lose providers."""

@@ -16,7 +16,7 @@ import keyword
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -24,24 +24,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
-from nbllm._calls.history import get_history
 from nbllm._calls.loop_thread import DirectUi, Ui, run_with_ui
-from nbllm._cells.cell import (
-    CellOutcome,
-    CellRun,
-    ChatOptions,
-    prepare_cell,
-    run_compare,
-    set_last,
-)
 from nbllm._constants import LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
-from nbllm._providers.local import ensure_a_provider
-from nbllm._providers.store import get_store
-from nbllm._views.compare import CompareView
-from nbllm._views.dry_run import DryRun
-from nbllm._views.reply import LiveView, TerminalView, Throttle
-from nbllm._views.tables import HistoryTable
 from nbllm.magics.parsing import parse_line, usage_errors, warn
+
+if TYPE_CHECKING:
+    from nbllm._cells.cell import ChatOptions
 
 CHAT_HELP_TAIL = """
 The cell body is the prompt. {name}, {name.attr} and {name[key]} are filled in from
@@ -155,6 +143,8 @@ class ChatMagics(Magics):
             tick()
 
     def _options(self, line: str) -> ChatOptions:
+        from nbllm._cells.cell import ChatOptions
+
         args = parse_line(self.chat, line)
         if args.output is not None and (not args.output.isidentifier() or keyword.iskeyword(args.output)):
             raise UsageError(f"-o needs a variable name, not {args.output!r}")
@@ -195,6 +185,13 @@ class ChatMagics(Magics):
         return "live" if getattr(self.shell, "kernel", None) is not None else "terminal"
 
     def _job(self, line: str, cell: str) -> _Job | None:
+        # The cell layer (httpx, pydantic) is imported on the first %%chat, not at %load_ext.
+        from nbllm._cells.cell import CellOutcome, CellRun, prepare_cell, set_last
+        from nbllm._providers.local import ensure_a_provider
+        from nbllm._providers.store import get_store
+        from nbllm._views.dry_run import DryRun
+        from nbllm._views.reply import LiveView, TerminalView, Throttle
+
         namespace = self.shell.user_ns if self.shell is not None else {}
         with usage_errors():
             options = self._options(line)
@@ -237,6 +234,11 @@ class ChatMagics(Magics):
         return _Job(view.tick, run.run, conclude, on_cancel)
 
     def _compare_job(self, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job | None:
+        from nbllm._cells.cell import CellOutcome, prepare_cell, run_compare, set_last
+        from nbllm._views.compare import CompareView
+        from nbllm._views.dry_run import DryRun
+        from nbllm._views.reply import Throttle
+
         prepared = [prepare_cell(options, cell, namespace, model=name) for name in options.compare]
         if options.dry_run:
             for each in prepared:
@@ -267,6 +269,9 @@ class ChatMagics(Magics):
     @line_magic
     def llm_history(self, line: str) -> None:
         """The recent calls: time, model, status, time to first token, latency, tokens, errors."""
+        from nbllm._calls.history import get_history
+        from nbllm._views.tables import HistoryTable
+
         args = parse_line(self.llm_history, line)
         if args.n < 1:
             raise UsageError("-n must be at least 1")
