@@ -15,7 +15,7 @@ Targets for ``throttled``: kernel CPU <= 0.4 s, iopub bytes <= 20x the reply's s
 ``--check`` exits 1 if they are missed. Figures vary with the machine: compare the rows
 of one run, not runs on different machines.
 
-    python bench/bench_render.py [--tokens 5000] [--rate 500] [--out PATH] [--check]
+    python bench/bench_render.py [--tokens 5000] [--rate 500] [--framing chunked] [--out PATH] [--check]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nbllm.testing import serve
+from nbllm.testing import FRAMINGS, serve
 from tests.kernel_session import KernelSession, wire_size
 
 TARGET_CPU_S = 0.4
@@ -42,11 +42,14 @@ SETUPS = {
 }
 
 
-def run(tokens: int, rate: float) -> dict[str, object]:
+def run(tokens: int, rate: float, framing: str) -> dict[str, object]:
     reply = " ".join(f"w{i:05d}"[:7] for i in range(tokens))
     reply_bytes = len(reply.encode())
     rows: dict[str, object] = {}
-    with tempfile.TemporaryDirectory() as config, serve(reply=reply, tokens_per_s=rate) as server:
+    with (
+        tempfile.TemporaryDirectory() as config,
+        serve(reply=reply, tokens_per_s=rate, framing=framing) as server,
+    ):
         for name, setup in SETUPS.items():
             with KernelSession({"NBLLM_CONFIG_DIR": config, "NBLLM_LIVE": "1"}) as kernel:
                 kernel.check("%load_ext nbllm")
@@ -79,6 +82,7 @@ def run(tokens: int, rate: float) -> dict[str, object]:
     return {
         "tokens": tokens,
         "tokens_per_s": rate,
+        "framing": framing,
         "reply_bytes": reply_bytes,
         "targets": {
             "kernel_cpu_s": TARGET_CPU_S,
@@ -93,11 +97,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="chunked",
+        help="chunked: one HTTP chunk per event, as real servers",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_render.json")
     parser.add_argument("--check", action="store_true", help="exit 1 if the throttled set-up misses a target")
     args = parser.parse_args()
-    figures = run(args.tokens, args.rate)
-    print(f"{args.tokens} tokens at {args.rate:g} tok/s, reply {figures['reply_bytes']} bytes")
+    figures = run(args.tokens, args.rate, args.framing)
+    reply_bytes = figures["reply_bytes"]
+    print(f"{args.tokens} tokens at {args.rate:g} tok/s, {args.framing} framing, reply {reply_bytes} bytes")
     columns = ("CPU s", "wall s", "server s", "done x", "updates", "iopub KB", "x reply")
     print(f"{'setup':<12}" + "".join(f"{c:>10}" for c in columns))
     for name, row in figures["setups"].items():  # type: ignore[union-attr]
