@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
-from nbllm._calls.client import ChatRequest
 from nbllm._calls.history import CallRecord, get_history
+from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatEvent, ChatResult
 from nbllm._providers.resolved import Resolved
 

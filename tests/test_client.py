@@ -13,7 +13,8 @@ import respx
 import nbllm
 from nbllm import ModelSpec, ProviderConfig
 from nbllm._calls.call import plan_routes, run_call
-from nbllm._calls.client import ChatRequest, prepare
+from nbllm._calls.request import ChatRequest
+from nbllm._calls.wire.chat_completions import prepare
 from tests.helpers import SENTINEL_KEY
 
 URL = "https://gw.example.com/v1/chat/completions"

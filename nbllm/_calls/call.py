@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 
-from nbllm._calls.client import ChatRequest, ReplyState, prepare, send
+from nbllm._calls.client import send
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pool import lease
+from nbllm._calls.reply import ReplyState
+from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import (
     ChatEvent,
     ChatResult,
@@ -38,6 +40,7 @@ from nbllm._calls.retry import (
     retry_decision,
 )
 from nbllm._calls.tokens import default_counter
+from nbllm._calls.wire.chat_completions import prepare
 from nbllm._exceptions import (
     APIError,
     IncompleteStreamError,

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from nbllm._calls.call import CallOptions, run_call
-from nbllm._calls.client import ChatRequest, error_from_response
+from nbllm._calls.errors import error_from_response
 from nbllm._calls.pool import lease
+from nbllm._calls.request import ChatRequest
 from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, MissingKeyError, NbllmError
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig

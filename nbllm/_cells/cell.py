@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm._calls.call import CallOptions, plan_routes, stream_call
-from nbllm._calls.client import ChatRequest
 from nbllm._calls.loop_thread import Ui
+from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
 from nbllm._calls.tokens import Message
 from nbllm._cells.conversation import (

@@ -1,0 +1,210 @@
+"""Failures of one exchange, in nbllm's error tree: an HTTP error status becomes the matching
+`StatusError` with the upstream's own words and a hint for the next step; httpx's transport
+errors become `APIConnectionError` / `APITimeoutError`. Server text quoted in errors is capped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from nbllm._calls.reply import ReplyState
+from nbllm._calls.retry import parse_retry_after
+from nbllm._exceptions import (
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ContextTooLongError,
+    ModelNotFoundError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    StatusError,
+)
+from nbllm._providers.auth import find_key
+from nbllm._providers.resolved import Resolved
+
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
+
+
+UPSTREAM_TEXT_LIMIT = 500
+
+
+def request_id_of(headers: httpx.Headers) -> str | None:
+    for name in REQUEST_ID_HEADERS:
+        if name in headers:
+            return headers[name]
+    return None
+
+
+def upstream_message(payload: Any) -> str | None:
+    """The server's own words, from the error shapes seen in the wild."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("msg")
+        return str(message) if message else json.dumps(error)[:UPSTREAM_TEXT_LIMIT]
+    if isinstance(error, str):
+        return error
+    detail = payload.get("detail")  # FastAPI servers (llama-cpp-python, transformers serve)
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list) and detail:
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    message = payload.get("message")
+    return str(message) if message else None
+
+
+_CONTEXT_WORDS = (
+    "context length",
+    "context_length",
+    "maximum context",
+    "context window",
+    "too many tokens",
+    "exceeds the context",
+    "prompt is too long",
+    "n_ctx",
+)
+
+
+_MODEL_WORDS = (
+    "model_not_found",
+    "does not exist",
+    "not found",
+    "unknown model",
+    "no such model",
+    "invalid model",
+    "not a valid model",
+    "is not served",
+    "model not",
+)
+
+
+def error_from_response(
+    status: int, body: str, headers: Mapping[str, str], resolved: Resolved, url: str
+) -> StatusError:
+    """The nbllm error for an HTTP error status, with the upstream's message and a hint."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    upstream = upstream_message(payload) or body.strip()[:UPSTREAM_TEXT_LIMIT] or "(empty body)"
+    lowered = upstream.lower()
+    request_id = request_id_of(httpx.Headers(dict(headers)))
+    provider, model = resolved.provider, resolved.model
+    common: dict[str, Any] = {
+        "status": status,
+        "upstream_message": upstream,
+        "request_id": request_id,
+        "body": payload,
+    }
+    prefix = f"{resolved.qualified_name}: HTTP {status}: {upstream}"
+    mentions_model = "model" in lowered and any(w in lowered for w in _MODEL_WORDS)
+    if status == 401:
+        _, origin = find_key(provider)
+        return AuthenticationError(
+            prefix,
+            hint=f"the key was rejected (key {origin}, sent as {_auth_shown(provider.auth)}). Check the key, "
+            "or the header style: --auth azure for Azure, --auth header:NAME for gateways that want "
+            "another header",
+            **common,
+        )
+    if status == 403:
+        return PermissionDeniedError(
+            prefix,
+            hint=f"the key is valid but may not use {model!r} here; check the key's "
+            "permissions or the model's access settings at the provider",
+            **common,
+        )
+    if status == 429:
+        wait = parse_retry_after(headers)
+        return RateLimitError(
+            prefix,
+            retry_after_s=wait,
+            hint="the provider is rate limiting; wait, lower --rps, or add --fallback models",
+            **common,
+        )
+    if status in (400, 404, 422) and mentions_model:
+        return ModelNotFoundError(
+            prefix,
+            hint=f"the server does not serve the id {model!r}; ids are matched exactly, "
+            f"list the ones it serves with %llm_provider discover {provider.name}",
+            **common,
+        )
+    if status == 404:
+        return NotFoundError(
+            prefix,
+            hint=f"nothing at {url}; most servers want a base URL ending in /v1 "
+            "(http://host:8000/v1), or give the full .../chat/completions path",
+            **common,
+        )
+    if status in (400, 413, 422) and any(w in lowered for w in _CONTEXT_WORDS):
+        window = resolved.spec.context_window
+        return ContextTooLongError(
+            prefix,
+            hint="shorten the prompt or the conversation (start over with --new), or lower "
+            f"--max-tokens{f'; the model window is {window:,} tokens' if window else ''}",
+            **common,
+        )
+    if status == 408:
+        return StatusError(prefix, hint="the server timed out reading the request; try again", **common)
+    if status >= 500:
+        return ServerError(
+            prefix, hint="the server failed; try again later, or add --fallback models", **common
+        )
+    if status in (400, 422):
+        return BadRequestError(
+            prefix,
+            hint="the server refused a field of the request. If it names stream_options, turn usage "
+            f"reporting off: %llm_provider model {provider.name} set {model} --caps no-include_usage; "
+            "see the exact request with %%chat --dry-run",
+            **common,
+        )
+    if 300 <= status < 400:
+        return StatusError(
+            prefix,
+            hint=f"the server redirects to {headers.get('location', '?')}; register that URL instead",
+            **common,
+        )
+    return BadRequestError(prefix, hint="see the server's message above", **common)
+
+
+def _auth_shown(auth: str) -> str:
+    return {"bearer": "Authorization: Bearer", "azure": "api-key header", "none": "no header"}.get(
+        auth, auth.replace("header:", "header ")
+    )
+
+
+def timeout_error(exc: httpx.TimeoutException, resolved: Resolved) -> APITimeoutError:
+    provider = resolved.provider
+    if isinstance(exc, httpx.ConnectTimeout):
+        return APITimeoutError(
+            f"connecting to {urlsplit(provider.url).netloc} timed out after {provider.connect_timeout_s:g} s",
+            hint="check the host and port, and that the server is reachable from this kernel",
+        )
+    return APITimeoutError(
+        f"{resolved.qualified_name} sent nothing for {provider.read_timeout_s:g} s",
+        hint="the server stalled; a slow model may need a longer --timeout",
+    )
+
+
+def transport_reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split("\n")[0][:200]
+
+
+def dropped_hint(state: ReplyState) -> str:
+    hint = "the server or a proxy closed the connection; any text shown is partial"
+    if (state.server or "").lower().startswith("uvicorn"):
+        # llama-cpp-python's server (a uvicorn app) aborts a reply when another request comes
+        # in, unless it was started with --interrupt_requests False.
+        hint += (
+            ". If this is llama-cpp-python's server, another request made it drop this reply: "
+            "start it with --interrupt_requests False to serve concurrent calls one after another"
+        )
+    return hint

@@ -1,0 +1,75 @@
+"""What one attempt has received so far (`ReplyState`), whatever the protocol: text pieces,
+reasoning, tool calls assembled from their deltas, usage, the finish reason, the end marker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm._calls.results import ToolCall, Usage
+
+
+class _ToolCallAssembler:
+    """Joins streamed tool-call deltas by index: the id, type and name arrive once (some
+    servers repeat them), the arguments as string fragments to concatenate."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, delta: Mapping[str, Any]) -> None:
+        index = int(delta.get("index", len(self._calls)))
+        call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+        if delta.get("id"):
+            call["id"] = str(delta["id"])
+        function = delta.get("function") or {}
+        if function.get("name"):
+            call["name"] = str(function["name"])
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # a few servers send an object, not a string
+            call["arguments"] = json.dumps(arguments)
+        elif arguments:
+            call["arguments"] += str(arguments)
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"])
+            for i, c in sorted(self._calls.items())
+        ]
+
+
+@dataclass
+class ReplyState:
+    """What one attempt has received so far."""
+
+    started: float = field(default_factory=time.perf_counter)
+    pieces: list[str] = field(default_factory=list)
+    """The reply's text as it arrived (joined once, by `text`: appending to one string per
+    token would copy the whole reply each time)."""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    saw_done: bool = False
+    events: int = 0
+    """Server-sent events received (0 for an empty stream)."""
+    first_token_at: float | None = None
+    request_id: str | None = None
+    http_status: int | None = None
+    server: str | None = None
+    """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
+    tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def shown(self) -> bool:
+        """Whether content reached the consumer (after which a retry would repeat it)."""
+        return self.first_token_at is not None
+
+    @property
+    def complete(self) -> bool:
+        return self.saw_done or self.finish_reason is not None
