@@ -32,8 +32,10 @@ the edge with ``raise ... from exc``. No message ever contains a key.
         ├── TransportError          no usable HTTP exchange happened
         │   ├── APIConnectionError  could not connect, or the connection dropped
         │   └── APITimeoutError     connect or read timeout
-        └── StreamError             the server sent an error event mid-stream
-            └── IncompleteStreamError  the stream ended without an end marker
+        └── StreamError             the reply went wrong after a 2xx status (an error event mid-stream)
+            ├── IncompleteStreamError  the stream ended without an end marker
+            ├── ProtocolError       the reply is not the protocol the server should speak
+            └── EmptyReplyError     the reply ended well but held no text and no tool calls
 """
 
 from __future__ import annotations
@@ -209,8 +211,19 @@ class APITimeoutError(TransportError):
 
 
 class StreamError(APIError):
-    """The server reported an error inside the stream."""
+    """The reply went wrong after a 2xx status; this class itself: the server reported an
+    error inside the stream."""
 
 
 class IncompleteStreamError(StreamError):
     """The stream ended with neither `[DONE]` nor a finish_reason."""
+
+
+class ProtocolError(StreamError):
+    """The server sent something that is not the wire protocol it should speak: a chunk that is
+    not JSON, a field of the wrong type, an undecodable body, a redirect to a non-HTTP URL."""
+
+
+class EmptyReplyError(StreamError):
+    """The reply ended properly but held no text and no tool calls: not a success. Servers do
+    this for a prompt longer than their context window, or for a request they cannot serve."""

@@ -265,7 +265,45 @@ async def test_cross_origin_redirect_drops_the_key(gw: None) -> None:
     assert (await call()).text == "moved"
     sent = target.calls[0].request.headers
     assert "authorization" not in sent and SENTINEL_KEY not in str(sent)
-    assert sent["x-title"] == "tests"
+    # None of the provider's configured headers either (issue 14: a ${VAR} header leaked so).
+    assert "x-title" not in sent and sent["user-agent"].startswith("nbllm/")
+
+
+@respx.mock
+async def test_a_secret_header_from_the_environment_is_not_sent_to_another_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NBLLM_TEST_GATEWAY_KEY", SENTINEL_KEY)
+    nbllm.get_store().add_provider(
+        ProviderConfig(
+            name="gw2",
+            url="https://gw2.example.com/v1",
+            auth="none",
+            headers={"X-Api-Key": "${NBLLM_TEST_GATEWAY_KEY}"},
+            models=["m"],
+        )
+    )
+    first = respx.post("https://gw2.example.com/v1/chat/completions").mock(
+        return_value=httpx.Response(308, headers={"location": "https://evil.example.org:8443/v1/chat"})
+    )
+    target = respx.post("https://evil.example.org:8443/v1/chat").mock(
+        return_value=httpx.Response(401, json={"error": {"message": "no key"}})
+    )
+    with pytest.raises(nbllm.AuthenticationError) as caught:
+        await run_call(ChatRequest(messages=[{"role": "user", "content": "hi"}]), plan_routes("gw2/m"))
+    assert first.calls[0].request.headers["x-api-key"] == SENTINEL_KEY  # the provider's own host
+    sent = target.calls[0].request.headers
+    assert "x-api-key" not in sent and SENTINEL_KEY not in str(sent)
+    message = str(caught.value)
+    assert "redirected to another host (evil.example.org:8443)" in message and SENTINEL_KEY not in message
+
+
+@respx.mock
+async def test_a_redirect_to_a_non_http_url_is_a_protocol_error(gw: None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(307, headers={"location": "data:,x"}))
+    with pytest.raises(nbllm.ProtocolError, match=r"not an HTTP URL|non-HTTP URL"):
+        await call()
+    assert nbllm.history()[-1].status == "error"
 
 
 @respx.mock

@@ -41,8 +41,11 @@ from nbllm._calls.retry import (
 )
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.chat_completions import prepare
+from nbllm._constants import CONTEXT_SUSPECT_FRACTION
 from nbllm._exceptions import (
     APIError,
+    ContextTooLongError,
+    EmptyReplyError,
     IncompleteStreamError,
     NbllmError,
     RateLimitError,
@@ -217,11 +220,13 @@ class _Call:
                     async for token in send(client, resolved, prepared, state):
                         yield token
                 if not state.complete:
-                    raise IncompleteStreamError(
+                    raise self._too_long(resolved, state) or IncompleteStreamError(
                         f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
                         hint=_incomplete_hint(state),
                         request_id=state.request_id,
                     )
+                if not state.pieces and not state.tools.calls():
+                    raise self._too_long(resolved, state) or self._empty(resolved, state)
             except APIError as error:
                 tried.latency_s = time.perf_counter() - state.started
                 tried.http_status = error.status or state.http_status
@@ -259,6 +264,46 @@ class _Call:
             tried.http_status = state.http_status
             self.result.finish_reason = state.finish_reason
             return
+
+    def _too_long(self, resolved: Resolved, state: ReplyState) -> ContextTooLongError | None:
+        """For an empty reply: the likely reason when the prompt fills much of the model's window
+        (servers such as llama-cpp-python and LiteLLM answer an over-long prompt with nothing)."""
+        window = resolved.spec.context_window
+        if state.pieces or state.tools.calls() or not window:
+            return None
+        prompt = default_counter().messages(self.request.messages)
+        if prompt < window * CONTEXT_SUSPECT_FRACTION:
+            return None
+        return ContextTooLongError(
+            f"{resolved.qualified_name} sent an empty reply to a prompt of about {prompt:,} tokens; "
+            f"its context window is {window:,}",
+            hint="the prompt (with room for the reply) probably does not fit: shorten it or the "
+            "conversation (start over with --new), or ask with --no-stream to see the server's own error",
+            request_id=state.request_id,
+        )
+
+    def _empty(self, resolved: Resolved, state: ReplyState) -> EmptyReplyError:
+        if state.finish_reason == "length":
+            hint = (
+                "the reply reached its token limit before any text (a reasoning model may spend "
+                "it thinking); raise --max-tokens"
+            )
+        elif self.request.tools and self.request.tool_choice in (None, "auto") and state.events:
+            hint = (
+                "some servers (llama-cpp-python) cannot stream an automatic tool choice: ask with "
+                "--no-stream (stream=False), or name the tool with tool_choice"
+            )
+        else:
+            hint = (
+                "servers do this when the prompt does not fit the context window, or for a request "
+                "they cannot serve; ask with --no-stream (stream=False) to see the server's own error"
+            )
+        return EmptyReplyError(
+            f"{resolved.qualified_name} ended its reply (finish reason {state.finish_reason or '[DONE]'}) "
+            "without any text or tool call",
+            hint=hint,
+            request_id=state.request_id,
+        )
 
     def _finish(self) -> None:
         result, state = self.result, self.state

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from nbllm._calls.errors import (
+    clip,
     dropped_hint,
     error_from_response,
+    protocol_error,
     request_id_of,
     timeout_error,
     transport_reason,
@@ -37,6 +39,7 @@ async def send(
 ) -> AsyncIterator[TokenEvent]:
     """Perform one attempt, yielding text as it arrives; raise an `APIError` on failure."""
     url, headers = prepared.url, dict(prepared.headers)
+    crossed: str | None = None  # the other origin a redirect led to, where no credentials went
     try:
         for _ in range(MAX_REDIRECTS + 1):
             request = client.build_request("POST", url, headers=headers, json=prepared.body)
@@ -46,13 +49,26 @@ async def send(
                 state.request_id = request_id_of(response.headers)
                 state.server = response.headers.get("server")
                 if response.status_code in (307, 308) and "location" in response.headers:
-                    target = str(response.url.join(response.headers["location"]))
-                    headers = _redirect_headers(headers, url, target, prepared)
+                    target = _redirect_target(response)
+                    if urlsplit(target).scheme not in ("http", "https"):
+                        raise protocol_error(
+                            resolved, state, f"redirected to a non-HTTP URL ({clip(target, 80)})"
+                        )
+                    if not _same_origin(url, target):
+                        headers = {k: v for k, v in prepared.headers.items() if k in prepared.own_headers}
+                        crossed = urlsplit(target).netloc
                     url = target
                     continue
                 if response.status_code >= 300:
                     body = (await response.aread()).decode("utf-8", errors="replace")
-                    raise error_from_response(response.status_code, body, response.headers, resolved, url)
+                    error = error_from_response(response.status_code, body, response.headers, resolved, url)
+                    if crossed and response.status_code in (401, 403):
+                        error.hint = (
+                            f"the request was redirected to another host ({crossed}), and nbllm sends "
+                            "neither the key nor the provider's headers to another host. If you trust "
+                            "it, register that URL as the provider's URL"
+                        )
+                    raise error
                 if prepared.body.get("stream"):
                     async for event in read_stream(response, resolved, state):
                         yield event
@@ -68,6 +84,16 @@ async def send(
         )
     except httpx.TimeoutException as exc:
         raise timeout_error(exc, resolved) from exc
+    except httpx.InvalidURL as exc:  # httpx parses a redirect's Location even when not following it
+        raise protocol_error(
+            resolved,
+            state,
+            f"redirected to a URL nbllm cannot follow, not an HTTP URL ({clip(str(exc), 80)})",
+        ) from exc
+    except (httpx.DecodingError, httpx.UnsupportedProtocol) as exc:
+        raise protocol_error(
+            resolved, state, f"sent a reply nbllm cannot decode ({transport_reason(exc)})"
+        ) from exc
     except httpx.TransportError as exc:
         if state.http_status is not None:
             raise APIConnectionError(
@@ -82,11 +108,14 @@ async def send(
         ) from exc
 
 
-def _redirect_headers(
-    headers: dict[str, str], source: str, target: str, prepared: PreparedRequest
-) -> dict[str, str]:
-    """Keep credentials only when the redirect stays on the same origin."""
+def _redirect_target(response: httpx.Response) -> str:
+    location = response.headers["location"]
+    try:
+        return str(response.url.join(location))
+    except httpx.InvalidURL:  # "data:,x" and the like: refused as non-HTTP below
+        return location
+
+
+def _same_origin(source: str, target: str) -> bool:
     a, b = urlsplit(source), urlsplit(target)
-    if (a.scheme, a.netloc) == (b.scheme, b.netloc):
-        return headers
-    return {k: v for k, v in headers.items() if k.lower() != "authorization" and v not in prepared.secrets}
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)

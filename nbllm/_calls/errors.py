@@ -21,6 +21,7 @@ from nbllm._exceptions import (
     ModelNotFoundError,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolError,
     RateLimitError,
     ServerError,
     StatusError,
@@ -31,14 +32,37 @@ from nbllm._providers.resolved import Resolved
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 
 
-UPSTREAM_TEXT_LIMIT = 500
+UPSTREAM_TEXT_LIMIT = 2000
+"""The most characters of server text an error quotes (a hostile server once sent 200,000)."""
+
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
+"""What reading a reply of the wrong shape raises (a list where an object should be, a number
+where text should be): `protocol_error` turns each into an nbllm error."""
 
 
-def request_id_of(headers: httpx.Headers) -> str | None:
+def clip(text: str, limit: int = UPSTREAM_TEXT_LIMIT) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\N{HORIZONTAL ELLIPSIS} ({len(text) - limit:,} more characters)"
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
     for name in REQUEST_ID_HEADERS:
-        if name in headers:
-            return headers[name]
+        value = headers.get(name)
+        if value:
+            return clip(value, 200)
     return None
+
+
+def protocol_error(
+    resolved: Resolved, state: ReplyState, what: str, *, not_json: bool = False
+) -> ProtocolError:
+    """The server's reply is not OpenAI Chat Completions; `what` says how ("sent ...")."""
+    hint = "the server is not speaking the OpenAI chat completions format"
+    if not_json:
+        hint += "; check that the URL is the API's (not a web page or a proxy's), or try --no-stream"
+    return ProtocolError(f"{resolved.qualified_name} {what}", hint=hint, request_id=state.request_id)
 
 
 def upstream_message(payload: Any) -> str | None:
@@ -48,16 +72,16 @@ def upstream_message(payload: Any) -> str | None:
     error = payload.get("error")
     if isinstance(error, dict):
         message = error.get("message") or error.get("msg")
-        return str(message) if message else json.dumps(error)[:UPSTREAM_TEXT_LIMIT]
+        return clip(str(message)) if message else clip(json.dumps(error))
     if isinstance(error, str):
-        return error
+        return clip(error)
     detail = payload.get("detail")  # FastAPI servers (llama-cpp-python, transformers serve)
     if isinstance(detail, str):
-        return detail
+        return clip(detail)
     if isinstance(detail, list) and detail:
-        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+        return clip("; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail))
     message = payload.get("message")
-    return str(message) if message else None
+    return clip(str(message)) if message else None
 
 
 _CONTEXT_WORDS = (
@@ -82,6 +106,7 @@ _MODEL_WORDS = (
     "not a valid model",
     "is not served",
     "model not",
+    "pinned to",  # transformers serve: "Server is pinned to X; requested Y"
 )
 
 
@@ -91,11 +116,11 @@ def error_from_response(
     """The nbllm error for an HTTP error status, with the upstream's message and a hint."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
-    upstream = upstream_message(payload) or body.strip()[:UPSTREAM_TEXT_LIMIT] or "(empty body)"
+    upstream = upstream_message(payload) or clip(body.strip()) or "(empty body)"
     lowered = upstream.lower()
-    request_id = request_id_of(httpx.Headers(dict(headers)))
+    request_id = request_id_of(headers)
     provider, model = resolved.provider, resolved.model
     common: dict[str, Any] = {
         "status": status,
@@ -104,7 +129,9 @@ def error_from_response(
         "body": payload,
     }
     prefix = f"{resolved.qualified_name}: HTTP {status}: {upstream}"
-    mentions_model = "model" in lowered and any(w in lowered for w in _MODEL_WORDS)
+    mentions_model = ("model" in lowered or "pinned to" in lowered) and any(
+        w in lowered for w in _MODEL_WORDS
+    )
     if status == 401:
         _, origin = find_key(provider)
         return AuthenticationError(
@@ -158,17 +185,21 @@ def error_from_response(
             prefix, hint="the server failed; try again later, or add --fallback models", **common
         )
     if status in (400, 422):
-        return BadRequestError(
-            prefix,
-            hint="the server refused a field of the request. If it names stream_options, turn usage "
-            f"reporting off: %llm_provider model {provider.name} set {model} --caps no-include_usage; "
-            "see the exact request with %%chat --dry-run",
-            **common,
-        )
+        if "no connected db" in lowered:  # LiteLLM's proxy, for a key it does not know
+            hint = "LiteLLM's proxy answers this for a key that is not its master key; check the key"
+        elif "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
+            hint = (
+                "the server does not take stream_options; turn usage reporting off: "
+                f"%llm_provider model {provider.name} set {model} --caps no-include_usage"
+            )
+        else:
+            hint = "the server refused a field of the request; see the exact request with %%chat --dry-run"
+        return BadRequestError(prefix, hint=hint, **common)
     if 300 <= status < 400:
         return StatusError(
             prefix,
-            hint=f"the server redirects to {headers.get('location', '?')}; register that URL instead",
+            hint=f"the server redirects to {clip(headers.get('location', '?'), 200)}; "
+            "register that URL instead",
             **common,
         )
     return BadRequestError(prefix, hint="see the server's message above", **common)
@@ -193,7 +224,7 @@ def timeout_error(exc: httpx.TimeoutException, resolved: Resolved) -> APITimeout
     )
 
 
-def transport_reason(exc: httpx.TransportError) -> str:
+def transport_reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text.split("\n")[0][:200]
 

@@ -27,12 +27,20 @@ class ChatRequest:
     """None: stream when the model's capabilities allow it."""
 
 
+OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent"})
+"""The headers nbllm itself sets: the only ones a redirect to another host receives."""
+
+
 @dataclass
 class PreparedRequest:
+    """The exact request one attempt sends. `secrets` are header values never to show;
+    `own_headers` names the headers that are not the provider's (no key, no configured header)."""
+
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
     secrets: set[str] = field(default_factory=set)
+    own_headers: frozenset[str] = OWN_HEADERS
 
     def masked_headers(self) -> dict[str, str]:
         """The headers for display, every secret replaced by a mask."""

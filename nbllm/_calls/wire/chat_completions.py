@@ -3,6 +3,8 @@ streamed as server-sent events or whole, read into a `ReplyState`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -10,18 +12,21 @@ from typing import Any
 
 import httpx
 
-from nbllm._calls.errors import UPSTREAM_TEXT_LIMIT, upstream_message
+from nbllm._calls.errors import SHAPE_ERRORS, UPSTREAM_TEXT_LIMIT, clip, protocol_error, upstream_message
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import TokenEvent, Usage
-from nbllm._calls.sse import SSEDecoder
-from nbllm._constants import VERSION
+from nbllm._calls.sse import ServerSentEvent, SSEDecoder
+from nbllm._constants import AFTER_FINISH_GRACE_S, VERSION
 from nbllm._exceptions import (
     StreamError,
 )
 from nbllm._providers.auth import auth_headers
 from nbllm._providers.config import expand_vars
 from nbllm._providers.resolved import Resolved
+
+MAX_TOKEN_COUNT = 10**9
+"""Token counts above this are not counts (a server once sent 1e999)."""
 
 
 def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
@@ -69,33 +74,63 @@ async def read_stream(
 ) -> AsyncIterator[TokenEvent]:
     """Decode the stream as its bytes arrive. The text of every event in one network read goes
     out as one `TokenEvent` (a consumer's per-event cost is then paid per read, not per token),
-    and nothing waits between reads: how often the screen changes is the renderer's business."""
+    and nothing waits between reads: how often the screen changes is the renderer's business.
+
+    The reply is complete at ``[DONE]``: reading stops there. After the finish reason, each
+    further read (the usage chunk, ``[DONE]``, the body's end) may take at most
+    `AFTER_FINISH_GRACE_S`; a server that then stalls or drops the connection has still
+    given a whole reply."""
     decoder = SSEDecoder()
-    async for chunk in response.aiter_bytes():
-        pieces: list[str] = []
-        failure: StreamError | None = None
-        for event in decoder.feed(chunk):
+    chunks = response.aiter_bytes()
+    async for chunk in chunks:
+        text = _take(decoder.feed(chunk), resolved, state)
+        if text:
+            yield TokenEvent(text)
+        if state.complete:
+            break
+    else:
+        decoder.close()
+        return
+    while not state.saw_done:  # the tail after a finish reason
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), AFTER_FINISH_GRACE_S)
+        except (StopAsyncIteration, asyncio.TimeoutError, httpx.TransportError):
+            return
+        text = _take(decoder.feed(chunk), resolved, state)
+        if text:
+            yield TokenEvent(text)
+    # Read the body's end (usually in hand already) so the connection can be reused.
+    with contextlib.suppress(StopAsyncIteration, asyncio.TimeoutError, httpx.HTTPError):
+        while True:
+            await asyncio.wait_for(chunks.__anext__(), AFTER_FINISH_GRACE_S)
+
+
+def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) -> str:
+    """Apply the events of one read to `state`; return their text. Text that came before a bad
+    event is kept in `state` (and shown by the caller's error) before the error is raised."""
+    pieces: list[str] = []
+    try:
+        for event in events:
             state.events += 1
             data = event.data
             if data == "[DONE]" or (data[:1] != "{" and data.strip() == "[DONE]"):
                 state.saw_done = True
-                continue
-            try:
-                payload = _parse_chunk(data, resolved, state)
-            except StreamError as error:
-                failure = error
                 break
+            payload = _parse_chunk(data, resolved, state)
             if event.event == "error" or "error" in payload:
-                failure = _stream_error(payload, resolved, state)
-                break
+                raise _stream_error(payload, resolved, state)
             _apply_chunk(payload, state, pieces)
-        if pieces:  # text that arrived before a bad event is still shown
-            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
-            state.pieces.append(text)
-            yield TokenEvent(text)
-        if failure is not None:
-            raise failure
-    decoder.close()
+    except SHAPE_ERRORS as exc:
+        state.pieces.extend(pieces)
+        raise protocol_error(resolved, state, f"sent a chunk nbllm cannot read ({exc})") from exc
+    except StreamError:
+        state.pieces.extend(pieces)
+        raise
+    if not pieces:
+        return ""
+    text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+    state.pieces.append(text)
+    return text
 
 
 async def read_whole(
@@ -105,14 +140,21 @@ async def read_whole(
     payload = _parse_chunk(text, resolved, state)
     if "error" in payload:
         raise _stream_error(payload, resolved, state)
-    choices = payload.get("choices") or [{}]
-    message = choices[0].get("message") or {}
-    state.finish_reason = choices[0].get("finish_reason")
-    for delta in message.get("tool_calls") or []:
-        state.tools.add(delta)
-    state.reasoning = str(message.get("reasoning_content") or message.get("reasoning") or "")
-    _apply_usage(payload, state)
-    content = message.get("content") or ""
+    try:
+        choices = payload.get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        finish = choices[0].get("finish_reason")
+        for delta in message.get("tool_calls") or []:
+            state.tools.add(delta)
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        content = message.get("content") or ""
+        if not isinstance(content, str) or not isinstance(reasoning, str):
+            raise TypeError("content and reasoning must be strings")
+    except SHAPE_ERRORS as exc:
+        raise protocol_error(resolved, state, f"sent a reply nbllm cannot read ({exc})") from exc
+    state.finish_reason = str(finish) if finish else None
+    state.reasoning = reasoning
+    _apply_usage(payload.get("usage"), state)
     if content:
         state.pieces.append(content)
         state.first_token_at = time.perf_counter()
@@ -122,26 +164,27 @@ async def read_whole(
 def _parse_chunk(data: str, resolved: Resolved, state: ReplyState) -> dict[str, Any]:
     try:
         payload = json.loads(data)
-    except ValueError:
-        raise StreamError(
-            f"{resolved.qualified_name} sent a chunk that is not JSON: {data[:120]!r}",
-            hint="the server is not speaking the OpenAI streaming format; check the URL, or try --no-stream",
-            request_id=state.request_id,
+    except (ValueError, RecursionError):
+        raise protocol_error(
+            resolved, state, f"sent a chunk that is not JSON: {clip(data, 120)!r}", not_json=True
         ) from None
     if not isinstance(payload, dict):
-        raise StreamError(f"{resolved.qualified_name} sent a chunk that is not a JSON object")
+        raise protocol_error(resolved, state, f"sent a chunk that is not a JSON object: {clip(data, 120)!r}")
     return payload
 
 
 def _apply_chunk(payload: dict[str, Any], state: ReplyState, pieces: list[str]) -> None:
     """Take one chunk's usage, text, reasoning, tool-call deltas and finish reason; its text
-    goes to `pieces` (the caller's batch for this read)."""
+    goes to `pieces` (the caller's batch for this read). A field of the wrong type raises one
+    of `SHAPE_ERRORS`."""
     if "usage" in payload:
-        _apply_usage(payload, state)
+        _apply_usage(payload["usage"], state)
     for choice in payload.get("choices") or ():
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
+            if content.__class__ is not str:
+                raise TypeError(f"delta.content is {type(content).__name__}, not a string")
             if state.first_token_at is None:
                 state.first_token_at = time.perf_counter()
             pieces.append(content)
@@ -154,21 +197,33 @@ def _apply_chunk(payload: dict[str, Any], state: ReplyState, pieces: list[str]) 
                 state.first_token_at = time.perf_counter()
             for tool_delta in tool_deltas:
                 state.tools.add(tool_delta)
-        if choice.get("finish_reason"):
-            state.finish_reason = choice["finish_reason"]
+        finish = choice.get("finish_reason")
+        if finish:
+            state.finish_reason = str(finish)
 
 
-def _apply_usage(payload: dict[str, Any], state: ReplyState) -> None:
-    usage = payload.get("usage")
-    if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-        state.usage = Usage(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
+def _apply_usage(usage: Any, state: ReplyState) -> None:
+    """Take the server's token counts, when they are counts. Anything else (NaN, 1e999, a
+    string, a negative number) is ignored: nbllm's own estimate stands, marked as one."""
+    if not isinstance(usage, dict):
+        return
+    prompt, completion = _count(usage.get("prompt_tokens") or 0), _count(usage.get("completion_tokens"))
+    if prompt is not None and completion is not None:
+        state.usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_TOKEN_COUNT:
+        return int(value)
+    return None
 
 
 def _stream_error(payload: dict[str, Any], resolved: Resolved, state: ReplyState) -> StreamError:
-    upstream = upstream_message(payload) or json.dumps(payload)[:UPSTREAM_TEXT_LIMIT]
+    upstream = clip(upstream_message(payload) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
     model = resolved.qualified_name
     return StreamError(
         f"{model} reported an error mid-stream: {upstream}",
