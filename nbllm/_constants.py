@@ -8,6 +8,9 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0
 """How long to wait between two reads of a response (a stalled stream ends after this)."""
 
+MIN_REQUESTS_PER_SECOND = 0.001
+"""The slowest --rps accepted (one request in about 17 minutes): 1e-300 once made a call sleep forever."""
+
 MAX_RETRIES = 2
 """Retries after the first attempt for 408, 409, 429, 5xx, connect errors and timeouts."""
 
@@ -25,6 +28,12 @@ SUGGESTION_CUTOFF = 0.6
 
 MAX_SUGGESTIONS = 3
 """How many close names an unknown-model error lists at most."""
+
+MAX_YAML_CHARS = 1_000_000
+"""The longest YAML cell or providers file nbllm reads."""
+
+MAX_YAML_DEPTH = 50
+"""The deepest nesting a YAML cell or providers file may have (a provider needs four levels)."""
 
 CONFIG_FILE_NAME = "providers.yaml"
 """File, inside the config directory, that `%llm_provider save` writes."""

@@ -12,6 +12,7 @@ they are kept as written and expanded when a request is built, so a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -217,7 +218,9 @@ class ProviderConfig(_Model):
     api_version: str | None = None
     connect_timeout_s: float = Field(_constants.CONNECT_TIMEOUT_S, gt=0)
     read_timeout_s: float = Field(_constants.READ_TIMEOUT_S, gt=0)
-    requests_per_second: float | None = Field(None, gt=0)
+    requests_per_second: float | None = Field(
+        None, ge=_constants.MIN_REQUESTS_PER_SECOND, allow_inf_nan=False
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     privacy: bool = False
     models: dict[str, ModelSpec] = Field(default_factory=dict)
@@ -292,9 +295,23 @@ class ProviderConfig(_Model):
     @field_validator("headers")
     @classmethod
     def _valid_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name in value:
+        for name, secret in value.items():
             if not _HEADER_NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if not secret.get_secret_value().isascii():
+                # The value is not echoed: it may be a token.
+                raise ValueError(
+                    f"header {name}'s value has non-ASCII characters, which HTTP headers cannot carry"
+                )
+        return value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _valid_extra_body(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"extra_body must be plain JSON, without NaN or infinity ({exc})") from None
         return value
 
     @field_validator("models")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from nbllm._providers.auth import provider_env_var, store_in_keyring
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.paths import default_config_path
 from nbllm._providers.store import Store
+from nbllm._providers.yaml_text import load_yaml
 
 FILE_VERSION = 1
 
@@ -73,8 +75,29 @@ def save(store: Store, path: Path | str | None = None) -> PersistReport:
     if store.default:
         document["default"] = store.default
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    kept = _keep_unreadable(target)
+    if kept is not None:
+        report.notes.append(f"the file there could not be read, so it was kept as {kept.name} before writing")
     _write_private(target, text)
     return report
+
+
+def _keep_unreadable(target: Path) -> Path | None:
+    """Move aside an existing file that does not load (after a failed load, the next save must
+    not destroy what the user may still want); None when there is nothing to keep."""
+    try:
+        parse_config_file(target.read_text(encoding="utf-8"), target)
+        return None
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ConfigError):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        kept = target.with_name(f"{target.name}.unreadable-{stamp}")
+        try:
+            target.replace(kept)
+        except OSError:
+            return None  # writing will fail too, and say why
+        return kept
 
 
 def load(store: Store, path: Path | str | None = None) -> PersistReport:
@@ -89,6 +112,10 @@ def load(store: Store, path: Path | str | None = None) -> PersistReport:
         ) from None
     except OSError as exc:
         raise ConfigFileError(f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigFileError(
+            f"{source} is not UTF-8 text", hint="open it in an editor and save it as UTF-8, or remove it"
+        ) from None
     configs, default, notes = parse_config_file(text, source)
     for config in configs:
         store.add_provider(config, replace=True)
@@ -104,12 +131,17 @@ def load(store: Store, path: Path | str | None = None) -> PersistReport:
 def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfig], str | None, list[str]]:
     """Validate a whole config file before anything is added to the store."""
     try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigFileError(f"{source} is not valid YAML: {exc}") from None
+        document = load_yaml(text, str(source)) or {}
+    except ConfigError as exc:
+        raise ConfigFileError(exc.message) from None
     if not isinstance(document, dict) or not isinstance(document.get("providers", []), list):
         raise ConfigFileError(f"{source} should hold a mapping with a 'providers:' list")
     configs, notes = [], []
+    version = document.get("version", FILE_VERSION)
+    if version != FILE_VERSION:
+        notes.append(
+            f"the file says version {version!r}; this nbllm writes version {FILE_VERSION} and read it as such"
+        )
     for index, entry in enumerate(document.get("providers") or []):
         label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
         if not isinstance(entry, dict):

@@ -44,6 +44,10 @@ def normalize_url(url: str) -> str:
         )
     if parts.fragment:
         raise ConfigError(f"url {_safe(text)!r} has a #fragment; remove it")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ConfigError(f"url {_safe(text)!r} has a port outside 0-65535; check the number") from None
     path = parts.path.rstrip("/")
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 

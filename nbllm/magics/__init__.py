@@ -26,7 +26,14 @@ def load_ipython_extension(ipython: Any) -> None:
     if chat_cell_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(chat_cell_transformer)
     path = default_config_path()
-    if path.exists():
+    try:
+        saved = path.exists()
+    except OSError as exc:  # a folder on the way the user cannot search
+        print(
+            f"nbllm: saved providers were not loaded: cannot look at {path}: {exc.strerror}", file=sys.stderr
+        )
+        return
+    if saved:
         from nbllm._providers import persist  # only when there is something to load (yaml, pydantic)
         from nbllm._providers.store import get_store
 

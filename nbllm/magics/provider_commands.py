@@ -7,7 +7,6 @@ import getpass
 import os
 from typing import Any
 
-import yaml
 from IPython.core.error import UsageError
 from IPython.display import display
 from pydantic import SecretStr
@@ -20,6 +19,7 @@ from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
 from nbllm._providers.local import MODEL_ALIAS, get_local_model
 from nbllm._providers.store import UNSET, Store, get_store
+from nbllm._providers.yaml_text import load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
 from nbllm.magics.parsing import warn
 
@@ -67,10 +67,7 @@ class ProviderCommands:
         self.register(ProviderConfig(**fields), key_in_source=args.key is not None)
 
     def add_from_yaml(self, line: str, cell: str) -> None:
-        try:
-            data = yaml.safe_load(cell)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"the cell is not valid YAML: {exc}") from None
+        data = load_yaml(cell, "the cell")
         if not isinstance(data, dict):
             raise UsageError(
                 "the cell should be one provider as a YAML mapping (name:, url:, models: ...); "

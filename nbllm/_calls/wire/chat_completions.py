@@ -18,9 +18,7 @@ from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import TokenEvent, Usage
 from nbllm._calls.sse import ServerSentEvent, SSEDecoder
 from nbllm._constants import AFTER_FINISH_GRACE_S, VERSION
-from nbllm._exceptions import (
-    StreamError,
-)
+from nbllm._exceptions import ConfigError, StreamError
 from nbllm._providers.auth import auth_headers
 from nbllm._providers.config import expand_vars
 from nbllm._providers.resolved import Resolved
@@ -62,7 +60,12 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         "User-Agent": f"nbllm/{VERSION}",
     }
     for name, template in provider.header_templates().items():
-        headers[name] = expand_vars(template, f"header {name}")
+        value = expand_vars(template, f"header {name}")
+        if not value.isascii():  # from a ${VAR}; the value is not echoed, it may be a token
+            raise ConfigError(
+                f"header {name} expands to non-ASCII characters, which HTTP headers cannot carry"
+            )
+        headers[name] = value
     credentials = auth_headers(provider)  # one key lookup per attempt (a keyring read can be slow)
     headers.update(credentials)
     secrets = set(credentials.values()) | {headers[name] for name in provider.unsaved_headers()}
