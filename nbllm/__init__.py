@@ -49,8 +49,8 @@ from nbllm._exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from nbllm._api import achat, astream, chat, history, panel
-    from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+    from nbllm._api import achat, astream, chat, history, panel, tool_schema
+    from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
         ChatResult,
         DoneEvent,
@@ -60,15 +60,14 @@ if typing.TYPE_CHECKING:
         ToolCallEvent,
         Usage,
     )
-    from nbllm._cells.cell import last
     from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
     from nbllm._providers.resolved import Resolved
     from nbllm._providers.store import Store, StoreEvent, get_store
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "nbllm._api": ("achat", "astream", "chat", "history", "panel"),
-    "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history"),
+    "nbllm._api": ("achat", "astream", "chat", "history", "panel", "tool_schema"),
+    "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
     "nbllm._calls.results": (
         "ChatResult",
         "DoneEvent",
@@ -78,7 +77,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ToolCallEvent",
         "Usage",
     ),
-    "nbllm._cells.cell": ("last",),
     "nbllm._providers.config": ("Capabilities", "ModelSpec", "ProviderConfig", "RetryPolicy"),
     "nbllm._providers.resolved": ("Resolved",),
     "nbllm._providers.store": ("Store", "StoreEvent", "get_store"),
@@ -163,5 +161,6 @@ __all__ = [
     "last",
     "load_ipython_extension",
     "panel",
+    "tool_schema",
     "unload_ipython_extension",
 ]

@@ -15,7 +15,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── MissingKeyError             the provider needs a key and none was found
     ├── LocalModelError             the bundled local model cannot start (extra missing, server failed)
     ├── StoppedError                a call was stopped with the panel's Stop button
-    ├── PromptError                 a %%chat cell cannot become a request (nothing was sent)
+    ├── PromptError                 a prompt or its options cannot become a request (nothing was sent)
     │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
     │   └── ToolError               a --tools name is not a usable Python function
@@ -97,7 +97,7 @@ class StoppedError(NbllmError):
 
 
 class PromptError(NbllmError, ValueError):
-    """A `%%chat` cell cannot be turned into a request; nothing was sent."""
+    """A prompt, a `%%chat` cell or a request option cannot become a request; nothing was sent."""
 
 
 class InterpolationError(PromptError):

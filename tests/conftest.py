@@ -37,14 +37,13 @@ def ip():  # type: ignore[no-untyped-def]
 def fresh_session_state() -> Iterator[None]:
     """Each test starts with no history, conversations, last result, rate limiters or calls in
     flight, so no test sees what another left behind."""
-    from nbllm._calls import retry
-    from nbllm._cells import cell
+    from nbllm._calls import history, retry
     from nbllm._cells.conversation import get_conversations
     from nbllm._cells.inflight import get_in_flight
 
     nbllm.get_history().clear()
     get_conversations().clear()
-    cell._LAST.clear()
+    history._LAST.clear()
     retry.reset_limiters()
     get_in_flight().clear()
     yield

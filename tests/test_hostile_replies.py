@@ -189,3 +189,18 @@ async def test_litellms_no_connected_db_hint_names_the_key_not_stream_options() 
     with pytest.raises(nbllm.BadRequestError) as caught:
         await ask()
     assert "master key" in str(caught.value) and "stream_options" not in str(caught.value)
+
+
+@respx.mock
+async def test_json_cut_off_by_the_token_limit_is_incomplete() -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text('{"a": [1, 2,', "length"))))
+    with pytest.raises(nbllm.IncompleteStreamError, match="cut off at the token limit") as caught:
+        await ask(json_mode=True)
+    assert caught.value.result.status == "incomplete" and caught.value.result.text == '{"a": [1, 2,'
+
+
+@respx.mock
+async def test_json_in_a_code_fence_is_decoded() -> None:
+    fenced = '```json\n{"a": 1}\n```'
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text(fenced, "stop"))))
+    assert (await ask(json_mode=True)).parsed == {"a": 1}

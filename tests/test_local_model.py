@@ -125,9 +125,12 @@ def test_too_long_prompt_gets_the_servers_error(local: Any) -> None:
 
 
 def test_invalid_parameter_gets_the_servers_message(local: Any) -> None:
-    with pytest.raises(nbllm.ServerError) as caught:
-        nbllm.chat("hi", temperature="hot", max_tokens=5)  # type: ignore[arg-type]
-    assert "temperature" in str(caught.value) and "valid number" in str(caught.value)
+    # nbllm checks its own options before sending (issue 14), so the server's message is shown
+    # for a field it passes through unchecked: the provider's extra_body.
+    nbllm.get_store().update_provider("local", extra_body={"top_p": "hot"})
+    with pytest.raises(nbllm.StatusError) as caught:
+        nbllm.chat("hi", max_tokens=5)
+    assert "top_p" in str(caught.value) and "valid number" in str(caught.value)
     assert caught.value.hint
 
 

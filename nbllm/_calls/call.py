@@ -8,6 +8,7 @@ partial text (on the raised error's `result`) and is recorded as it ended.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 
 from nbllm._calls.client import send
-from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pool import lease
 from nbllm._calls.reply import ReplyState
@@ -48,6 +49,7 @@ from nbllm._exceptions import (
     EmptyReplyError,
     IncompleteStreamError,
     NbllmError,
+    ProtocolError,
     RateLimitError,
     StatusError,
     TransportError,
@@ -116,6 +118,27 @@ def _incomplete_hint(state: ReplyState) -> str:
             "(stream=False) to see the server's own error"
         )
     return "the server or a proxy cut the reply short; the text shown is partial"
+
+
+def _json_reply(resolved: Resolved, state: ReplyState) -> Any:
+    """The reply of a JSON-mode call, decoded (a Markdown code fence around it is tolerated)."""
+    text = state.text.strip()
+    if text.startswith("```"):
+        text = text.partition("\n")[2].rsplit("```", 1)[0]
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        if state.finish_reason == "length":
+            raise IncompleteStreamError(
+                f"{resolved.qualified_name}'s JSON reply was cut off at the token limit",
+                hint="raise --max-tokens (max_tokens=); the text so far is in nbllm.last().text",
+                request_id=state.request_id,
+            ) from None
+        raise ProtocolError(
+            f"{resolved.qualified_name}'s reply is not valid JSON ({exc}) although JSON mode was asked for",
+            hint="the model may not follow JSON mode; its text is in nbllm.last().text",
+            request_id=state.request_id,
+        ) from None
 
 
 class _FailOver(Exception):
@@ -189,6 +212,7 @@ class _Call:
     def _record(self) -> None:
         if not self.recorded:
             self.recorded = True
+            set_last(self.result)
             answered = self.routes[len(self.result.fallbacks)]
             record = CallRecord.from_result(
                 self.result,
@@ -227,6 +251,8 @@ class _Call:
                     )
                 if not state.pieces and not state.tools.calls():
                     raise self._too_long(resolved, state) or self._empty(resolved, state)
+                if self.request.json_mode and not state.tools.calls():
+                    self.result.parsed = _json_reply(resolved, state)
             except APIError as error:
                 tried.latency_s = time.perf_counter() - state.started
                 tried.http_status = error.status or state.http_status

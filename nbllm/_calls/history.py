@@ -189,6 +189,18 @@ class History:
 
 
 _HISTORY = History()
+_LAST: list[ChatResult] = []
+
+
+def set_last(result: ChatResult) -> None:
+    """Make `result` the one `nbllm.last()` returns."""
+    _LAST[:] = [result]
+
+
+def last() -> ChatResult | None:
+    """The result of the most recent call or `%%chat` cell (also a failed, cancelled or
+    interrupted one, with its partial text), or None."""
+    return _LAST[0] if _LAST else None
 
 
 def get_history() -> History:

@@ -20,6 +20,10 @@ CANCEL_GRACE_S = 2.0
 """How long an interrupted caller waits for the cancelled task to close its connection."""
 
 
+INTERRUPT_POLL_S = 0.05
+"""How often a caller waiting for the background loop looks for a pending interrupt."""
+
+
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
     try:
         loop.run_forever()
@@ -60,7 +64,14 @@ class LoopThread:
 
         future = self.submit(tracked())
         try:
-            return future.result()
+            # Waiting in slices: an interrupt that is not a signal (ipykernel's interrupt_mode
+            # "message", _thread.interrupt_main) is only seen between bytecodes.
+            while True:
+                try:
+                    return future.result(timeout=INTERRUPT_POLL_S)
+                except concurrent.futures.TimeoutError:
+                    if future.done():  # the coroutine's own TimeoutError, not the wait's
+                        raise
         except KeyboardInterrupt:
             future.cancel()
             finished.wait(CANCEL_GRACE_S)

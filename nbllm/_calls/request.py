@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._exceptions import PromptError
 from nbllm._providers.auth import mask_headers
+
+TOOL_CHOICES = ("auto", "required", "none")
 
 
 @dataclass
@@ -25,6 +29,66 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     stream: bool | None = None
     """None: stream when the model's capabilities allow it."""
+
+    def __post_init__(self) -> None:
+        check_options(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            stop=self.stop,
+            stream=self.stream,
+            tool_choice=self.tool_choice,
+            json_mode=self.json_mode,
+        )
+        if not isinstance(self.messages, list):
+            raise PromptError("the messages should be a list of dicts with 'role' and 'content'")
+        for message in self.messages:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                shown = type(message).__name__
+                raise PromptError(
+                    f"each message should be a dict with a 'role' and 'content', not {shown}",
+                    hint='e.g. [{"role": "user", "content": "Hi"}]',
+                )
+        if self.tools is not None and not all(isinstance(t, dict) for t in self.tools):
+            raise PromptError("tools should be Python functions or OpenAI tool schemas (dicts)")
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            raise PromptError("json_schema should be a JSON schema, as a dict")
+
+
+def check_options(
+    *,
+    temperature: Any = None,
+    max_tokens: Any = None,
+    seed: Any = None,
+    stop: Any = None,
+    stream: Any = None,
+    tool_choice: Any = None,
+    json_mode: Any = False,
+) -> None:
+    """Refuse, before anything is sent, an option of the wrong type or range; the error names it."""
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise PromptError(
+                f"temperature should be a number, not {temperature!r}", hint="e.g. temperature=0.2"
+            )
+        if not math.isfinite(temperature) or not 0 <= temperature <= 2:
+            raise PromptError(f"temperature should be between 0 and 2, not {temperature!r}")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise PromptError(f"max_tokens should be a whole number of at least 1, not {max_tokens!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise PromptError(f"seed should be a whole number, not {seed!r}")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
+        raise PromptError(f"stop should be a list of non-empty strings, not {stop!r}")
+    if stream is not None and not isinstance(stream, bool):
+        raise PromptError(f"stream should be True or False, not {stream!r}")
+    if not isinstance(json_mode, bool):
+        raise PromptError(f"json should be True or False, not {json_mode!r}")
+    if tool_choice is not None and not (isinstance(tool_choice, str) and tool_choice.strip()):
+        raise PromptError(
+            f"tool_choice should be one of {', '.join(TOOL_CHOICES)} or a tool's name, not {tool_choice!r}"
+        )
 
 
 OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent"})

@@ -11,7 +11,6 @@ ended well, so re-running a failed cell does not leave half a turn behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
@@ -20,7 +19,7 @@ from typing import Any
 
 from nbllm._calls.call import CallOptions, plan_routes, stream_call
 from nbllm._calls.loop_thread import Ui
-from nbllm._calls.request import ChatRequest
+from nbllm._calls.request import TOOL_CHOICES, ChatRequest
 from nbllm._calls.results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
 from nbllm._calls.tokens import Message
 from nbllm._cells.conversation import (
@@ -36,7 +35,7 @@ from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
-from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError
+from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError, ToolError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
 
@@ -54,6 +53,7 @@ class ChatOptions:
     seed: int | None = None
     json: bool = False
     tools: list[str] = field(default_factory=list)
+    tool_choice: str | None = None
     max_tool_rounds: int = MAX_TOOL_ROUNDS
     stream: bool = True
     output: str | None = None
@@ -78,7 +78,9 @@ class PreparedCell:
     def resolved(self) -> Resolved:
         return self.routes[0]
 
-    def request(self, messages: list[Message], *, with_tools: bool) -> ChatRequest:
+    def request(self, messages: list[Message], *, with_tools: bool, first_round: bool = True) -> ChatRequest:
+        """The request for one round. --tool-choice binds the first round only: after the tools'
+        results the model decides (a forced choice on every round would loop to the limit)."""
         options = self.options
         return ChatRequest(
             messages=messages,
@@ -86,6 +88,7 @@ class PreparedCell:
             max_tokens=options.max_tokens,
             seed=options.seed,
             tools=[t.schema() for t in self.tools.values()] if with_tools and self.tools else None,
+            tool_choice=self.options.tool_choice if with_tools and self.tools and first_round else None,
             json_mode=options.json,
             stream=None if options.stream else False,
         )
@@ -135,6 +138,10 @@ def prepare_cell(
         prompt, system = Interpolated(body.strip()), options.system
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
+    choice = options.tool_choice
+    if choice is not None and choice not in TOOL_CHOICES and choice not in tools:
+        given, keywords = ", ".join(tools), "/".join(TOOL_CHOICES)
+        raise ToolError(f"--tool-choice {choice!r} is not one of --tools ({given}) nor {keywords}")
     preflight(routes, tools=bool(tools), json_mode=options.json, images=bool(prompt.images))
     conversation = conversations.get(options.conversation)
     if system is None and not options.new:
@@ -192,18 +199,6 @@ class CellOutcome:
     error: BaseException | None = None
     value: Any = None
     """What ``-o VAR`` receives: the result, or the parsed JSON in JSON mode."""
-
-
-_LAST: list[ChatResult] = []
-
-
-def set_last(result: ChatResult) -> None:
-    _LAST[:] = [result]
-
-
-def last() -> ChatResult | None:
-    """The result of the most recent `%%chat` cell (also a failed or cancelled one), or None."""
-    return _LAST[0] if _LAST else None
 
 
 class CellRun:
@@ -296,7 +291,8 @@ class CellRun:
         messages = list(cell.plan.messages)
         rounds_left = cell.options.max_tool_rounds
         while True:
-            result = await self._one_round(ui, cell.request(messages, with_tools=bool(cell.tools)))
+            request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
+            result = await self._one_round(ui, request)
             self.rounds.append(result)
             reply = assistant_message(result)
             self.turn.append(reply)
@@ -322,15 +318,8 @@ class CellRun:
                 messages.append(tool_message)
         combined = combine(self.rounds)
         value: Any = combined
-        if cell.options.json:
-            try:
-                combined.parsed = value = json.loads(combined.text)
-            except ValueError as exc:
-                error = PromptError(
-                    f"the reply is not valid JSON ({exc})",
-                    hint="the model ignored JSON mode; its text is in nbllm.last().text",
-                )
-                return CellOutcome(combined, error)
+        if cell.options.json:  # the call decoded it, or failed saying why
+            combined.parsed = value = self.rounds[-1].parsed
         if self.commit:
             cell.conversation.add_turn(self.turn)
         return CellOutcome(combined, None, value)

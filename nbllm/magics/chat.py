@@ -100,6 +100,11 @@ class ChatMagics(Magics):
     @argument(
         "--max-tool-rounds", type=int, metavar="N", help="Tool-call rounds before stopping (default 5)."
     )
+    @argument(
+        "--tool-choice",
+        metavar="CHOICE",
+        help="auto (default), required, none, or a tool's name: whether and which tool the model must call.",
+    )
     @argument("--no-stream", action="store_true", help="Ask for the whole reply at once.")
     @argument("-o", "--output", metavar="VAR", help="Store the ChatResult (or the JSON object) in VAR.")
     @argument("--fallback", metavar="M1,M2", help="Models to try, in order, if this one fails.")
@@ -143,6 +148,7 @@ class ChatMagics(Magics):
             tick()
 
     def _options(self, line: str) -> ChatOptions:
+        from nbllm._calls.request import check_options
         from nbllm._cells.cell import ChatOptions
 
         args = parse_line(self.chat, line)
@@ -153,6 +159,9 @@ class ChatMagics(Magics):
             raise UsageError("--max-tool-rounds cannot be negative")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
+        check_options(temperature=args.temperature, seed=args.seed, tool_choice=args.tool_choice)
+        if args.tool_choice is not None and not args.tools:
+            raise UsageError("--tool-choice goes with --tools; name the functions the model may call")
         options = ChatOptions(
             model=args.model,
             conversation=args.conversation,
@@ -163,6 +172,7 @@ class ChatMagics(Magics):
             seed=args.seed,
             json=args.json,
             tools=_split_names(args.tools),
+            tool_choice=args.tool_choice,
             max_tool_rounds=rounds,
             stream=not args.no_stream,
             output=args.output,
@@ -186,7 +196,8 @@ class ChatMagics(Magics):
 
     def _job(self, line: str, cell: str) -> _Job | None:
         # The cell layer (httpx, pydantic) is imported on the first %%chat, not at %load_ext.
-        from nbllm._cells.cell import CellOutcome, CellRun, prepare_cell, set_last
+        from nbllm._calls.history import set_last
+        from nbllm._cells.cell import CellOutcome, CellRun, prepare_cell
         from nbllm._providers.local import ensure_a_provider
         from nbllm._providers.store import get_store
         from nbllm._views.dry_run import DryRun
@@ -234,7 +245,8 @@ class ChatMagics(Magics):
         return _Job(view.tick, run.run, conclude, on_cancel)
 
     def _compare_job(self, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job | None:
-        from nbllm._cells.cell import CellOutcome, prepare_cell, run_compare, set_last
+        from nbllm._calls.history import set_last
+        from nbllm._cells.cell import CellOutcome, prepare_cell, run_compare
         from nbllm._views.compare import CompareView
         from nbllm._views.dry_run import DryRun
         from nbllm._views.reply import Throttle
