@@ -34,6 +34,7 @@ OPTION_NAMES = (
     "json",
     "json_schema",
     "stream",
+    "check_context",
 )
 
 
@@ -70,6 +71,8 @@ def _build(
     stop = options.pop("stop")
     tools = options.pop("tools")
     json_mode = options.pop("json")
+    if not isinstance(options["check_context"], bool):
+        raise PromptError(f"check_context should be True or False, not {options['check_context']!r}")
     request = ChatRequest(
         messages=to_messages(prompt, system),
         stop=[stop] if isinstance(stop, str) else stop,
@@ -111,6 +114,7 @@ def chat(
     json: bool = False,
     json_schema: dict[str, Any] | None = None,
     stream: bool | None = None,
+    check_context: bool = True,
     **unknown: Any,
 ) -> ChatResult:
     """Ask `model` and wait for the whole reply. Safe inside a running kernel (the call runs
@@ -120,8 +124,10 @@ def chat(
     `tools` are Python functions (described from their signature and docstring, see
     `tool_schema`) or OpenAI tool schemas; the model's calls are on ``result.tool_calls``.
     `json=True` asks for JSON and decodes it into ``result.parsed``. `stream=None` streams
-    when the model is flagged for it. Raises an `nbllm.NbllmError` subclass on failure; the
-    partial result is on the error's ``result``."""
+    when the model is flagged for it. A prompt that does not fit the model's declared context
+    window is refused before sending (`ContextTooLongError`) unless `check_context=False`.
+    Raises an `nbllm.NbllmError` subclass on failure; the partial result is on the error's
+    ``result``."""
     options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
     request, routes = _build(prompt, model, options, unknown)
     return run_call_sync(request, routes)
@@ -142,6 +148,7 @@ async def achat(
     json: bool = False,
     json_schema: dict[str, Any] | None = None,
     stream: bool | None = None,
+    check_context: bool = True,
     **unknown: Any,
 ) -> ChatResult:
     """`chat`, awaited on the caller's event loop."""
@@ -165,6 +172,7 @@ def astream(
     json: bool = False,
     json_schema: dict[str, Any] | None = None,
     stream: bool | None = None,
+    check_context: bool = True,
     **unknown: Any,
 ) -> AsyncIterator[ChatEvent]:
     """Yield `TokenEvent`, `StatusEvent` and `ToolCallEvent` as the reply arrives, then

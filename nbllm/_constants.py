@@ -82,6 +82,13 @@ CONTEXT_SUSPECT_FRACTION = 0.5
 """An empty reply to a prompt that fills at least this share of the model's declared window is
 reported as ContextTooLongError: nbllm's count may be well under the server's (1.8x for SmolLM2)."""
 
+ESTIMATE_MARGIN = 1.25
+"""When no exact token count is at hand, the estimate is raised by this factor before it is
+checked against the context window."""
+
+TOKENIZE_TIMEOUT_S = 3.0
+"""How long the pre-flight check waits for a server's tokenizer before it counts on its own."""
+
 KEEPALIVE_EXPIRY_S = 4.0
 """How long an idle pooled connection is kept for the next call. Below uvicorn's 5 s keep-alive
 timeout (llama-cpp-python, vLLM, LiteLLM), so nbllm drops an idle connection before the server

@@ -35,15 +35,16 @@ def ip():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True)
 def fresh_session_state() -> Iterator[None]:
-    """Each test starts with no history, conversations, last result, rate limiters or calls in
-    flight, so no test sees what another left behind."""
-    from nbllm._calls import history, retry
+    """Each test starts with no history, conversations, last result, rate limiters, learned
+    tokenizer endpoints or calls in flight, so no test sees what another left behind."""
+    from nbllm._calls import history, preflight, retry
     from nbllm._cells.conversation import get_conversations
     from nbllm._cells.inflight import get_in_flight
 
     nbllm.get_history().clear()
     get_conversations().clear()
     history._LAST.clear()
+    preflight._tokenizer_path.clear()
     retry.reset_limiters()
     get_in_flight().clear()
     yield

@@ -123,7 +123,7 @@ async def test_an_empty_reply_is_not_a_success() -> None:
 async def test_an_empty_reply_to_a_prompt_near_the_window_is_context_too_long() -> None:
     respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text(None, "stop"))))
     with pytest.raises(nbllm.ContextTooLongError, match="context window is 1,000"):
-        await ask("word " * 800)
+        await ask("word " * 800, check_context=False)  # sent anyway: the pre-flight is tested apart
 
 
 @respx.mock
@@ -204,3 +204,35 @@ async def test_json_in_a_code_fence_is_decoded() -> None:
     fenced = '```json\n{"a": 1}\n```'
     respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text(fenced, "stop"))))
     assert (await ask(json_mode=True)).parsed == {"a": 1}
+
+
+@respx.mock
+async def test_the_preflight_uses_the_servers_tokenizer_once_found() -> None:
+    from nbllm._calls import preflight
+
+    preflight._tokenizer_path.clear()
+    extras = respx.post("https://hostile.example.com/extras/tokenize").mock(return_value=httpx.Response(404))
+    tokenize = respx.post("https://hostile.example.com/tokenize").mock(
+        return_value=httpx.Response(200, json={"tokens": list(range(1200))})
+    )
+    chat = respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text("ok", "stop"))))
+    for _ in range(2):
+        with pytest.raises(
+            nbllm.ContextTooLongError, match=r"1,204 tokens \(counted by the server's tokenizer"
+        ):
+            await ask("word " * 500)  # nbllm's estimate, about 500 tokens, alone would let it through
+    assert (extras.call_count, tokenize.call_count, chat.call_count) == (1, 2, 0)
+    assert (await ask("short")).text == "ok"  # far from the window: no count is asked for
+    assert tokenize.call_count == 2
+
+
+@respx.mock
+async def test_without_a_tokenizer_the_estimate_gets_a_margin() -> None:
+    from nbllm._calls import preflight
+
+    preflight._tokenizer_path.clear()
+    respx.post(url__regex=r".*/tokenize$").mock(return_value=httpx.Response(404))
+    chat = respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text("ok", "stop"))))
+    with pytest.raises(nbllm.ContextTooLongError, match=r"estimated, with a 1.25x margin"):
+        await ask("x" * 3400)  # about 850 tokens by the estimate, 1,062 with the margin
+    assert (await ask("x" * 3000, max_tokens=10)).text == "ok" and chat.call_count == 1

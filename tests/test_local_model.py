@@ -111,15 +111,19 @@ def test_wrong_key_is_an_authentication_error_with_a_hint(local: Any) -> None:
     assert nbllm.chat("Say OK.", max_tokens=5).status == "ok"  # still usable
 
 
-def test_too_long_prompt_gets_the_servers_error(local: Any) -> None:
+def test_too_long_prompt_is_refused_before_sending_with_the_servers_count(local: Any) -> None:
     long_prompt = "word " * 3000
-    with pytest.raises(nbllm.ContextTooLongError) as caught:
-        nbllm.chat(long_prompt, max_tokens=5, stream=False)
-    assert "maximum context length is 2048" in str(caught.value) and caught.value.hint
-    # Streamed, this server sends nothing at all: with a prompt near the window, that is the
-    # likely cause, so it is named (it was an IncompleteStreamError before issue 14).
-    with pytest.raises(nbllm.ContextTooLongError, match="empty reply to a prompt of about") as streamed:
+    with pytest.raises(nbllm.ContextTooLongError, match="counted by the server's tokenizer") as refused:
         nbllm.chat(long_prompt, max_tokens=5)
+    assert "nothing was sent" in str(refused.value) and "check_context=False" in str(refused.value)
+    # Sent anyway, the server's own error (whole reply) ...
+    with pytest.raises(nbllm.ContextTooLongError) as caught:
+        nbllm.chat(long_prompt, max_tokens=5, stream=False, check_context=False)
+    assert "maximum context length is 2048" in str(caught.value) and caught.value.hint
+    # ... and, streamed, this server sends nothing at all: with a prompt near the window, that is
+    # the likely cause, so it is named (it was an IncompleteStreamError before issue 14).
+    with pytest.raises(nbllm.ContextTooLongError, match="empty reply to a prompt of about") as streamed:
+        nbllm.chat(long_prompt, max_tokens=5, check_context=False)
     assert "--no-stream" in str(streamed.value) and nbllm.history()[-1].status == "error"
     assert nbllm.chat("Say OK.", max_tokens=5).status == "ok"
 

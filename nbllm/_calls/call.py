@@ -22,6 +22,7 @@ from nbllm._calls.client import send
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pool import lease
+from nbllm._calls.preflight import check_fits
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import (
@@ -228,6 +229,7 @@ class _Call:
         """Attempts at one model until one succeeds; raises `_FailOver` to try the next route."""
         provider = resolved.provider
         policy = provider.retry
+        await check_fits(self.request, resolved, self.options.transport)
         attempt = 0
         while True:
             attempt += 1

@@ -29,6 +29,8 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     stream: bool | None = None
     """None: stream when the model's capabilities allow it."""
+    check_context: bool = True
+    """Refuse to send a prompt that does not fit the model's declared window (`preflight`)."""
 
     def __post_init__(self) -> None:
         check_options(

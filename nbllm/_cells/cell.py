@@ -56,6 +56,7 @@ class ChatOptions:
     tool_choice: str | None = None
     max_tool_rounds: int = MAX_TOOL_ROUNDS
     stream: bool = True
+    check_context: bool = True
     output: str | None = None
     fallback: str | None = None
     dry_run: bool = False
@@ -91,6 +92,7 @@ class PreparedCell:
             tool_choice=self.options.tool_choice if with_tools and self.tools and first_round else None,
             json_mode=options.json,
             stream=None if options.stream else False,
+            check_context=options.check_context,
         )
 
 

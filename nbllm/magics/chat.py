@@ -105,6 +105,11 @@ class ChatMagics(Magics):
         metavar="CHOICE",
         help="auto (default), required, none, or a tool's name: whether and which tool the model must call.",
     )
+    @argument(
+        "--no-check-context",
+        action="store_true",
+        help="Send even a prompt that does not seem to fit the model's context window.",
+    )
     @argument("--no-stream", action="store_true", help="Ask for the whole reply at once.")
     @argument("-o", "--output", metavar="VAR", help="Store the ChatResult (or the JSON object) in VAR.")
     @argument("--fallback", metavar="M1,M2", help="Models to try, in order, if this one fails.")
@@ -175,6 +180,7 @@ class ChatMagics(Magics):
             tool_choice=args.tool_choice,
             max_tool_rounds=rounds,
             stream=not args.no_stream,
+            check_context=not args.no_check_context,
             output=args.output,
             fallback=args.fallback,
             dry_run=args.dry_run,
