@@ -25,6 +25,7 @@ from nbllm._exceptions import (
 from nbllm._observers import Observers
 from nbllm._providers.config import ModelSpec, ProviderConfig
 from nbllm._providers.resolved import Resolved
+from nbllm._providers.secret_text import looks_like_key
 
 ADD_PROVIDER_HINT = "%llm_provider add NAME --url http://localhost:8000/v1 --model MODEL_ID"
 
@@ -295,6 +296,13 @@ class Store:
                 )
             )
         )
+        if not suggestions and looks_like_key(name):
+            # Nothing registered is close: this may be a key pasted in the wrong place.
+            return UnknownModelError(
+                "unknown model (the name given looks like a key, so it is not shown)",
+                suggestions=[],
+                hint="give a model name, e.g. %%chat provider/model; keys go in --key-env VAR",
+            )
         if sep and provider in self._providers:
             config = self._providers[provider]
             message = f"provider {provider!r} has no model {model!r}"

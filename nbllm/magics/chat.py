@@ -210,7 +210,7 @@ class ChatMagics(Magics):
         from nbllm._views.reply import LiveView, TerminalView, Throttle
 
         namespace = self.shell.user_ns if self.shell is not None else {}
-        with usage_errors():
+        with usage_errors(line):
             options = self._options(line)
             ensure_a_provider(get_store(), print)
             if options.compare:

@@ -12,15 +12,19 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from nbllm._exceptions import NbllmError
+from nbllm._providers.secret_text import mask_secrets
 
 
 @contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn nbllm errors into the plain `UsageError` IPython prints without a traceback."""
+def usage_errors(line: str = "") -> Iterator[None]:
+    """Turn nbllm errors into the plain `UsageError` IPython prints without a traceback, with
+    any word of the magic's `line` that could be a key masked (messages quote their input)."""
     try:
         yield
     except NbllmError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(mask_secrets(str(exc), line.split())) from None
+    except UsageError as exc:
+        raise UsageError(mask_secrets(str(exc), line.split())) from None
 
 
 def parse_line(func: Callable[..., Any], line: str) -> Any:
@@ -37,29 +41,6 @@ def parse_line(func: Callable[..., Any], line: str) -> Any:
         return parser.parse_args(words)
     except UsageError as exc:  # argparse quotes what it could not use, keys included
         raise UsageError(mask_secrets(str(exc), words)) from None
-
-
-_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-", "gsk_", "hf_", "xai-", "ghp_", "github_pat_", "AIza", "AKIA")
-
-
-def looks_secret(text: str) -> bool:
-    """Whether `text` could be a key or token: a known key prefix, ``Bearer``, or a long run of
-    letters and digits together."""
-    if "bearer " in text.lower() or text.startswith(_KEY_PREFIXES):
-        return True
-    return len(text) >= 16 and any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
-
-
-def mask_secrets(message: str, words: list[str]) -> str:
-    """`message` with every word of the line that could be a secret (or the value of an
-    ``--option=value`` word that could) replaced by ``****``."""
-    for word in sorted(words, key=len, reverse=True):
-        option, equals, value = word.partition("=")
-        if equals and option.startswith("-") and looks_secret(value):
-            message = message.replace(value, "****")
-        elif looks_secret(word):
-            message = message.replace(word, "****")
-    return message
 
 
 def warn(message: str) -> None:

@@ -170,7 +170,7 @@ class ProviderMagics(Magics):
 
     @line_cell_magic
     def llm_provider(self, line: str, cell: str | None = None) -> None:
-        with usage_errors():
+        with usage_errors(line):
             # The work (pydantic, httpx, yaml) is imported on first use, not at %load_ext.
             from nbllm.magics.provider_commands import ProviderCommands
 
