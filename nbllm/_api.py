@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
 from nbllm._calls.history import CallRecord, get_history
@@ -22,20 +24,27 @@ from nbllm._providers.resolved import Resolved
 Prompt = str | Sequence[dict[str, Any]]
 ToolSpec = Callable[..., Any] | dict[str, Any]
 
-OPTION_NAMES = (
-    "system",
-    "fallback",
-    "temperature",
-    "max_tokens",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "json",
-    "json_schema",
-    "stream",
-    "check_context",
-)
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of `chat`, `achat` and `astream` (one definition, so the three
+    cannot drift apart; type checkers see each name through ``Unpack``)."""
+
+    system: str | None
+    fallback: str | Sequence[str] | None
+    temperature: float | None
+    max_tokens: int | None
+    stop: str | Sequence[str] | None
+    seed: int | None
+    tools: Sequence[ToolSpec] | None
+    tool_choice: str | None
+    json: bool
+    json_schema: dict[str, Any] | None
+    stream: bool | None
+    check_context: bool
+
+
+OPTION_NAMES = tuple(RequestOptions.__annotations__)
+DEFAULTS: RequestOptions = {"json": False, "check_context": True}
 
 
 def tool_schema(function: Callable[..., Any], name: str | None = None) -> dict[str, Any]:
@@ -44,11 +53,10 @@ def tool_schema(function: Callable[..., Any], name: str | None = None) -> dict[s
     return Tool.from_callable(function, name).schema()
 
 
-def _build(
-    prompt: Prompt, model: str | None, options: dict[str, Any], unknown: dict[str, Any]
-) -> tuple[ChatRequest, list[Resolved]]:
+def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[ChatRequest, list[Resolved]]:
+    unknown = [name for name in given if name not in OPTION_NAMES]
     if unknown:
-        name = next(iter(unknown))
+        name = unknown[0]
         close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
         raise PromptError(
             f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
@@ -60,6 +68,7 @@ def _build(
         raise PromptError("there is nothing to send: give a prompt or at least one message")
     if model is not None and not isinstance(model, str):
         raise PromptError(f"model should be a name such as 'provider/model', not {model!r}")
+    options: dict[str, Any] = {name: None for name in OPTION_NAMES} | dict(DEFAULTS) | dict(given)
     system, fallback = options.pop("system"), options.pop("fallback")
     if system is not None and not isinstance(system, str):
         raise PromptError(f"system should be text, not {type(system).__name__}")
@@ -102,25 +111,14 @@ def _tool_schemas(tools: Sequence[ToolSpec] | None, choice: str | None) -> list[
 def chat(
     prompt: Prompt,
     model: str | None = None,
-    *,
-    system: str | None = None,
-    fallback: str | Sequence[str] | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    seed: int | None = None,
-    tools: Sequence[ToolSpec] | None = None,
-    tool_choice: str | None = None,
-    json: bool = False,
-    json_schema: dict[str, Any] | None = None,
-    stream: bool | None = None,
-    check_context: bool = True,
-    **unknown: Any,
+    **options: Unpack[RequestOptions],
 ) -> ChatResult:
     """Ask `model` and wait for the whole reply. Safe inside a running kernel (the call runs
     on a background event loop); an interrupt closes the connection and leaves the partial
     reply in `nbllm.last()`.
 
+    Options (keyword only, see `RequestOptions`): system, fallback, temperature, max_tokens,
+    stop, seed, tools, tool_choice, json, json_schema, stream, check_context.
     `tools` are Python functions (described from their signature and docstring, see
     `tool_schema`) or OpenAI tool schemas; the model's calls are on ``result.tool_calls``.
     `json=True` asks for JSON and decodes it into ``result.parsed``. `stream=None` streams
@@ -128,57 +126,28 @@ def chat(
     window is refused before sending (`ContextTooLongError`) unless `check_context=False`.
     Raises an `nbllm.NbllmError` subclass on failure; the partial result is on the error's
     ``result``."""
-    options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
-    request, routes = _build(prompt, model, options, unknown)
+    request, routes = _build(prompt, model, options)
     return run_call_sync(request, routes)
 
 
 async def achat(
     prompt: Prompt,
     model: str | None = None,
-    *,
-    system: str | None = None,
-    fallback: str | Sequence[str] | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    seed: int | None = None,
-    tools: Sequence[ToolSpec] | None = None,
-    tool_choice: str | None = None,
-    json: bool = False,
-    json_schema: dict[str, Any] | None = None,
-    stream: bool | None = None,
-    check_context: bool = True,
-    **unknown: Any,
+    **options: Unpack[RequestOptions],
 ) -> ChatResult:
     """`chat`, awaited on the caller's event loop."""
-    options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
-    request, routes = _build(prompt, model, options, unknown)
+    request, routes = _build(prompt, model, options)
     return await run_call(request, routes)
 
 
 def astream(
     prompt: Prompt,
     model: str | None = None,
-    *,
-    system: str | None = None,
-    fallback: str | Sequence[str] | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    seed: int | None = None,
-    tools: Sequence[ToolSpec] | None = None,
-    tool_choice: str | None = None,
-    json: bool = False,
-    json_schema: dict[str, Any] | None = None,
-    stream: bool | None = None,
-    check_context: bool = True,
-    **unknown: Any,
+    **options: Unpack[RequestOptions],
 ) -> AsyncIterator[ChatEvent]:
     """Yield `TokenEvent`, `StatusEvent` and `ToolCallEvent` as the reply arrives, then
     `DoneEvent`. The options are `chat`'s, checked here, before the first event."""
-    options = {k: v for k, v in locals().items() if k in OPTION_NAMES}
-    request, routes = _build(prompt, model, options, unknown)
+    request, routes = _build(prompt, model, options)
     return stream_call(request, routes)
 
 
