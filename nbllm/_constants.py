@@ -74,9 +74,9 @@ LIVE_ENV = "NBLLM_LIVE"
 """Set to 0 to render each reply once, when it ends (headless runs: nbval, nbconvert)."""
 
 AFTER_FINISH_GRACE_S = 0.5
-"""Once a reply has its finish reason, how long each further read (usage, [DONE], the body's end)
-may take before nbllm returns the reply as it is: a server that stalls after the end of a reply
-does not hold it for the whole read timeout."""
+"""Once a reply has its finish reason, how long the rest (usage, [DONE], the body's end) may take
+before nbllm returns the reply as it is: a server that stalls after the end of a reply does not
+hold it for the whole read timeout."""
 
 CONTEXT_SUSPECT_FRACTION = 0.5
 """An empty reply to a prompt that fills at least this share of the model's declared window is

@@ -23,6 +23,8 @@ from nbllm._providers.auth import auth_headers
 from nbllm._providers.config import expand_vars
 from nbllm._providers.resolved import Resolved
 
+_timeout = getattr(asyncio, "timeout", None)
+
 MAX_TOKEN_COUNT = 10**9
 """Token counts above this are not counts (a server once sent 1e999)."""
 
@@ -79,10 +81,10 @@ async def read_stream(
     out as one `TokenEvent` (a consumer's per-event cost is then paid per read, not per token),
     and nothing waits between reads: how often the screen changes is the renderer's business.
 
-    The reply is complete at ``[DONE]``: reading stops there. After the finish reason, each
-    further read (the usage chunk, ``[DONE]``, the body's end) may take at most
-    `AFTER_FINISH_GRACE_S`; a server that then stalls or drops the connection has still
-    given a whole reply."""
+    The reply is complete at ``[DONE]``: nothing after it is interpreted. After the finish
+    reason, the rest (the usage chunk, ``[DONE]``, the body's end) may take at most
+    `AFTER_FINISH_GRACE_S` in all; a server that then stalls or drops the connection has
+    still given a whole reply."""
     decoder = SSEDecoder()
     chunks = response.aiter_bytes()
     async for chunk in chunks:
@@ -94,18 +96,30 @@ async def read_stream(
     else:
         decoder.close()
         return
-    while not state.saw_done:  # the tail after a finish reason
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), AFTER_FINISH_GRACE_S)
-        except (StopAsyncIteration, asyncio.TimeoutError, httpx.TransportError):
-            return
-        text = _take(decoder.feed(chunk), resolved, state)
-        if text:
-            yield TokenEvent(text)
-    # Read the body's end (usually in hand already) so the connection can be reused.
-    with contextlib.suppress(StopAsyncIteration, asyncio.TimeoutError, httpx.HTTPError):
-        while True:
-            await asyncio.wait_for(chunks.__anext__(), AFTER_FINISH_GRACE_S)
+    tail: list[str] = []  # text after the finish reason (rare), kept even if the tail times out
+    with contextlib.suppress(asyncio.TimeoutError, httpx.TransportError, httpx.DecodingError):
+        # One deadline for the whole tail. asyncio.timeout (3.11) costs a timer; wait_for, the
+        # 3.10 fallback, a task, which shows in the time of small calls.
+        reading = _read_tail(chunks, decoder, resolved, state, tail)
+        if _timeout is None:
+            await asyncio.wait_for(reading, AFTER_FINISH_GRACE_S)
+        else:
+            async with _timeout(AFTER_FINISH_GRACE_S):
+                await reading
+    if tail:
+        yield TokenEvent("".join(tail))
+
+
+async def _read_tail(
+    chunks: AsyncIterator[bytes], decoder: SSEDecoder, resolved: Resolved, state: ReplyState, tail: list[str]
+) -> None:
+    """After the finish reason: the usage chunk and ``[DONE]``, then the body's end (usually in
+    hand already), read so the connection can be reused."""
+    async for chunk in chunks:
+        if not state.saw_done:
+            text = _take(decoder.feed(chunk), resolved, state)
+            if text:
+                tail.append(text)
 
 
 def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) -> str:
