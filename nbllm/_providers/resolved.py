@@ -6,6 +6,7 @@ A value type of the provider layer: the store makes it, and everything below the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from nbllm._providers.config import ModelSpec, ProviderConfig
@@ -25,8 +26,9 @@ class Resolved:
         """``provider/model``, the name that always picks exactly this model."""
         return f"{self.provider.name}/{self.model}"
 
-    @property
+    @functools.cached_property
     def chat_url(self) -> str:
-        """The URL a chat completion for this model is posted to (Azure's deployment path included)."""
+        """The URL a chat completion for this model is posted to (Azure's deployment path
+        included). Worked out once: every attempt of a call asks for it."""
         p = self.provider
         return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version)
