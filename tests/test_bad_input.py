@@ -260,3 +260,9 @@ def test_a_file_from_another_version_loads_with_a_note() -> None:
     path.write_text("version: 99\nproviders:\n  - {name: a, url: 'http://127.0.0.1:9/v1', models: [m]}\n")
     report = load(nbllm.get_store())
     assert report.providers == ["a"] and any("version 99" in note for note in report.notes)
+
+
+def test_a_yaml_key_that_is_not_text_is_a_usage_error(ip: Any) -> None:
+    """Found by the fuzz suite: `0:` as a key reached ProviderConfig(**data) as a TypeError."""
+    with pytest.raises(UsageError, match="0 is not a field name"):
+        ip.run_cell_magic("llm_provider", "", "name: p\n0: x\nurl: http://127.0.0.1:9/v1\n")

@@ -23,7 +23,7 @@ from nbllm._providers.auth import provider_env_var, store_in_keyring
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.paths import default_config_path
 from nbllm._providers.store import Store
-from nbllm._providers.yaml_text import load_yaml
+from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 
 FILE_VERSION = 1
 
@@ -147,7 +147,7 @@ def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfi
         if not isinstance(entry, dict):
             raise ConfigFileError(f"{source}: provider {label} should be a mapping")
         try:
-            config = ProviderConfig(**entry)
+            config = ProviderConfig(**field_names_are_text(entry, "its entry"))
         except ConfigError as exc:
             raise ConfigFileError(f"{source}: provider {label}: {exc.message}") from None
         if config.key is not None:

@@ -48,3 +48,11 @@ def load_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where} is not valid YAML") from None
     except (ValueError, RecursionError) as exc:  # a 4,400-digit integer; nesting past Python's limit
         raise ConfigError(f"{where} holds a value nbllm cannot read ({type(exc).__name__})") from None
+
+
+def field_names_are_text(data: dict[Any, Any], where: str) -> dict[str, Any]:
+    """`data`, once every key is text (YAML allows ``0:`` or ``[a]:`` as keys; fields cannot)."""
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:
+        raise ConfigError(f"{where}: {odd[0]!r} is not a field name; field names are text (name:, url:, ...)")
+    return data

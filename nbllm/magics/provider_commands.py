@@ -19,7 +19,7 @@ from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
 from nbllm._providers.local import MODEL_ALIAS, get_local_model
 from nbllm._providers.store import UNSET, Store, get_store
-from nbllm._providers.yaml_text import load_yaml
+from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
 from nbllm.magics.parsing import warn
 
@@ -77,7 +77,7 @@ class ProviderCommands:
             data["name"] = line.strip()
         if "name" not in data:
             raise UsageError("the provider has no name; add name: NAME or write %%llm_provider NAME")
-        config = ProviderConfig(**data)
+        config = ProviderConfig(**field_names_are_text(data, "the cell"))
         # `key: ${VAR}` became a key_env reference, so any key left is written in the cell.
         self.register(config, key_in_source=config.key is not None)
 
