@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from nbllm._calls.client import send
+from nbllm._calls.client import exchange, read_reply
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pool import lease
@@ -242,8 +242,11 @@ class _Call:
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
             self.attempts.append(tried)
             try:
-                async with lease(provider, self.options.transport) as client:
-                    async for token in send(client, resolved, prepared, state):
+                async with (
+                    lease(provider, self.options.transport) as client,
+                    exchange(client, resolved, prepared, state) as response,
+                ):
+                    async for token in read_reply(response, resolved, prepared, state):
                         yield token
                 if not state.complete:
                     raise self._too_long(resolved, state) or IncompleteStreamError(
@@ -351,14 +354,12 @@ class _Call:
             result.usage = Usage(prompt, counter.count_text(generated), estimated=True)
 
 
-async def stream_call(
+def stream_call(
     request: ChatRequest, routes: Sequence[Resolved], options: CallOptions | None = None
 ) -> AsyncGenerator[ChatEvent, None]:
     """Run one call along `routes` (from `plan_routes`), yielding tokens, status events,
-    complete tool calls, then `DoneEvent`."""
-    async with aclosing(_Call(request, routes, options or CallOptions()).events()) as events:
-        async for event in events:
-            yield event
+    complete tool calls, then `DoneEvent`. The call's own generator, not a wrapper around it."""
+    return _Call(request, routes, options or CallOptions()).events()
 
 
 async def run_call(

@@ -8,6 +8,7 @@ exchange and records what it saw in a `ReplyState`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -34,10 +35,23 @@ from nbllm._providers.resolved import Resolved
 MAX_REDIRECTS = 5
 
 
-async def send(
-    client: httpx.AsyncClient, resolved: Resolved, prepared: PreparedRequest, state: ReplyState
+def read_reply(
+    response: httpx.Response, resolved: Resolved, prepared: PreparedRequest, state: ReplyState
 ) -> AsyncIterator[TokenEvent]:
-    """Perform one attempt, yielding text as it arrives; raise an `APIError` on failure."""
+    """The reply's text as it arrives, read by the wire protocol (streamed or whole). The
+    protocol's own generator, not a wrapper: every layer between the socket and the consumer
+    costs per token."""
+    if prepared.body.get("stream"):
+        return read_stream(response, resolved, state)
+    return read_whole(response, resolved, state)
+
+
+@contextlib.asynccontextmanager
+async def exchange(
+    client: httpx.AsyncClient, resolved: Resolved, prepared: PreparedRequest, state: ReplyState
+) -> AsyncIterator[httpx.Response]:
+    """One attempt: send, follow redirects, and hand over the 2xx response to read inside the
+    ``async with``. Any failure, while sending or while reading, leaves as an `APIError`."""
     url, headers = prepared.url, dict(prepared.headers)
     crossed: str | None = None  # the other origin a redirect led to, where no credentials went
     try:
@@ -69,12 +83,7 @@ async def send(
                             "it, register that URL as the provider's URL"
                         )
                     raise error
-                if prepared.body.get("stream"):
-                    async for event in read_stream(response, resolved, state):
-                        yield event
-                else:
-                    async for event in read_whole(response, resolved, state):
-                        yield event
+                yield response
                 return
             finally:
                 await response.aclose()

@@ -126,6 +126,7 @@ def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) 
     """Apply the events of one read to `state`; return their text. Text that came before a bad
     event is kept in `state` (and shown by the caller's error) before the error is raised."""
     pieces: list[str] = []
+    data = ""
     try:
         for event in events:
             state.events += 1
@@ -133,12 +134,15 @@ def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) 
             if data == "[DONE]" or (data[:1] != "{" and data.strip() == "[DONE]"):
                 state.saw_done = True
                 break
-            payload = _parse_chunk(data, resolved, state)
+            payload = json.loads(data)  # not _parse_chunk: this runs once per token
             if event.event == "error" or "error" in payload:
                 raise _stream_error(payload, resolved, state)
             _apply_chunk(payload, state, pieces)
     except SHAPE_ERRORS as exc:
         state.pieces.extend(pieces)
+        if isinstance(exc, (json.JSONDecodeError, RecursionError)):
+            what = f"sent a chunk that is not JSON: {clip(data, 120)!r}"
+            raise protocol_error(resolved, state, what, not_json=True) from None
         raise protocol_error(resolved, state, f"sent a chunk nbllm cannot read ({exc})") from exc
     except StreamError:
         state.pieces.extend(pieces)
