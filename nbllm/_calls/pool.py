@@ -149,11 +149,3 @@ async def lease(
         entry.users -= 1
         if entry.retired and entry.users == 0:  # its provider changed while it streamed
             await entry.client.aclose()
-
-
-async def close_clients() -> None:
-    """Close the running loop's clients now (the next call opens new ones)."""
-    with _POOLS_LOCK:
-        pool = _POOLS.get(asyncio.get_running_loop())
-    if pool is not None:
-        await pool.aclose()

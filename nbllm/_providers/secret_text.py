@@ -38,8 +38,3 @@ def mask_secrets(message: str, words: Iterable[str]) -> str:
         elif looks_like_key(word):
             message = message.replace(word, MASK)
     return message
-
-
-def shown(text: str) -> str:
-    """`text` as a message may quote it: masked when it could be a key."""
-    return MASK if looks_like_key(text) else repr(text)
