@@ -162,9 +162,12 @@ class ChatMagics(Magics):
         rounds = self.max_tool_rounds if args.max_tool_rounds is None else args.max_tool_rounds
         if rounds < 0:
             raise UsageError("--max-tool-rounds cannot be negative")
-        if args.max_tokens is not None and args.max_tokens < 1:
-            raise UsageError("--max-tokens must be at least 1")
-        check_options(temperature=args.temperature, seed=args.seed, tool_choice=args.tool_choice)
+        check_options(
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+            tool_choice=args.tool_choice,
+        )
         if args.tool_choice is not None and not args.tools:
             raise UsageError("--tool-choice goes with --tools; name the functions the model may call")
         options = ChatOptions(
