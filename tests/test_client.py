@@ -202,6 +202,19 @@ async def test_non_streaming(gw: None) -> None:
             "shorten",
         ),
         (
+            400,
+            {  # llama.cpp's llama-server, as the conformance suite saw it
+                "error": {
+                    "code": 400,
+                    "message": "request (7036 tokens) exceeds the available context size (2048 tokens), "
+                    "try increasing it",
+                    "type": "exceed_context_size_error",
+                }
+            },
+            nbllm.ContextTooLongError,
+            "shorten",
+        ),
+        (
             422,
             {"detail": [{"msg": "Extra inputs are not permitted", "loc": ["body", "stream_options"]}]},
             nbllm.BadRequestError,

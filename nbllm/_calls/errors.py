@@ -91,6 +91,7 @@ _CONTEXT_WORDS = (
     "context window",
     "too many tokens",
     "exceeds the context",
+    "context size",  # llama.cpp's llama-server: "exceeds the available context size"
     "prompt is too long",
     "n_ctx",
 )
