@@ -164,6 +164,49 @@ async def test_tool_call_deltas_assemble(gw: None) -> None:
     assert result.finish_reason == "tool_calls"
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("empty", [b"", sse()], ids=["no-events", "only-done"])
+@respx.mock
+async def test_an_empty_stream_for_an_automatic_tool_choice_is_asked_again_unstreamed(
+    gw: None, empty: bytes
+) -> None:
+    """llama-cpp-python streams nothing for tool_choice auto; unstreamed, it calls the tool."""
+    whole = {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+    route = respx.post(URL).mock(
+        side_effect=[httpx.Response(200, content=empty), httpx.Response(200, json=whole)]
+    )
+    events = [e async for e in nbllm.astream("hi", "gw/org/model:v1", tools=[WEATHER], tool_choice="auto")]
+    sent = [json.loads(c.request.content) for c in route.calls]
+    assert [body["stream"] for body in sent] == [True, False]
+    assert [e.kind for e in events if isinstance(e, nbllm.StatusEvent)] == ["retry"]
+    done = events[-1]
+    assert isinstance(done, nbllm.DoneEvent) and [c.name for c in done.result.tool_calls] == ["get_weather"]
+    assert done.result.retries == 1 and nbllm.history()[-1].attempts[0].outcome == "EmptyReplyError"
+
+
+@pytest.mark.parametrize("choice", ["required", "get_weather"])
+@respx.mock
+async def test_an_empty_stream_for_a_required_tool_is_an_error_not_asked_again(gw: None, choice: str) -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(200, content=sse(delta(finish="stop"))))
+    with pytest.raises(nbllm.EmptyReplyError):
+        await call(tools=[WEATHER], tool_choice=choice)
+    assert route.call_count == 1
+
+
 @respx.mock
 async def test_non_streaming(gw: None) -> None:
     payload = {

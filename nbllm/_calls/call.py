@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,7 +24,7 @@ from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pool import lease
 from nbllm._calls.preflight import check_fits
 from nbllm._calls.reply import ReplyState
-from nbllm._calls.request import ChatRequest
+from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import (
     ChatEvent,
     ChatResult,
@@ -119,6 +119,18 @@ def _incomplete_hint(state: ReplyState) -> str:
             "(stream=False) to see the server's own error"
         )
     return "the server or a proxy cut the reply short; the text shown is partial"
+
+
+def _streamed_nothing_for_tools(prepared: PreparedRequest, state: ReplyState) -> bool:
+    """A streamed request that offered tools with an automatic choice got no text and no call."""
+    body = prepared.body
+    return (
+        bool(body.get("stream"))
+        and bool(body.get("tools"))
+        and body.get("tool_choice", "auto") == "auto"
+        and not state.pieces
+        and not state.tools.calls()
+    )
 
 
 def _json_reply(resolved: Resolved, state: ReplyState) -> Any:
@@ -230,6 +242,7 @@ class _Call:
         provider = resolved.provider
         policy = provider.retry
         await check_fits(self.request, resolved, self.options.transport)
+        asking = self.request
         attempt = 0
         while True:
             attempt += 1
@@ -237,7 +250,7 @@ class _Call:
                 wait = limiter_for(provider.name, provider.requests_per_second).reserve()
                 if wait > 0:
                     await self.options.sleep(wait)
-            prepared = prepare(resolved, self.request)
+            prepared = prepare(resolved, asking)
             self.state = state = ReplyState()
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
             self.attempts.append(tried)
@@ -248,6 +261,18 @@ class _Call:
                 ):
                     async for token in read_reply(response, resolved, prepared, state):
                         yield token
+                if _streamed_nothing_for_tools(prepared, state) and not self._too_long(resolved, state):
+                    # llama-cpp-python cannot stream an automatic tool choice and streams nothing;
+                    # the same request unstreamed gets the tool call.
+                    tried.latency_s = time.perf_counter() - state.started
+                    tried.http_status = state.http_status
+                    tried.outcome, tried.error = "EmptyReplyError", "streamed nothing for tool_choice auto"
+                    asking = replace(asking, stream=False)
+                    self.result.retries += 1
+                    yield StatusEvent(
+                        "retry", "the server streamed nothing for an automatic tool choice; asking unstreamed"
+                    )
+                    continue
                 if not state.complete:
                     raise self._too_long(resolved, state) or IncompleteStreamError(
                         f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
@@ -318,11 +343,6 @@ class _Call:
             hint = (
                 "the reply reached its token limit before any text (a reasoning model may spend "
                 "it thinking); raise --max-tokens"
-            )
-        elif self.request.tools and self.request.tool_choice in (None, "auto") and state.events:
-            hint = (
-                "some servers (llama-cpp-python) cannot stream an automatic tool choice: ask with "
-                "--no-stream (stream=False), or name the tool with tool_choice"
             )
         else:
             hint = (
