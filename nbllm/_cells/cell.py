@@ -186,11 +186,10 @@ def combine(rounds: Sequence[ChatResult]) -> ChatResult:
 
 
 def assistant_message(result: ChatResult) -> Message:
-    """The model's turn as the next request repeats it. A turn that only calls tools has no
-    content key: OpenAI accepts null there, but llama-cpp-python's server refuses null (500)."""
-    message: Message = {"role": "assistant"}
-    if result.text or not result.tool_calls:
-        message["content"] = result.text
+    """The model's turn as the next request repeats it. A turn that only calls tools has empty
+    content: OpenAI accepts null or none there, but llama-cpp-python's server refuses null (a 500)
+    and its chat template fails without the key."""
+    message: Message = {"role": "assistant", "content": result.text}
     if result.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
