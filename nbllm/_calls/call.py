@@ -268,6 +268,7 @@ class _Call:
                     tried.http_status = state.http_status
                     tried.outcome, tried.error = "EmptyReplyError", "streamed nothing for tool_choice auto"
                     asking = replace(asking, stream=False)
+                    attempt -= 1  # not one of the retry policy's attempts
                     self.result.retries += 1
                     yield StatusEvent(
                         "retry", "the server streamed nothing for an automatic tool choice; asking unstreamed"
