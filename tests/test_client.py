@@ -179,7 +179,11 @@ async def test_an_empty_stream_for_an_automatic_tool_choice_is_asked_again_unstr
                 "message": {
                     "role": "assistant",
                     "tool_calls": [
-                        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{}"},
+                        }
                     ],
                 },
                 "finish_reason": "tool_calls",
@@ -205,6 +209,25 @@ async def test_an_empty_stream_for_a_required_tool_is_an_error_not_asked_again(g
     with pytest.raises(nbllm.EmptyReplyError):
         await call(tools=[WEATHER], tool_choice=choice)
     assert route.call_count == 1
+
+
+@pytest.mark.parametrize("dead", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
+@respx.mock
+async def test_a_dead_pooled_connection_is_resent_once_at_once(gw: None, dead: type[Exception]) -> None:
+    route = respx.post(URL).mock(
+        side_effect=[dead("closed"), httpx.Response(200, content=sse(delta("Hi"), delta(finish="stop")))]
+    )
+    result = await call()
+    assert result.text == "Hi" and result.retries == 0 and route.call_count == 2
+    assert len(nbllm.history()[-1].attempts) == 1
+
+
+@respx.mock
+async def test_a_connection_that_fails_twice_is_an_error_for_the_retry_policy(gw: None) -> None:
+    route = respx.post(URL).mock(side_effect=httpx.ReadError("closed"))
+    with pytest.raises(nbllm.APIConnectionError, match="failed: closed"):
+        await call()
+    assert route.call_count == 4  # two attempts (max_retries 1), each sent twice
 
 
 @respx.mock

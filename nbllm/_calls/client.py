@@ -57,7 +57,7 @@ async def exchange(
     try:
         for _ in range(MAX_REDIRECTS + 1):
             request = client.build_request("POST", url, headers=headers, json=prepared.body)
-            response = await client.send(request, stream=True)
+            response = await _send(client, request)
             try:
                 state.http_status = response.status_code
                 state.request_id = request_id_of(response.headers)
@@ -115,6 +115,19 @@ async def exchange(
             hint="check that the server is running and the URL's host and port are right "
             f"({resolved.provider.url})",
         ) from exc
+
+
+async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send; once more at once when the pooled connection turns out to be closed.
+
+    A kept-alive connection can die while idle in the pool: servers close idle ones, and
+    llama-cpp-python's leaves one broken after a stream that failed inside the server. The
+    request then fails before any byte of a response. Browsers and urllib3 resend in that case;
+    so does nbllm, once, on a new connection (the pool drops the dead one), before its own retries."""
+    try:
+        return await client.send(request, stream=True)
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+        return await client.send(request, stream=True)
 
 
 def _redirect_target(response: httpx.Response) -> str:
