@@ -23,7 +23,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
         ├── StatusError             the endpoint answered with an HTTP error status
         │   ├── BadRequestError         400, 422 and other 4xx not listed here
         │   │   └── ContextTooLongError the prompt does not fit the model's window
-        │   ├── AuthenticationError     401
+        │   ├── AuthenticationError     401 (or a gateway's 400 that means the same)
         │   ├── PermissionDeniedError   403
         │   ├── NotFoundError           404
         │   │   └── ModelNotFoundError  the server does not know the model id
@@ -171,7 +171,8 @@ class ContextTooLongError(BadRequestError):
 
 
 class AuthenticationError(StatusError):
-    """401: the key is missing, wrong, or sent in the wrong header."""
+    """401 (or LiteLLM's proxy's 400 "No connected db."): the key is missing, wrong, or sent in
+    the wrong header."""
 
 
 class PermissionDeniedError(StatusError):

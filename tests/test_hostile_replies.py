@@ -184,11 +184,13 @@ async def test_transformers_serves_pinned_model_is_model_not_found() -> None:
 
 
 @respx.mock
-async def test_litellms_no_connected_db_hint_names_the_key_not_stream_options() -> None:
+async def test_litellms_no_connected_db_is_a_wrong_key_named_by_its_origin() -> None:
     respx.post(URL).mock(return_value=httpx.Response(400, json={"error": {"message": "No connected db."}}))
-    with pytest.raises(nbllm.BadRequestError) as caught:
+    with pytest.raises(nbllm.AuthenticationError) as caught:
         await ask()
-    assert "master key" in str(caught.value) and "stream_options" not in str(caught.value)
+    said = f"{caught.value} {caught.value.hint}"
+    assert caught.value.status == 400 and "master key" in said and "stream_options" not in said
+    assert "key" in (caught.value.hint or "") and "rejected" in (caught.value.hint or "")
 
 
 @respx.mock

@@ -133,8 +133,12 @@ def error_from_response(
     mentions_model = ("model" in lowered or "pinned to" in lowered) and any(
         w in lowered for w in _MODEL_WORDS
     )
-    if status == 401:
+    # LiteLLM's proxy without a database answers a key that is not its master key this way.
+    litellm_wrong_key = status == 400 and "no connected db" in lowered
+    if status == 401 or litellm_wrong_key:
         _, origin = find_key(provider)
+        if litellm_wrong_key:
+            prefix += " (LiteLLM's proxy says this for a key that is not its master key)"
         return AuthenticationError(
             prefix,
             hint=f"the key was rejected (key {origin}, sent as {_auth_shown(provider.auth)}). Check the key, "
@@ -186,9 +190,7 @@ def error_from_response(
             prefix, hint="the server failed; try again later, or add --fallback models", **common
         )
     if status in (400, 422):
-        if "no connected db" in lowered:  # LiteLLM's proxy, for a key it does not know
-            hint = "LiteLLM's proxy answers this for a key that is not its master key; check the key"
-        elif "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
+        if "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
             hint = (
                 "the server does not take stream_options; turn usage reporting off: "
                 f"%llm_provider model {provider.name} set {model} --caps no-include_usage"
