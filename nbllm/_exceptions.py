@@ -35,7 +35,8 @@ the edge with ``raise ... from exc``. No message ever contains a key.
         └── StreamError             the reply went wrong after a 2xx status (an error event mid-stream)
             ├── IncompleteStreamError  the stream ended without an end marker
             ├── ProtocolError       the reply is not the protocol the server should speak
-            └── EmptyReplyError     the reply ended well but held no text and no tool calls
+            ├── EmptyReplyError     the reply ended well but held no text and no tool calls
+            └── ToolChoiceIgnoredError  a tool call was required (tool_choice) and none came
 """
 
 from __future__ import annotations
@@ -228,3 +229,8 @@ class ProtocolError(StreamError):
 class EmptyReplyError(StreamError):
     """The reply ended properly but held no text and no tool calls: not a success. Servers do
     this for a prompt longer than their context window, or for a request they cannot serve."""
+
+
+class ToolChoiceIgnoredError(StreamError):
+    """`tool_choice` named a function (or said ``required``) and the reply called none: the server
+    ignored the choice. The reply's text is on the error's ``result``."""

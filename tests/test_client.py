@@ -211,6 +211,34 @@ async def test_an_empty_stream_for_a_required_tool_is_an_error_not_asked_again(g
     assert route.call_count == 1
 
 
+@pytest.mark.parametrize("choice", ["required", "get_weather"])
+@pytest.mark.parametrize("stream", [True, False])
+@respx.mock
+async def test_text_where_a_tool_call_was_required_is_an_error_keeping_the_text(
+    gw: None, choice: str, stream: bool
+) -> None:
+    """llama.cpp's llama-server ignores tool_choice for a model whose template has no tools."""
+    reply = (
+        httpx.Response(200, content=sse(delta("Sunny."), delta(finish="stop")))
+        if stream
+        else httpx.Response(
+            200, json={"choices": [{"message": {"content": "Sunny."}, "finish_reason": "stop"}]}
+        )
+    )
+    route = respx.post(URL).mock(return_value=reply)
+    with pytest.raises(nbllm.ToolChoiceIgnoredError, match="requires a tool call") as caught:
+        await call(tools=[WEATHER], tool_choice=choice, stream=stream)
+    assert caught.value.result.text == "Sunny." and "ignored tool_choice" in (caught.value.hint or "")
+    assert route.call_count == 1 and nbllm.history()[-1].error_class == "ToolChoiceIgnoredError"
+
+
+@respx.mock
+async def test_text_for_an_automatic_tool_choice_is_a_reply(gw: None) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(200, content=sse(delta("Sunny."), delta(finish="stop"))))
+    result = await call(tools=[WEATHER], tool_choice="auto")
+    assert result.text == "Sunny." and result.status == "ok" and result.tool_calls == []
+
+
 @pytest.mark.parametrize("dead", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
 @respx.mock
 async def test_a_dead_pooled_connection_is_resent_once_at_once(gw: None, dead: type[Exception]) -> None:

@@ -53,6 +53,7 @@ from nbllm._exceptions import (
     ProtocolError,
     RateLimitError,
     StatusError,
+    ToolChoiceIgnoredError,
     TransportError,
 )
 from nbllm._providers.resolved import Resolved
@@ -131,6 +132,10 @@ def _streamed_nothing_for_tools(prepared: PreparedRequest, state: ReplyState) ->
         and not state.pieces
         and not state.tools.calls()
     )
+
+
+def _tool_call_required(request: ChatRequest) -> bool:
+    return bool(request.tools) and request.tool_choice not in (None, "auto", "none")
 
 
 def _json_reply(resolved: Resolved, state: ReplyState) -> Any:
@@ -282,6 +287,15 @@ class _Call:
                     )
                 if not state.pieces and not state.tools.calls():
                     raise self._too_long(resolved, state) or self._empty(resolved, state)
+                if _tool_call_required(asking) and not state.tools.calls():
+                    raise ToolChoiceIgnoredError(
+                        f"{resolved.qualified_name} answered in text, but tool_choice "
+                        f"{asking.tool_choice!r} requires a tool call",
+                        hint="the server ignored tool_choice (llama.cpp's llama-server does for a model "
+                        "whose chat template has no tools); the text is in nbllm.last(). Use a model "
+                        "that calls tools, or let the model choose (tool_choice auto)",
+                        request_id=state.request_id,
+                    )
                 if self.request.json_mode and not state.tools.calls():
                     self.result.parsed = _json_reply(resolved, state)
             except APIError as error:
