@@ -1,0 +1,85 @@
+"""The conformance suite's servers (one set per session) and its record of what it found.
+
+In CI every server must run (a missing install fails the run). On a developer machine without
+``python tests/conformance/install_servers.py`` the suite is skipped, saying what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbllm._providers import local as local_module
+from tests.conformance import servers as servers_module
+from tests.conformance.findings import FINDINGS, ServerInfo
+from tests.conformance.servers import Server
+
+SERVER_NAMES = ["llamacpp_python", "llama_server", "litellm"]
+INSTALL_HINT = "python tests/conformance/install_servers.py"
+
+
+def _missing() -> list[str]:
+    missing = servers_module.missing_installs()
+    if not local_module.extra_installed():
+        missing.append("the local extra (" + local_module.INSTALL_COMMAND + ")")
+    return missing
+
+
+class Fleet:
+    """The servers, each started on first use and all stopped at the end of the session."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: dict[str, Server] = {}
+
+    def get(self, name: str) -> Server:
+        if name not in self.running:
+            self.running[name] = self._start(name)
+            server = self.running[name]
+            FINDINGS.servers[name] = ServerInfo(name, server.label)
+        return self.running[name]
+
+    def _start(self, name: str) -> Server:
+        if name == "llamacpp_python":
+            server = servers_module.start_llamacpp_python(self.logs)
+        elif name == "llama_server":
+            server = servers_module.start_llama_server(self.logs)
+        else:
+            server = servers_module.start_litellm(self.logs, upstream=self.get("llamacpp_python"))
+        servers_module.wait_ready(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.running.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    missing = _missing()
+    if missing:
+        message = f"conformance servers not installed: {', '.join(missing)}; run {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    fleet = Fleet(tmp_path_factory.mktemp("servers"))
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture(params=SERVER_NAMES)
+def server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
+    return fleet.get(request.param)
+
+
+@pytest.fixture
+def gateway(fleet: Fleet) -> Server:
+    return fleet.get("litellm")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if FINDINGS.results:
+        FINDINGS.write()

@@ -1,0 +1,496 @@
+"""One suite against every real server that runs here (see ``servers.py``), through nbllm's public
+surface only: magics in a real IPython shell, and the Python API.
+
+Every server is expected to behave the same. Where one deviates from OpenAI's API, nbllm must
+still get the reply right or raise an error that names the real cause; the test then records
+the deviation (``FINDINGS.deviation``) instead of skipping. The README's "Compatibility" table is
+made from these findings, and the last test checks that the committed table matches this run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+import nbllm
+from tests.conformance import table
+from tests.conformance.findings import BEHAVIOUR_IDS, FINDINGS
+from tests.conformance.servers import (
+    CANNED_TEXT,
+    CONTEXT_WINDOW,
+    GATEWAY_CANNED,
+    GATEWAY_DEAD_UPSTREAM,
+    GATEWAY_RATE_LIMITED,
+    MODEL,
+    Server,
+)
+
+KEY_ENV = "CONFORMANCE_KEY"
+WRONG_KEY_ENV = "CONFORMANCE_WRONG_KEY"
+UNKNOWN_MODEL = "no-such-model"
+QUESTION = "What is the capital of France? Answer in one sentence."
+WEATHER_PROMPT = "What is the weather in Paris? Use the get_weather tool."
+# Far more than 2,048 tokens in any tokenizer (about 6,000 words).
+OVER_WINDOW_PROMPT = "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 700
+
+SEEN: dict[str, list[str]] = defaultdict(list)
+"""Every text a server's tests were shown (outputs, errors, reprs), for the key check."""
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city.
+
+    city: the city's name, e.g. Paris.
+    """
+    return f"Sunny and 21 degrees in {city}."
+
+
+@dataclass
+class Outcome:
+    text: str
+    """Everything the magic printed or displayed, and its error."""
+    error: str | None
+
+
+def run_magic(ip: Any, server: Server, magic: str, line: str, cell: str | None = None) -> Outcome:
+    with capture_output() as out:
+        try:
+            if cell is None:
+                ip.run_line_magic(magic, line)
+            else:
+                ip.run_cell_magic(magic, line, cell)
+            error = None
+        except UsageError as exc:
+            error = str(exc)
+    texts = [out.stdout, out.stderr, *(str(v) for o in out.outputs for v in o.data.values())]
+    outcome = Outcome("\n".join([*texts, error or ""]), error)
+    SEEN[server.name].append(outcome.text)
+    return outcome
+
+
+def seen_error(server: Server, error: BaseException) -> BaseException:
+    SEEN[server.name].append(f"{error}\n{getattr(error, 'hint', '')}\n{error!r}")
+    return error
+
+
+@pytest.fixture(autouse=True)
+def shell_shows_text(ip: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """%%chat prints as in a terminal; displays are captured as text and HTML."""
+    magics = ip.magics_manager.registry["ChatMagics"]
+    monkeypatch.setattr(magics, "display_mode", "terminal")
+    monkeypatch.setattr(ip.display_formatter, "active_types", ["text/plain", "text/html"])
+    yield
+
+
+@pytest.fixture
+def provider(ip: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """`server` registered as a user would: its key in an environment variable."""
+    return register(ip, server, monkeypatch)
+
+
+def register(ip: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    monkeypatch.setenv(KEY_ENV, server.key)
+    models = " ".join(f"--model {m}" for m in [f"{MODEL}={CONTEXT_WINDOW}", *server.gateway_models])
+    outcome = run_magic(
+        ip,
+        server,
+        "llm_provider",
+        f"add {server.name} --url {server.base_url} --key-env {KEY_ENV} {models} --caps tools,json",
+    )
+    assert outcome.error is None, outcome.text
+    return server
+
+
+def qualified(server: Server, model: str = MODEL) -> str:
+    return f"{server.name}/{model}"
+
+
+# -- registration and the endpoint check ------------------------------------------------------
+
+
+def test_register(ip: Any, provider: Server) -> None:
+    shown = run_magic(ip, provider, "llm_provider", f"show {provider.name}")
+    assert shown.error is None and KEY_ENV in shown.text and provider.base_url in shown.text
+    assert nbllm.get_store().resolve(qualified(provider)).spec.context_window == CONTEXT_WINDOW
+    FINDINGS.ok(provider.name, "register")
+
+
+def doctor_lines(text: str) -> dict[str, tuple[str, str]]:
+    """check -> (mark, detail) from the report's plain-text form."""
+    found = {}
+    for match in re.finditer(r"^  (\S) ([\w ]+): (.*)$", text, re.MULTILINE):
+        found[match.group(2)] = (match.group(1), match.group(3))
+    return found
+
+
+def test_doctor(ip: Any, provider: Server) -> None:
+    outcome = run_magic(ip, provider, "llm_provider", f"test {qualified(provider)}")
+    checks = doctor_lines(outcome.text)
+    assert outcome.error is None and checks, outcome.text
+    assert checks["chat"][0] == "\N{CHECK MARK}", outcome.text
+    assert checks["models"][0] == "\N{CHECK MARK}", outcome.text
+    if checks["usage"][0] == "!":
+        FINDINGS.deviation(provider.name, "doctor", NO_STREAMED_USAGE)
+    else:
+        FINDINGS.ok(provider.name, "doctor")
+
+
+def test_discover(ip: Any, provider: Server) -> None:
+    outcome = run_magic(ip, provider, "llm_provider", f"discover {provider.name}")
+    assert outcome.error is None, outcome.text
+    listed = re.findall(r"^  (\S+)    \(", outcome.text, re.MULTILINE)
+    assert MODEL in listed, outcome.text
+    assert f"{MODEL}    (registered)" in outcome.text
+    FINDINGS.ok(provider.name, "discover")
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def chat_cell(
+    ip: Any, server: Server, options: str, cell: str = QUESTION
+) -> tuple[Outcome, nbllm.ChatResult]:
+    outcome = run_magic(ip, server, "chat", f"{qualified(server)} -t 0 --seed 1 {options}", cell)
+    result = nbllm.last()
+    assert result is not None
+    SEEN[server.name].append(repr(result) + result.footer())
+    return outcome, result
+
+
+NO_STREAMED_USAGE = (
+    "Sends no token usage in a stream, even when asked (`stream_options.include_usage`); nbllm "
+    "estimates the counts and marks them ~ (footer, history, panel), and `%llm_provider test` says so."
+)
+
+
+def check_usage(server: Server, behaviour: str, result: nbllm.ChatResult) -> None:
+    assert result.usage.completion_tokens > 0 and result.usage.prompt_tokens > 0
+    if not result.usage.estimated:
+        FINDINGS.ok(server.name, behaviour)
+    elif behaviour == "stream":
+        FINDINGS.deviation(server.name, behaviour, NO_STREAMED_USAGE)
+    else:
+        FINDINGS.deviation(
+            server.name, behaviour, "Sends no token usage in a whole reply; nbllm estimates the counts (~)."
+        )
+
+
+def test_streamed_reply(ip: Any, provider: Server) -> None:
+    outcome, result = chat_cell(ip, provider, "--max-tokens 24")
+    assert outcome.error is None, outcome.text
+    assert result.status == "ok" and "Paris" in result.text
+    assert outcome.text.startswith(result.text)  # streamed to the output, then the footer
+    assert result.ttft_s is not None and 0 < result.ttft_s <= result.latency_s  # type: ignore[operator]
+    record = nbllm.history()[-1]
+    assert record.status == "ok" and record.ttft_s == result.ttft_s
+    FINDINGS.measure(provider.name, "stream_ttft_s", result.ttft_s)
+    check_usage(provider, "stream", result)
+
+
+def test_whole_reply(ip: Any, provider: Server) -> None:
+    outcome, result = chat_cell(ip, provider, "--max-tokens 24 --no-stream")
+    assert outcome.error is None, outcome.text
+    assert result.status == "ok" and "Paris" in result.text and result.finish_reason is not None
+    check_usage(provider, "whole", result)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_wrong_key(ip: Any, provider: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = "sk-wrong-" + provider.key[::-1]
+    monkeypatch.setenv(WRONG_KEY_ENV, wrong)
+    added = run_magic(
+        ip,
+        provider,
+        "llm_provider",
+        f"add wrong --url {provider.base_url} --key-env {WRONG_KEY_ENV} --model {MODEL}",
+    )
+    assert added.error is None
+    outcome = run_magic(ip, provider, "chat", f"wrong/{MODEL} --max-tokens 4", QUESTION)
+    assert outcome.error is not None
+    with pytest.raises(nbllm.APIError) as info:
+        nbllm.chat(QUESTION, f"wrong/{MODEL}", max_tokens=4)
+    error = seen_error(provider, info.value)
+    assert isinstance(error, nbllm.AuthenticationError), f"{type(error).__name__}: {error}"
+    assert WRONG_KEY_ENV in f"{error} {error.hint}", "the error should name the key's variable"
+    assert wrong not in outcome.text and wrong not in str(error)
+    assert nbllm.history()[-1].status == "error"
+    if error.status == 401:
+        FINDINGS.ok(provider.name, "wrong_key")
+    else:
+        FINDINGS.deviation(
+            provider.name,
+            "wrong_key",
+            f"Answers a wrong key with {error.status}, not 401; nbllm recognises the server's "
+            "message and raises AuthenticationError naming the key's variable.",
+        )
+
+
+def test_unknown_model(ip: Any, provider: Server) -> None:
+    run_magic(ip, provider, "llm_provider", f"model {provider.name} add {UNKNOWN_MODEL}")
+    try:
+        result = nbllm.chat(QUESTION, qualified(provider, UNKNOWN_MODEL), max_tokens=8)
+    except nbllm.APIError as exc:
+        error = seen_error(provider, exc)
+        assert isinstance(error, nbllm.APIError)
+        said = f"{error} {error.hint}"
+        assert UNKNOWN_MODEL in said and "discover" in said, said
+        if isinstance(error, nbllm.ModelNotFoundError) and error.status == 404:
+            FINDINGS.ok(provider.name, "unknown_model")
+        else:
+            FINDINGS.deviation(
+                provider.name,
+                "unknown_model",
+                f"Answers an unknown model id with {error.status}, not 404; nbllm reads the "
+                f"server's message and raises {type(error).__name__} naming the id, with a hint "
+                "to run `%llm_provider discover`.",
+            )
+        return
+    # The server answered anyway: the one model it has loaded replied under the asked-for id.
+    assert result.status == "ok" and result.text
+    doctor = run_magic(ip, provider, "llm_provider", f"test {qualified(provider, UNKNOWN_MODEL)}")
+    assert doctor_lines(doctor.text).get("model id", ("?",))[0] == "!", doctor.text
+    FINDINGS.deviation(
+        provider.name,
+        "unknown_model",
+        "Answers any model id with the model it has loaded (200, no error); nbllm cannot tell from "
+        "the reply, but `%llm_provider test` warns that the id is not among the served models.",
+    )
+
+
+def test_over_window_is_stopped_before_sending(provider: Server) -> None:
+    sent_before = len(nbllm.history())
+    with pytest.raises(nbllm.ContextTooLongError) as info:
+        nbllm.chat(OVER_WINDOW_PROMPT, qualified(provider), max_tokens=16)
+    error = seen_error(provider, info.value)
+    assert "nothing was sent" in str(error) and f"{CONTEXT_WINDOW:,}" in str(error)
+    assert len(nbllm.history()) == sent_before + 0 or nbllm.history()[-1].status == "error"
+    FINDINGS.ok(provider.name, "over_window_preflight")
+    FINDINGS.measure(provider.name, "over_window_counted_by_server", "server's tokenizer" in str(error))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_over_window_sent_anyway(provider: Server, stream: bool) -> None:
+    behaviour = "over_window_stream" if stream else "over_window_whole"
+    with pytest.raises(nbllm.APIError) as info:
+        nbllm.chat(OVER_WINDOW_PROMPT, qualified(provider), max_tokens=16, stream=stream, check_context=False)
+    error = seen_error(provider, info.value)
+    assert isinstance(error, nbllm.ContextTooLongError), f"{type(error).__name__}: {error}"
+    assert nbllm.history()[-1].status == "error"
+    if error.status == 400:
+        FINDINGS.ok(provider.name, behaviour)
+    elif error.status is not None:
+        FINDINGS.deviation(
+            provider.name,
+            behaviour,
+            f"Refuses an over-long prompt with {error.status}, not 400; nbllm reads the message and "
+            "raises ContextTooLongError.",
+        )
+    else:
+        FINDINGS.deviation(
+            provider.name,
+            behaviour,
+            "Answers an over-long prompt with an empty 200 reply, no error; nbllm raises "
+            "ContextTooLongError (the prompt fills the window) instead of returning an empty reply.",
+        )
+
+
+# -- tools --------------------------------------------------------------------------------------
+
+
+WEATHER_TOOL = nbllm.tool_schema(get_weather)
+
+
+def check_tool_call(server: Server, result: nbllm.ChatResult) -> None:
+    (call,) = result.tool_calls
+    assert call.name == "get_weather" and call.id
+    assert "city" in call.parsed_arguments()
+
+
+IGNORED_TOOL_CHOICE = (
+    "Ignores `tool_choice` (named or required) with this model and answers in text; nbllm raises "
+    "ToolChoiceIgnoredError saying so, with the text on the error's result."
+)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_named_tool_choice(provider: Server, stream: bool) -> None:
+    behaviour = "tool_named_stream" if stream else "tool_named_whole"
+    try:
+        result = nbllm.chat(
+            WEATHER_PROMPT, qualified(provider), tools=[WEATHER_TOOL], tool_choice="get_weather",
+            stream=stream, temperature=0, max_tokens=64,
+        )  # fmt: skip
+    except nbllm.ToolChoiceIgnoredError as exc:
+        error = seen_error(provider, exc)
+        assert isinstance(error, nbllm.ToolChoiceIgnoredError) and error.result is not None
+        assert error.result.text and nbllm.history()[-1].status == "error"
+        FINDINGS.deviation(provider.name, behaviour, IGNORED_TOOL_CHOICE)
+        return
+    check_tool_call(provider, result)
+    FINDINGS.ok(provider.name, behaviour)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_auto_tool_choice(provider: Server, stream: bool) -> None:
+    """With `auto` the model may call the tool or answer in text; both are replies."""
+    behaviour = "tool_auto_stream" if stream else "tool_auto_whole"
+    result = nbllm.chat(
+        WEATHER_PROMPT, qualified(provider), tools=[WEATHER_TOOL], tool_choice="auto",
+        stream=stream, temperature=0, max_tokens=64,
+    )  # fmt: skip
+    assert result.status == "ok" and (result.tool_calls or result.text)
+    if result.tool_calls:
+        check_tool_call(provider, result)
+    first_attempt = nbllm.history()[-1].attempts[0]
+    if stream and first_attempt.outcome == "EmptyReplyError":
+        assert result.retries == 1, nbllm.history()[-1].attempts
+        FINDINGS.deviation(
+            provider.name,
+            behaviour,
+            "Streams nothing (200, no text, no tool call) for `tool_choice` auto; nbllm asks again "
+            "unstreamed, shows that as a retry, and returns the reply.",
+        )
+    elif stream and result.tool_calls and result.finish_reason != "tool_calls":
+        FINDINGS.deviation(
+            provider.name,
+            behaviour,
+            f"Ends a tool call with finish_reason {result.finish_reason!r}, not 'tool_calls'; nbllm "
+            "goes by the tool calls it received.",
+        )
+    else:
+        FINDINGS.ok(provider.name, behaviour)
+
+
+def test_chat_tools_runs_the_tool(ip: Any, provider: Server) -> None:
+    ip.user_ns["get_weather"] = get_weather
+    options = "--tools get_weather --tool-choice get_weather --max-tokens 64"
+    outcome, result = chat_cell(ip, provider, options, WEATHER_PROMPT)
+    if outcome.error is not None and "ToolChoiceIgnoredError" in outcome.error:
+        assert "ignored tool_choice" in outcome.text and result.text in outcome.text
+        FINDINGS.deviation(provider.name, "chat_tools", IGNORED_TOOL_CHOICE)
+        return
+    assert outcome.error is None, outcome.text
+    assert "[tool] get_weather(" in outcome.text and "Sunny and 21 degrees in Paris" in outcome.text
+    assert result.status == "ok" and result.text, "after the tool ran, the model should answer"
+    FINDINGS.ok(provider.name, "chat_tools")
+
+
+# -- JSON, cancelling, concurrency ------------------------------------------------------------
+
+
+def test_json_mode(ip: Any, provider: Server) -> None:
+    outcome, result = chat_cell(
+        ip, provider, "--json --max-tokens 64 -o answer",
+        'Give the capital of France as a JSON object like {"capital": "..."}.',
+    )  # fmt: skip
+    assert outcome.error is None, outcome.text
+    assert isinstance(ip.user_ns["answer"], dict | list) and result.parsed == ip.user_ns["answer"]
+    FINDINGS.ok(provider.name, "json_mode")
+
+
+async def test_cancel_mid_stream_then_call_again(provider: Server) -> None:
+    events = nbllm.astream("Count from 1 to 200, one number per line.", qualified(provider), max_tokens=400)
+    tokens = 0
+    async for event in events:
+        if isinstance(event, nbllm.TokenEvent):
+            tokens += 1
+            if tokens == 3:
+                break
+    await events.aclose()  # type: ignore[attr-defined]
+    assert nbllm.history()[-1].status == "cancelled"
+    started = time.perf_counter()
+    again = await nbllm.achat(QUESTION, qualified(provider), max_tokens=16, temperature=0)
+    FINDINGS.measure(provider.name, "call_after_cancel_s", time.perf_counter() - started)
+    assert again.status == "ok" and again.text
+    FINDINGS.ok(provider.name, "cancel")
+
+
+async def test_sixteen_concurrent_streams(provider: Server) -> None:
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(nbllm.achat(f"Say the number {n}.", qualified(provider), max_tokens=12) for n in range(16))
+    )
+    FINDINGS.measure(provider.name, "sixteen_concurrent_s", time.perf_counter() - started)
+    assert [r.status for r in results] == ["ok"] * 16
+    assert all(r.text for r in results)
+    assert sum(1 for record in nbllm.history() if record.status == "ok") == 16
+    FINDINGS.ok(provider.name, "concurrent")
+
+
+# -- fallbacks through the gateway ------------------------------------------------------------
+
+
+def test_fallback_after_rate_limit(ip: Any, gateway: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(ip, gateway, monkeypatch)
+    outcome = run_magic(
+        ip, gateway, "chat",
+        f"{qualified(gateway, GATEWAY_RATE_LIMITED)} --fallback {qualified(gateway, GATEWAY_CANNED)}",
+        QUESTION,
+    )  # fmt: skip
+    result = nbllm.last()
+    assert outcome.error is None, outcome.text
+    assert result is not None and result.text == CANNED_TEXT
+    assert result.model == qualified(gateway, GATEWAY_CANNED)
+    assert result.fallbacks == [qualified(gateway, GATEWAY_RATE_LIMITED)]
+    record = nbllm.history()[-1]
+    assert record.attempts[0].http_status == 429 and record.attempts[-1].outcome == "ok"
+    FINDINGS.ok(gateway.name, "fallback_rate_limited")
+
+
+def test_fallback_after_dead_upstream(ip: Any, gateway: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(ip, gateway, monkeypatch)
+    result = nbllm.chat(
+        QUESTION,
+        qualified(gateway, GATEWAY_DEAD_UPSTREAM),
+        fallback=qualified(gateway),
+        max_tokens=24,
+        temperature=0,
+    )
+    assert result.status == "ok" and "Paris" in result.text
+    assert result.model == qualified(gateway) and result.fallbacks == [
+        qualified(gateway, GATEWAY_DEAD_UPSTREAM)
+    ]
+    FINDINGS.ok(gateway.name, "fallback_dead_upstream")
+
+
+# -- last: the key, and the table -------------------------------------------------------------
+
+
+def test_key_never_shown(ip: Any, provider: Server) -> None:
+    for line in ("list", f"show {provider.name}"):
+        run_magic(ip, provider, "llm_provider", line)
+    seen = SEEN[provider.name]
+    assert len(seen) > 5, "the suite's other tests should have run first"
+    seen += [repr(provider_config) for provider_config in nbllm.get_store().providers.values()]
+    leaks = [text for text in seen if provider.key in text]
+    assert leaks == [], "\n---\n".join(leaks)
+    FINDINGS.ok(provider.name, "key_hidden")
+
+
+def test_readme_table_matches_this_run() -> None:
+    expected_rows = {name: set(BEHAVIOUR_IDS) for name in ("llamacpp_python", "llama_server")}
+    expected_rows["litellm"] = set(BEHAVIOUR_IDS)
+    found = {server: set(rows) for server, rows in FINDINGS.results.items()}
+    gateway_only = {"fallback_rate_limited", "fallback_dead_upstream"}
+    for name in ("llamacpp_python", "llama_server"):
+        expected_rows[name] -= gateway_only
+    if found != expected_rows:
+        pytest.skip("only part of the conformance suite ran, so the table cannot be checked")
+    fresh = table.render(json.loads(json.dumps(FINDINGS.to_json())))
+    committed = table.readme_table(table.README.read_text())
+    assert committed == fresh, (
+        "README.md's Compatibility table differs from this run; update it with "
+        "`python tests/conformance/table.py --write` (the run wrote tests/results/conformance.json)"
+    )
