@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython.core.error import UsageError
 
 import nbllm
 from nbllm._providers import local as local_module
@@ -148,14 +147,32 @@ def test_named_tool_choice_returns_a_whole_tool_call(local: Any) -> None:
     assert "city" in call.parsed_arguments()
 
 
-def test_capabilities_match_the_server(local: Any, ip: Any) -> None:
-    def lookup(city: str) -> str:
-        """Weather for a city."""
+def test_capabilities_match_the_server(local: Any, ip: Any, capsys: Any) -> None:
+    asked: list[str] = []
+
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        asked.append(city)
         return "sunny"
 
-    ip.user_ns["lookup"] = lookup
-    with pytest.raises(UsageError, match="'tools'"):
-        ip.run_cell_magic("chat", "local/smollm2 --tools lookup", "hi")  # auto tool choice: refused up front
+    ip.user_ns["get_weather"] = get_weather
+    magics = ip.magics_manager.registry["ChatMagics"]
+    magics.display_mode = "terminal"
+    try:
+        # An automatic choice: the model may answer in text or call the tool (when it calls it,
+        # the server streams nothing and nbllm asks unstreamed; see tests/conformance). A
+        # named choice makes it call the tool.
+        for choice in ("auto", "get_weather"):
+            ip.run_cell_magic(
+                "chat",
+                f"local/smollm2 --tools get_weather --tool-choice {choice} -t 0 --max-tokens 32 --new",
+                "What is the weather in Paris?",
+            )
+            result = nbllm.last()
+            assert result is not None and result.status == "ok" and result.text
+    finally:
+        magics.display_mode = "auto"
+    assert asked and "[tool] get_weather(" in capsys.readouterr().out
     ip.run_cell_magic(
         "chat", "local/smollm2 --json -o data -t 0", "Reply with a JSON object with key city and value Paris."
     )
