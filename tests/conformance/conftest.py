@@ -17,7 +17,7 @@ from tests.conformance import servers as servers_module
 from tests.conformance.findings import FINDINGS, ServerInfo
 from tests.conformance.servers import Server
 
-SERVER_NAMES = ["llamacpp_python", "llama_server", "litellm"]
+SERVER_NAMES = ["llamacpp_python", "llama_server", "litellm", "transformers"]
 INSTALL_HINT = "python tests/conformance/install_servers.py"
 
 
@@ -47,6 +47,8 @@ class Fleet:
             server = servers_module.start_llamacpp_python(self.logs)
         elif name == "llama_server":
             server = servers_module.start_llama_server(self.logs)
+        elif name == "transformers":
+            server = servers_module.start_transformers(self.logs)
         else:
             server = servers_module.start_litellm(self.logs, upstream=self.get("llamacpp_python"))
         servers_module.wait_ready(server)

@@ -8,6 +8,9 @@
   It is linked statically, so the binary outlives the build tree, which is then deleted.
 - the LiteLLM proxy, pinned (newer releases need a certifi the package registries here lack), in
   a venv of its own so its many dependencies never change the versions nbllm is tested with.
+- Hugging Face's ``transformers serve`` with CPU torch, in a venv of its own, and SmolLM2 turned
+  from the GGUF into a model folder (``gguf_to_hf.py``) inside a hand-made Hugging Face cache,
+  since the server lists and loads models from that cache and there is no model hub here.
 
 Everything goes under ``.servers/`` (git-ignored). The conformance suite starts and stops the
 servers itself (``tests/conformance/servers.py``).
@@ -15,6 +18,7 @@ servers itself (``tests/conformance/servers.py``).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import shutil
 import subprocess
@@ -28,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVERS_DIR = ROOT / ".servers"
 LITELLM_REQUIREMENT = "litellm[proxy]==1.106.2"
 LLAMA_CPP_PYTHON = "llama-cpp-python"
+# torch 2.13.0 is a CPU build these machines hold as a local file; a looser pin pulls CUDA builds.
+TRANSFORMERS_REQUIREMENTS = ["torch==2.13.0", "transformers[serving]==5.23.0", "gguf==0.19.0"]
+TRANSFORMERS_MODEL = "nbllm/SmolLM2-135M-Instruct-Q4_1"
+"""The id `transformers serve` knows the converted model by (dequantized from the bundled GGUF)."""
 
 
 def llama_server_path() -> Path:
@@ -39,6 +47,16 @@ def llama_server_path() -> Path:
 def litellm_path() -> Path:
     """The LiteLLM proxy's entry point inside its own venv."""
     return SERVERS_DIR / "litellm" / "bin" / "litellm"
+
+
+def transformers_path() -> Path:
+    """`transformers serve`'s entry point inside its own venv."""
+    return SERVERS_DIR / "transformers" / "bin" / "transformers"
+
+
+def hf_cache_path() -> Path:
+    """The Hugging Face cache holding only `TRANSFORMERS_MODEL` (HF_HUB_CACHE for the server)."""
+    return SERVERS_DIR / "hf-cache"
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> None:
@@ -105,9 +123,47 @@ def install_litellm() -> None:
     print(f"LiteLLM: installed {LITELLM_REQUIREMENT} in {time.monotonic() - started:.0f} s")
 
 
+def install_transformers() -> None:
+    entry = transformers_path()
+    snapshot = hf_cache_path() / f"models--{TRANSFORMERS_MODEL.replace('/', '--')}"
+    if entry.exists() and snapshot.exists():
+        print(f"transformers serve: kept {entry} and {TRANSFORMERS_MODEL}")
+        return
+    from nbllm._providers.local import bundled_model_path
+
+    started = time.monotonic()
+    venv = entry.parent.parent
+    run(sys.executable, "-m", "venv", "--clear", venv)
+    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", *TRANSFORMERS_REQUIREMENTS)
+    with tempfile.TemporaryDirectory(prefix="smollm2-hf-") as scratch:
+        folder = Path(scratch) / "model"
+        run(venv / "bin" / "python", Path(__file__).with_name("gguf_to_hf.py"), bundled_model_path(), folder)
+        shutil.rmtree(snapshot, ignore_errors=True)
+        _cache_model(folder, snapshot)
+    took = time.monotonic() - started
+    print(f"transformers serve: installed, {TRANSFORMERS_MODEL} converted, in {took:.0f} s")
+
+
+def _cache_model(folder: Path, repo: Path) -> None:
+    """Lay `folder` out as the Hugging Face cache does: files stored once under blobs/ by their
+    hash, linked from snapshots/REVISION/, and refs/main naming that revision."""
+    files = sorted(path for path in folder.iterdir() if path.is_file())
+    revision = hashlib.sha1("".join(f.name for f in files).encode()).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for path in files:
+        blob = repo / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.move(path, blob)
+        (snapshot / path.name).symlink_to(Path("..", "..", "blobs", blob.name))
+
+
 def main() -> None:
     SERVERS_DIR.mkdir(exist_ok=True)
     install_litellm()
+    install_transformers()
     build_llama_server()
 
 

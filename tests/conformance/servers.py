@@ -20,7 +20,13 @@ from pathlib import Path
 import httpx
 
 from nbllm._providers.local import bundled_model_path, free_port
-from tests.conformance.install_servers import litellm_path, llama_server_path
+from tests.conformance.install_servers import (
+    TRANSFORMERS_MODEL,
+    hf_cache_path,
+    litellm_path,
+    llama_server_path,
+    transformers_path,
+)
 
 MODEL = "smollm2"
 CONTEXT_WINDOW = 2048
@@ -45,6 +51,8 @@ class Server:
     key: str
     process: subprocess.Popen[bytes]
     log: Path
+    model: str = MODEL
+    """The id the server serves SmolLM2 under."""
     gateway_models: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +70,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _installed_version(entry: Path, package: str) -> str:
+    """`package`'s version in the venv that `entry` (a script in its bin/) belongs to."""
+    code = f"import importlib.metadata as m; print(m.version({package!r}))"
+    found = subprocess.run([str(entry.parent / "python"), "-c", code], capture_output=True, text=True)
+    return found.stdout.strip() or "?"
 
 
 def new_key() -> str:
@@ -151,10 +166,7 @@ general_settings:
     env = os.environ | {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False"}
     entry = litellm_path()
     command = [str(entry), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    version = subprocess.run(
-        [str(entry.parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    version = _installed_version(entry, "litellm")
     return Server(
         name="litellm",
         title="LiteLLM proxy",
@@ -164,6 +176,27 @@ general_settings:
         process=_spawn(command, log, env),
         log=log,
         gateway_models=[GATEWAY_CANNED, GATEWAY_RATE_LIMITED, GATEWAY_DEAD_UPSTREAM],
+    )
+
+
+def start_transformers(logs: Path) -> Server:
+    """Hugging Face's `transformers serve`, pinned to SmolLM2 from the hand-made cache, offline.
+    It has no authentication: the key the suite registers is sent and ignored."""
+    port = free_port()
+    log = logs / "transformers.log"
+    entry = transformers_path()
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hf_cache_path())}
+    command = [str(entry), "serve", "--host", "127.0.0.1", "--port", str(port), TRANSFORMERS_MODEL]
+    version = _installed_version(entry, "transformers")
+    return Server(
+        name="transformers",
+        title="transformers serve",
+        version=version,
+        base_url=f"http://127.0.0.1:{port}/v1",
+        key=new_key(),
+        process=_spawn(command, log, env),
+        log=log,
+        model=TRANSFORMERS_MODEL,
     )
 
 
@@ -188,5 +221,10 @@ def wait_ready(server: Server, probe: Callable[[Server], bool] | None = None) ->
 
 def missing_installs() -> list[str]:
     """What `install_servers.py` has not installed yet (empty when every server can start)."""
-    wanted = {"llama-server": llama_server_path(), "LiteLLM": litellm_path()}
+    wanted = {
+        "llama-server": llama_server_path(),
+        "LiteLLM": litellm_path(),
+        "transformers serve": transformers_path(),
+        "its model": hf_cache_path(),
+    }
     return [name for name, path in wanted.items() if not path.exists()]

@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import nbllm
 from tests.conformance import table
+from tests.conformance.conftest import SERVER_NAMES
 from tests.conformance.findings import BEHAVIOUR_IDS, FINDINGS
 from tests.conformance.servers import (
     CANNED_TEXT,
@@ -31,7 +33,6 @@ from tests.conformance.servers import (
     GATEWAY_CANNED,
     GATEWAY_DEAD_UPSTREAM,
     GATEWAY_RATE_LIMITED,
-    MODEL,
     Server,
 )
 
@@ -40,8 +41,8 @@ WRONG_KEY_ENV = "CONFORMANCE_WRONG_KEY"
 UNKNOWN_MODEL = "no-such-model"
 QUESTION = "What is the capital of France? Answer in one sentence."
 WEATHER_PROMPT = "What is the weather in Paris? Use the get_weather tool."
-# Far more than 2,048 tokens in any tokenizer (about 6,000 words).
-OVER_WINDOW_PROMPT = "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 700
+# More than 2,048 tokens in any tokenizer (about 2,300 words), yet quick to read for a CPU.
+OVER_WINDOW_PROMPT = "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 260
 
 SEEN: dict[str, list[str]] = defaultdict(list)
 """Every text a server's tests were shown (outputs, errors, reprs), for the key check."""
@@ -100,7 +101,7 @@ def provider(ip: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> Server
 
 def register(ip: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
     monkeypatch.setenv(KEY_ENV, server.key)
-    models = " ".join(f"--model {m}" for m in [f"{MODEL}={CONTEXT_WINDOW}", *server.gateway_models])
+    models = " ".join(f"--model {m}" for m in [f"{server.model}={CONTEXT_WINDOW}", *server.gateway_models])
     outcome = run_magic(
         ip,
         server,
@@ -111,8 +112,8 @@ def register(ip: Any, server: Server, monkeypatch: pytest.MonkeyPatch) -> Server
     return server
 
 
-def qualified(server: Server, model: str = MODEL) -> str:
-    return f"{server.name}/{model}"
+def qualified(server: Server, model: str | None = None) -> str:
+    return f"{server.name}/{model or server.model}"
 
 
 # -- registration and the endpoint check ------------------------------------------------------
@@ -149,8 +150,8 @@ def test_discover(ip: Any, provider: Server) -> None:
     outcome = run_magic(ip, provider, "llm_provider", f"discover {provider.name}")
     assert outcome.error is None, outcome.text
     listed = re.findall(r"^  (\S+)    \(", outcome.text, re.MULTILINE)
-    assert MODEL in listed, outcome.text
-    assert f"{MODEL}    (registered)" in outcome.text
+    assert provider.model in listed, outcome.text
+    assert f"{provider.model}    (registered)" in outcome.text
     FINDINGS.ok(provider.name, "discover")
 
 
@@ -173,18 +174,6 @@ NO_STREAMED_USAGE = (
 )
 
 
-def check_usage(server: Server, behaviour: str, result: nbllm.ChatResult) -> None:
-    assert result.usage.completion_tokens > 0 and result.usage.prompt_tokens > 0
-    if not result.usage.estimated:
-        FINDINGS.ok(server.name, behaviour)
-    elif behaviour == "stream":
-        FINDINGS.deviation(server.name, behaviour, NO_STREAMED_USAGE)
-    else:
-        FINDINGS.deviation(
-            server.name, behaviour, "Sends no token usage in a whole reply; nbllm estimates the counts (~)."
-        )
-
-
 def test_streamed_reply(ip: Any, provider: Server) -> None:
     outcome, result = chat_cell(ip, provider, "--max-tokens 24")
     assert outcome.error is None, outcome.text
@@ -194,14 +183,47 @@ def test_streamed_reply(ip: Any, provider: Server) -> None:
     record = nbllm.history()[-1]
     assert record.status == "ok" and record.ttft_s == result.ttft_s
     FINDINGS.measure(provider.name, "stream_ttft_s", result.ttft_s)
-    check_usage(provider, "stream", result)
+    assert result.usage.completion_tokens > 0 and result.usage.prompt_tokens > 0
+    notes = [] if ends_with_done(provider) else [NO_DONE]
+    if result.usage.estimated:
+        notes.append(NO_STREAMED_USAGE)
+    if notes:
+        FINDINGS.deviation(provider.name, "stream", " ".join(notes))
+    else:
+        FINDINGS.ok(provider.name, "stream")
+
+
+NO_DONE = "Ends a stream without `data: [DONE]`; nbllm takes the finish reason as the end."
+
+
+def ends_with_done(server: Server) -> bool:
+    """Whether the server's own stream ends with ``data: [DONE]`` (read raw, outside nbllm)."""
+    body = {
+        "model": server.model,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 4,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json=body,
+        headers={"Authorization": f"Bearer {server.key}"}, timeout=120,
+    ) as response:  # fmt: skip
+        data = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    assert data, "the server streamed no events"
+    return data[-1] == "[DONE]"
 
 
 def test_whole_reply(ip: Any, provider: Server) -> None:
     outcome, result = chat_cell(ip, provider, "--max-tokens 24 --no-stream")
     assert outcome.error is None, outcome.text
     assert result.status == "ok" and "Paris" in result.text and result.finish_reason is not None
-    check_usage(provider, "whole", result)
+    assert result.usage.completion_tokens > 0 and result.usage.prompt_tokens > 0
+    if result.usage.estimated:
+        FINDINGS.deviation(
+            provider.name, "whole", "Sends no token usage in a whole reply; nbllm estimates the counts (~)."
+        )
+    else:
+        FINDINGS.ok(provider.name, "whole")
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -211,20 +233,27 @@ def test_wrong_key(ip: Any, provider: Server, monkeypatch: pytest.MonkeyPatch) -
     wrong = "sk-wrong-" + provider.key[::-1]
     monkeypatch.setenv(WRONG_KEY_ENV, wrong)
     added = run_magic(
-        ip,
-        provider,
-        "llm_provider",
-        f"add wrong --url {provider.base_url} --key-env {WRONG_KEY_ENV} --model {MODEL}",
-    )
+        ip, provider, "llm_provider",
+        f"add wrong --url {provider.base_url} --key-env {WRONG_KEY_ENV} --model {provider.model}",
+    )  # fmt: skip
     assert added.error is None
-    outcome = run_magic(ip, provider, "chat", f"wrong/{MODEL} --max-tokens 4", QUESTION)
-    assert outcome.error is not None
+    outcome = run_magic(ip, provider, "chat", f"wrong/{provider.model} --max-tokens 4", QUESTION)
+    assert wrong not in outcome.text
+    if outcome.error is None:  # the server checks no key at all
+        assert nbllm.history()[-1].status == "ok"
+        FINDINGS.deviation(
+            provider.name,
+            "wrong_key",
+            "Has no authentication: any key, or none, is accepted. nbllm cannot tell; keep such a "
+            "server on loopback or behind a gateway.",
+        )
+        return
     with pytest.raises(nbllm.APIError) as info:
-        nbllm.chat(QUESTION, f"wrong/{MODEL}", max_tokens=4)
+        nbllm.chat(QUESTION, f"wrong/{provider.model}", max_tokens=4)
     error = seen_error(provider, info.value)
     assert isinstance(error, nbllm.AuthenticationError), f"{type(error).__name__}: {error}"
     assert WRONG_KEY_ENV in f"{error} {error.hint}", "the error should name the key's variable"
-    assert wrong not in outcome.text and wrong not in str(error)
+    assert wrong not in str(error)
     assert nbllm.history()[-1].status == "error"
     if error.status == 401:
         FINDINGS.ok(provider.name, "wrong_key")
@@ -283,9 +312,21 @@ def test_over_window_is_stopped_before_sending(provider: Server) -> None:
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_over_window_sent_anyway(provider: Server, stream: bool) -> None:
     behaviour = "over_window_stream" if stream else "over_window_whole"
-    with pytest.raises(nbllm.APIError) as info:
-        nbllm.chat(OVER_WINDOW_PROMPT, qualified(provider), max_tokens=16, stream=stream, check_context=False)
-    error = seen_error(provider, info.value)
+    try:
+        result = nbllm.chat(
+            OVER_WINDOW_PROMPT, qualified(provider), max_tokens=16, stream=stream, check_context=False
+        )
+    except nbllm.APIError as exc:
+        error = seen_error(provider, exc)
+    else:
+        assert result.status == "ok" and result.text
+        FINDINGS.deviation(
+            provider.name,
+            behaviour,
+            "Enforces no context window of its own and answers a prompt longer than the one "
+            "declared; only nbllm's pre-flight check (the row above) stops it.",
+        )
+        return
     assert isinstance(error, nbllm.ContextTooLongError), f"{type(error).__name__}: {error}"
     assert nbllm.history()[-1].status == "error"
     if error.status == 400:
@@ -330,7 +371,7 @@ def test_named_tool_choice(provider: Server, stream: bool) -> None:
     try:
         result = nbllm.chat(
             WEATHER_PROMPT, qualified(provider), tools=[WEATHER_TOOL], tool_choice="get_weather",
-            stream=stream, temperature=0, max_tokens=64,
+            stream=stream, temperature=0, max_tokens=32,
         )  # fmt: skip
     except nbllm.ToolChoiceIgnoredError as exc:
         error = seen_error(provider, exc)
@@ -348,7 +389,7 @@ def test_auto_tool_choice(provider: Server, stream: bool) -> None:
     behaviour = "tool_auto_stream" if stream else "tool_auto_whole"
     result = nbllm.chat(
         WEATHER_PROMPT, qualified(provider), tools=[WEATHER_TOOL], tool_choice="auto",
-        stream=stream, temperature=0, max_tokens=64,
+        stream=stream, temperature=0, max_tokens=32,
     )  # fmt: skip
     assert result.status == "ok" and (result.tool_calls or result.text)
     if result.tool_calls:
@@ -375,7 +416,7 @@ def test_auto_tool_choice(provider: Server, stream: bool) -> None:
 
 def test_chat_tools_runs_the_tool(ip: Any, provider: Server) -> None:
     ip.user_ns["get_weather"] = get_weather
-    options = "--tools get_weather --tool-choice get_weather --max-tokens 64"
+    options = "--tools get_weather --tool-choice get_weather --max-tokens 32"
     outcome, result = chat_cell(ip, provider, options, WEATHER_PROMPT)
     if outcome.error is not None and "ToolChoiceIgnoredError" in outcome.error:
         assert "ignored tool_choice" in outcome.text and result.text in outcome.text
@@ -392,7 +433,7 @@ def test_chat_tools_runs_the_tool(ip: Any, provider: Server) -> None:
 
 def test_json_mode(ip: Any, provider: Server) -> None:
     outcome, result = chat_cell(
-        ip, provider, "--json --max-tokens 64 -o answer",
+        ip, provider, "--json --max-tokens 32 -o answer",
         'Give the capital of France as a JSON object like {"capital": "..."}.',
     )  # fmt: skip
     assert outcome.error is None, outcome.text
@@ -401,7 +442,7 @@ def test_json_mode(ip: Any, provider: Server) -> None:
 
 
 async def test_cancel_mid_stream_then_call_again(provider: Server) -> None:
-    events = nbllm.astream("Count from 1 to 200, one number per line.", qualified(provider), max_tokens=400)
+    events = nbllm.astream("Count from 1 to 200, one number per line.", qualified(provider), max_tokens=120)
     tokens = 0
     async for event in events:
         if isinstance(event, nbllm.TokenEvent):
@@ -480,12 +521,10 @@ def test_key_never_shown(ip: Any, provider: Server) -> None:
 
 
 def test_readme_table_matches_this_run() -> None:
-    expected_rows = {name: set(BEHAVIOUR_IDS) for name in ("llamacpp_python", "llama_server")}
+    gateway_only = {"fallback_rate_limited", "fallback_dead_upstream"}
+    expected_rows = {name: set(BEHAVIOUR_IDS) - gateway_only for name in SERVER_NAMES}
     expected_rows["litellm"] = set(BEHAVIOUR_IDS)
     found = {server: set(rows) for server, rows in FINDINGS.results.items()}
-    gateway_only = {"fallback_rate_limited", "fallback_dead_upstream"}
-    for name in ("llamacpp_python", "llama_server"):
-        expected_rows[name] -= gateway_only
     if found != expected_rows:
         pytest.skip("only part of the conformance suite ran, so the table cannot be checked")
     fresh = table.render(json.loads(json.dumps(FINDINGS.to_json())))
