@@ -18,6 +18,7 @@ servers itself (``tests/conformance/servers.py``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import importlib.metadata
 import shutil
@@ -59,8 +60,16 @@ def hf_cache_path() -> Path:
     return SERVERS_DIR / "hf-cache"
 
 
-def run(*command: str | Path, cwd: Path | None = None) -> None:
-    subprocess.run([str(part) for part in command], cwd=cwd, check=True)
+def run(*command: str | Path, log: Path | None = None) -> None:
+    """Run `command`; with `log`, its output goes there (and its end is printed if it fails)."""
+    if log is None:
+        subprocess.run([str(part) for part in command], check=True)
+        return
+    with log.open("ab") as sink:
+        done = subprocess.run([str(part) for part in command], stdout=sink, stderr=subprocess.STDOUT)
+    if done.returncode:
+        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, done.args)
 
 
 def build_llama_server() -> None:
@@ -70,6 +79,9 @@ def build_llama_server() -> None:
         return
     version = importlib.metadata.version(LLAMA_CPP_PYTHON)
     started = time.monotonic()
+    log = SERVERS_DIR / "llama-server-build.log"
+    log.unlink(missing_ok=True)
+    print(f"llama-server: building (about 6 minutes on 2 cores; output in {log})")
     with tempfile.TemporaryDirectory(prefix="llama-server-build-") as scratch:
         work = Path(scratch)
         run(
@@ -104,8 +116,9 @@ def build_llama_server() -> None:
             "-DLLAMA_CURL=OFF",
             "-DLLAMA_BUILD_TESTS=OFF",
             "-DLLAMA_BUILD_EXAMPLES=OFF",
+            log=log,
         )
-        run("cmake", "--build", build, "--target", "llama-server", "--parallel")
+        run("cmake", "--build", build, "--target", "llama-server", "--parallel", log=log)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(build / "bin" / "llama-server", target)
     print(f"llama-server: built {target} in {time.monotonic() - started:.0f} s")
@@ -161,10 +174,13 @@ def _cache_model(folder: Path, repo: Path) -> None:
 
 
 def main() -> None:
+    """Install all three at once: the compile keeps both cores busy, the pip installs mostly
+    wait on downloads and disks, so side by side they take little more than the compile."""
     SERVERS_DIR.mkdir(exist_ok=True)
-    install_litellm()
-    install_transformers()
-    build_llama_server()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        jobs = [pool.submit(job) for job in (build_llama_server, install_litellm, install_transformers)]
+        for job in jobs:
+            job.result()
 
 
 if __name__ == "__main__":
