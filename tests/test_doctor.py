@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import nbllm
+from nbllm._calls.doctor import diagnose
 from nbllm.testing import LoopbackServer, serve
 from tests.helpers import SENTINEL_KEY
 
@@ -74,3 +77,26 @@ def test_discover_errors_are_usage_errors(ip: Any, server: LoopbackServer) -> No
     run(ip, "add dead --url http://127.0.0.1:9/v1")
     with pytest.raises(UsageError, match="server is running"):
         ip.run_line_magic("llm_provider", "discover dead")
+
+
+@pytest.mark.parametrize(("finish", "verdict"), [("length", "ok"), ("stop", "fail")])
+async def test_a_one_token_probe_whose_token_holds_no_text(finish: str, verdict: str) -> None:
+    """One token can be part of a multi-byte character, or thinking: no text yet, but an answer."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
+            {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1}},
+        ]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
+
+    nbllm.get_store().add_provider(nbllm.ProviderConfig(name="p", url="http://h.test/v1", models=["m"]))
+    report = await diagnose(nbllm.get_store(), "p/m", transport=httpx.MockTransport(reply))
+    checks = {finding.check: finding for finding in report.findings}
+    assert checks["chat"].verdict == verdict
+    if verdict == "ok":
+        assert "held no text" in checks["chat"].detail and checks["usage"].verdict == "ok"

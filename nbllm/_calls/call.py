@@ -374,6 +374,7 @@ class _Call:
     def _finish(self) -> None:
         result, state = self.result, self.state
         result.text = state.text
+        result.finish_reason = state.finish_reason
         result.reasoning = state.reasoning
         result.tool_calls = state.tools.calls()
         result.request_id = state.request_id

@@ -19,7 +19,14 @@ from nbllm._calls.call import CallOptions, run_call
 from nbllm._calls.errors import error_from_response
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
-from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, MissingKeyError, NbllmError
+from nbllm._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    EmptyReplyError,
+    MissingKeyError,
+    NbllmError,
+)
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
 from nbllm._providers.resolved import Resolved
@@ -185,12 +192,18 @@ async def _check_call(
     request = ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
     try:
         result = await run_call(request, [resolved], CallOptions(transport=transport))
+        ttft = f"{result.ttft_s:.2f} s" if result.ttft_s is not None else "no token"
+        report.add("chat", "ok", f"one-token streaming call answered; first token after {ttft}")
+    except EmptyReplyError as exc:
+        if exc.result is None or exc.result.finish_reason != "length":
+            report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
+            return
+        # One token can hold no text (part of a multi-byte character, or thinking): an answer.
+        result = exc.result
+        report.add("chat", "ok", "one-token streaming call answered (the token held no text)")
     except NbllmError as exc:
-        hint = exc.hint or ""
-        report.add("chat", "fail", str(exc).split("\n")[0], hint)
+        report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
         return
-    ttft = f"{result.ttft_s:.2f} s" if result.ttft_s is not None else "no token"
-    report.add("chat", "ok", f"one-token streaming call answered; first token after {ttft}")
     if result.usage.estimated:
         report.add(
             "usage",
