@@ -266,7 +266,8 @@ class _Call:
                 ):
                     async for token in read_reply(response, resolved, prepared, state):
                         yield token
-                if _streamed_nothing_for_tools(prepared, state) and not self._too_long(resolved, state):
+                too_long = self._too_long(resolved, state)  # None unless nothing came back
+                if too_long is None and _streamed_nothing_for_tools(prepared, state):
                     # llama-cpp-python cannot stream an automatic tool choice and streams nothing;
                     # the same request unstreamed gets the tool call.
                     tried.latency_s = time.perf_counter() - state.started
@@ -280,13 +281,13 @@ class _Call:
                     )
                     continue
                 if not state.complete:
-                    raise self._too_long(resolved, state) or IncompleteStreamError(
+                    raise too_long or IncompleteStreamError(
                         f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
                         hint=_incomplete_hint(state),
                         request_id=state.request_id,
                     )
                 if not state.pieces and not state.tools.calls():
-                    raise self._too_long(resolved, state) or self._empty(resolved, state)
+                    raise too_long or self._empty(resolved, state)
                 if _tool_call_required(asking) and not state.tools.calls():
                     raise ToolChoiceIgnoredError(
                         f"{resolved.qualified_name} answered in text, but tool_choice "
