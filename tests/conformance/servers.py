@@ -13,7 +13,6 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +199,7 @@ def start_transformers(logs: Path) -> Server:
     )
 
 
-def wait_ready(server: Server, probe: Callable[[Server], bool] | None = None) -> None:
+def wait_ready(server: Server) -> None:
     """Wait until the server lists its models (with its key), or fail with its log."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -210,7 +209,7 @@ def wait_ready(server: Server, probe: Callable[[Server], bool] | None = None) ->
             answer = httpx.get(
                 f"{server.base_url}/models", headers={"Authorization": f"Bearer {server.key}"}, timeout=5
             )
-            if answer.status_code == 200 and (probe is None or probe(server)):
+            if answer.status_code == 200:
                 return
         except httpx.HTTPError:
             pass
