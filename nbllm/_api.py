@@ -40,6 +40,7 @@ class RequestOptions(TypedDict, total=False):
     json: bool
     json_schema: dict[str, Any] | None
     stream: bool | None
+    effort: str | None
     check_context: bool
 
 
@@ -118,11 +119,14 @@ def chat(
     reply in `nbllm.last()`.
 
     Options (keyword only, see `RequestOptions`): system, fallback, temperature, max_tokens,
-    stop, seed, tools, tool_choice, json, json_schema, stream, check_context.
+    stop, seed, tools, tool_choice, json, json_schema, stream, effort, check_context.
     `tools` are Python functions (described from their signature and docstring, see
     `tool_schema`) or OpenAI tool schemas; the model's calls are on ``result.tool_calls``.
     `json=True` asks for JSON and decodes it into ``result.parsed``. `stream=None` streams
-    when the model is flagged for it. A prompt that does not fit the model's declared context
+    when the model is flagged for it. `effort` ("none", "low", "medium", "high") tells a
+    reasoning model how hard to think, in the shape its provider expects (its
+    ``reasoning_style``); the thinking is on ``result.reasoning``, apart from ``result.text``.
+    A prompt that does not fit the model's declared context
     window is refused before sending (`ContextTooLongError`) unless `check_context=False`.
     Raises an `nbllm.NbllmError` subclass on failure; the partial result is on the error's
     ``result``."""
@@ -145,7 +149,8 @@ def astream(
     model: str | None = None,
     **options: Unpack[RequestOptions],
 ) -> AsyncIterator[ChatEvent]:
-    """Yield `TokenEvent`, `StatusEvent` and `ToolCallEvent` as the reply arrives, then
+    """Yield `TokenEvent`, `ReasoningEvent` (thinking), `StatusEvent` and `ToolCallEvent` as
+    the reply arrives, then
     `DoneEvent`. The options are `chat`'s, checked here, before the first event."""
     request, routes = _build(prompt, model, options)
     return stream_call(request, routes)

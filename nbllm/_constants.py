@@ -99,3 +99,11 @@ LOCAL_CONTEXT_WINDOW = 2048
 
 LOCAL_READY_TIMEOUT_S = 120.0
 """How long `%llm_provider local start` waits for the server to answer before giving up."""
+
+EFFORTS = ("none", "low", "medium", "high")
+"""The values of ``--effort`` (``effort=``): how hard a reasoning model thinks; none turns it off."""
+
+REASONING_STYLES = ("openai", "openrouter", "deepseek", "template")
+"""How a provider is told the effort (see `nbllm._calls.wire.reasoning`): OpenAI's
+``reasoning_effort``, OpenRouter's ``reasoning`` object, DeepSeek's ``thinking`` switch, or the
+chat template's ``enable_thinking`` (Qwen3 and others on vLLM and llama.cpp)."""

@@ -34,6 +34,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
         │   └── APITimeoutError     connect or read timeout
         └── StreamError             the reply went wrong after a 2xx status (an error event mid-stream)
             ├── IncompleteStreamError  the stream ended without an end marker
+            │   └── ThinkingBudgetError  a reasoning model spent its token limit thinking
             ├── ProtocolError       the reply is not the protocol the server should speak
             ├── EmptyReplyError     the reply ended well but held no text and no tool calls
             └── ToolChoiceIgnoredError  a tool call was required (tool_choice) and none came
@@ -219,6 +220,12 @@ class StreamError(APIError):
 
 class IncompleteStreamError(StreamError):
     """The stream ended with neither `[DONE]` nor a finish_reason."""
+
+
+class ThinkingBudgetError(IncompleteStreamError):
+    """A reasoning model used up its token limit thinking: the answer is empty or cut off.
+    The thinking is kept (on the error's ``result.reasoning``); a retry would end the same way,
+    so none is made."""
 
 
 class ProtocolError(StreamError):

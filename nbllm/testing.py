@@ -21,6 +21,17 @@ stream ends with neither finish_reason nor ``[DONE]``), ``finish_no_done``
 ``byte_writes`` (one byte per write), ``slow_first_byte`` (wait ``seconds`` before the
 response starts), ``unknown_model`` (404 model_not_found).
 
+Reasoning (``reasoning="…"``): every reply thinks first, in the wire shape a kind of server
+uses (``reasoning_shape=``, one of `REASONING_SHAPES`): ``reasoning_content`` (llama.cpp's
+``llama-server``, DeepSeek, LM Studio, vLLM up to 0.10), ``reasoning`` (vLLM, Ollama),
+``openrouter`` (``reasoning`` plus the same text in ``reasoning_details``), ``details`` (only
+``reasoning_details``: a summary and an encrypted part) or ``think_tags`` (``<think>…</think>``
+at the start of the content, as servers without a reasoning parser send it). Usage then counts
+the thinking in ``completion_tokens_details.reasoning_tokens``. ``chunk_chars=N`` sends the
+text N characters per event instead of a word per event (1 splits a tag at every character).
+A request's ``max_tokens`` is honoured: the reply, thinking included, is cut at that many
+tokens with finish reason ``length``.
+
 Framing (``framing=``): ``"chunked"`` (the default) sends each server-sent event as its own
 HTTP chunk and keeps the connection alive, as uvicorn, vLLM, llama.cpp and OpenAI do;
 ``"bytes"`` splits every event into chunks of 1 to 3 bytes; ``"body"`` sends the stream
@@ -70,6 +81,9 @@ SHUTDOWN_POLL_S = 0.05
 made every `serve()` block wait about that long to end (half the test suite's time)."""
 
 FRAMINGS = ("chunked", "bytes", "body")
+
+REASONING_SHAPES = ("reasoning_content", "reasoning", "openrouter", "details", "think_tags")
+"""The wire shapes of a model's thinking that the server can send (see the module docstring)."""
 
 CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 """OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
@@ -139,6 +153,16 @@ class _ClientGone(Exception):
     pass
 
 
+@dataclass
+class _Script:
+    """One reply as the server sends it."""
+
+    answer: str | list[ScriptedToolCall]
+    deltas: list[dict[str, Any]]
+    thinking_tokens: int
+    finish: str
+
+
 def split_tokens(text: str) -> list[str]:
     """Words with their trailing space: the server's notion of a token."""
     return re.findall(r"\S+\s*|\s+", text)
@@ -160,11 +184,24 @@ class LoopbackServer:
         usage: bool = True,
         framing: str = "chunked",
         stamp_tokens: bool = False,
+        reasoning: str | None = None,
+        reasoning_shape: str = "reasoning_content",
+        chunk_chars: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if framing not in FRAMINGS:
             raise ValueError(f"unknown framing {framing!r}; choose from {', '.join(FRAMINGS)}")
+        if reasoning_shape not in REASONING_SHAPES:
+            raise ValueError(
+                f"unknown reasoning shape {reasoning_shape!r}; choose from {', '.join(REASONING_SHAPES)}"
+            )
+        if chunk_chars is not None and chunk_chars < 1:
+            raise ValueError("chunk_chars should be at least 1")
+        self.reasoning = reasoning
+        """Thinking every reply starts with (None: the model does not think)."""
+        self.reasoning_shape = reasoning_shape
+        self.chunk_chars = chunk_chars
         self.reply = reply
         self.echo = echo
         self.tool_calls = list(tool_calls or [])
@@ -393,27 +430,71 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
 
-    def _usage(self, body: dict[str, Any], completion: int) -> dict[str, int]:
+    def _usage(self, body: dict[str, Any], completion: int, thinking: int = 0) -> dict[str, Any]:
         prompt = sum(len(split_tokens(str(m.get("content") or ""))) + 4 for m in body["messages"])
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if self.state.reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": thinking}
+        return usage
 
-    def _deltas(self, answer: str | list[ScriptedToolCall]) -> list[dict[str, Any]]:
-        if isinstance(answer, str):
-            return [{"content": token} for token in split_tokens(answer)]
-        deltas = []
-        for index, call in enumerate(answer):
-            arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
-            head = {"index": index, "id": f"call_{index}", "type": "function"}
-            deltas.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
-            for start in range(0, len(arguments), 7):  # argument JSON split mid-token, as servers do
-                piece = arguments[start : start + 7]
-                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    def _pieces(self, text: str) -> list[str]:
+        """The server's tokens: words, or `chunk_chars` characters each."""
+        size = self.state.chunk_chars
+        if size is None:
+            return split_tokens(text)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    def _thinking_deltas(self, thinking: str) -> list[dict[str, Any]]:
+        shape = self.state.reasoning_shape
+        deltas: list[dict[str, Any]] = []
+        for piece in self._pieces(thinking):
+            if shape == "reasoning_content":
+                deltas.append({"reasoning_content": piece})
+            elif shape == "reasoning":
+                deltas.append({"reasoning": piece})
+            elif shape == "openrouter":
+                detail = {"type": "reasoning.text", "text": piece, "format": "unknown", "index": 0}
+                deltas.append({"reasoning": piece, "reasoning_details": [detail]})
+            else:  # details only: a summary, as OpenAI's models behind OpenRouter send
+                deltas.append({"reasoning_details": [{"type": "reasoning.summary", "summary": piece}]})
+        if shape == "details" and deltas:
+            deltas.append({"reasoning_details": [{"type": "reasoning.encrypted", "data": "gAAAA-opaque"}]})
         return deltas
+
+    def _script(self, body: dict[str, Any]) -> _Script:
+        """The reply to `body` as stream deltas: thinking first, then the text or tool calls,
+        cut at the request's ``max_tokens`` (one delta is one token)."""
+        answer = self.state.answer_for(body)
+        thinking = self.state.reasoning
+        deltas: list[dict[str, Any]] = []
+        if thinking and self.state.reasoning_shape == "think_tags":
+            deltas = [{"content": p} for p in self._pieces(f"<think>\n{thinking}\n</think>\n\n")]
+        elif thinking:
+            deltas = self._thinking_deltas(thinking)
+        thinking_count = len(deltas)
+        if isinstance(answer, str):
+            deltas += [{"content": token} for token in self._pieces(answer)]
+        else:
+            for index, call in enumerate(answer):
+                arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+                head = {"index": index, "id": f"call_{index}", "type": "function"}
+                deltas.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+                for start in range(0, len(arguments), 7):  # argument JSON split mid-token, as servers do
+                    piece = arguments[start : start + 7]
+                    deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        finish = "stop" if isinstance(answer, str) else "tool_calls"
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(deltas):
+            deltas, finish = deltas[:limit], "length"
+        return _Script(answer, deltas, min(thinking_count, len(deltas)), finish)
 
     def _stream(self, body: dict[str, Any], fault: Fault | None) -> None:
         kind = fault.kind if fault else None
-        answer = self.state.answer_for(body)
-        deltas = self._deltas(answer)
+        script = self._script(body)
         end = b"\r\n" if kind == "crlf" else b"\n"
         framing = self.state.framing
         chunked = framing != "body"
@@ -444,15 +525,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.send_header("x-request-id", f"req-{len(self.state.requests)}")
         self.end_headers()
-        if self._stream_events(body, fault, answer, deltas, event, end, send) and chunked:
+        if self._stream_events(body, fault, script, event, end, send) and chunked:
             self._write(b"0\r\n\r\n")  # the end of the body; the connection stays open
 
     def _stream_events(
         self,
         body: dict[str, Any],
         fault: Fault | None,
-        answer: str | list[ScriptedToolCall],
-        deltas: list[dict[str, Any]],
+        script: _Script,
         event: Callable[[Any], None],
         end: bytes,
         send: Callable[[bytes], None],
@@ -461,7 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
         send(b": nbllm-testing" + end)
         pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
-        for index, delta in enumerate(deltas):
+        for index, delta in enumerate(script.deltas):
             if fault and index == fault.after_chunks:
                 if kind == "reset":
                     self._reset()
@@ -485,11 +565,11 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if kind == "no_done":
             return True
-        finish = "tool_calls" if isinstance(answer, list) else "stop"
-        event(self._chunk(body, {}, finish))
+        event(self._chunk(body, {}, script.finish))
         include_usage = (body.get("stream_options") or {}).get("include_usage")
         if self.state.usage and include_usage:
-            event({**self._chunk(body, {}), "choices": [], "usage": self._usage(body, len(deltas))})
+            usage = self._usage(body, len(script.deltas), script.thinking_tokens)
+            event({**self._chunk(body, {}), "choices": [], "usage": usage})
         if kind != "finish_no_done":
             event("[DONE]")
         return True
@@ -514,24 +594,8 @@ class _Handler(BaseHTTPRequestHandler):
                 200, {"error": {"message": fault.message if fault else "", "type": "server_error"}}
             )
             return
-        answer = self.state.answer_for(body)
-        message: dict[str, Any] = {"role": "assistant", "content": None}
-        if isinstance(answer, str):
-            message["content"] = answer
-            completion = len(split_tokens(answer))
-        else:
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{i}",
-                    "type": "function",
-                    "function": {
-                        "name": c.name,
-                        "arguments": c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
-                    },
-                }
-                for i, c in enumerate(answer)
-            ]
-            completion = 10
+        script = self._script(body)
+        message = self._message(script)
         payload: dict[str, Any] = {
             "id": "chatcmpl-nbllm-testing",
             "object": "chat.completion",
@@ -541,13 +605,45 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "stop" if isinstance(answer, str) else "tool_calls",
+                    "finish_reason": script.finish,
                 }
             ],
         }
         if self.state.usage:
-            payload["usage"] = self._usage(body, completion)
+            payload["usage"] = self._usage(body, len(script.deltas), script.thinking_tokens)
         self._send_json(200, payload)
+
+    def _message(self, script: _Script) -> dict[str, Any]:
+        """A whole reply's message: the stream's deltas joined, thinking in its shape's field."""
+        content = "".join(d.get("content", "") for d in script.deltas)
+        message: dict[str, Any] = {"role": "assistant", "content": content or None}
+        thought = script.deltas[: script.thinking_tokens]
+        thinking = "".join(d.get("reasoning_content") or d.get("reasoning") or "" for d in thought)
+        shape = self.state.reasoning_shape
+        if thinking and shape in ("reasoning_content", "reasoning"):
+            message[shape] = thinking
+        elif thinking and shape == "openrouter":
+            message["reasoning"] = thinking
+            message["reasoning_details"] = [{"type": "reasoning.text", "text": thinking, "index": 0}]
+        elif shape == "details" and script.thinking_tokens:
+            details = [d["reasoning_details"][0] for d in thought]
+            summary = "".join(d.get("summary", "") for d in details)
+            message["reasoning_details"] = [{"type": "reasoning.summary", "summary": summary}] + [
+                d for d in details if d["type"] == "reasoning.encrypted"
+            ]
+        if isinstance(script.answer, list):
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
+                    },
+                }
+                for i, c in enumerate(script.answer)
+            ]
+        return message
 
 
 @contextmanager

@@ -18,9 +18,11 @@ def test_defaults_match_design() -> None:
         "vision": False,
         "prompt_cache": False,
         "json": False,
+        "reasoning": False,
         "streaming": True,
         "include_usage": True,
     }
+    assert config.reasoning_style is None  # decided by the host (see nbllm._calls.wire.reasoning)
 
 
 @pytest.mark.parametrize(

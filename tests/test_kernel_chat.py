@@ -139,3 +139,43 @@ def test_panel_discover_runs_on_the_kernel_loop_without_blocking(kernel: KernelS
     kernel.check("import asyncio\nawait asyncio.sleep(0.5)")
     second = kernel.check("print(panel.providers.discovered, panel.messages[-1])\npanel.close()")
     assert "['test-model']" in second.stdout() and "serves 1 model(s)" in second.stdout()
+
+
+def widget_states(execution: Execution) -> list[dict[str, Any]]:
+    """The widget state updates the kernel sent (``comm_msg`` with method update)."""
+    return [
+        m["content"]["data"]["state"]
+        for m in execution.of_type("comm_msg")
+        if m["content"]["data"].get("method") == "update"
+    ]
+
+
+def test_thinking_streams_into_a_collapsed_section_then_the_answer_below(kernel: KernelSession) -> None:
+    thinking = " ".join(f"t{i:03d}" for i in range(80))
+    answer = "The answer is " + " ".join(f"a{i:02d}" for i in range(20))
+    with serve(reply=answer, reasoning=thinking, tokens_per_s=100) as thinker:
+        kernel.check(f"%llm_provider add thinker --url {thinker.base_url} --model m=100000 --caps reasoning")
+        started = time.monotonic()
+        execution = kernel.execute("%%chat thinker/m\nwhy?", timeout=30)
+        elapsed = time.monotonic() - started
+    assert execution.status == "ok"
+    displays = execution.displays()
+    assert len({m["content"]["transient"]["display_id"] for m in displays}) == 1  # one handle
+    assert displays[0]["content"]["data"]["text/markdown"].startswith("*waiting for first token")
+    widget_view = "application/vnd.jupyter.widget-view+json"
+    widget_frames = [d for d in displays if widget_view in d["content"]["data"]]
+    assert len(widget_frames) == 1  # shown once; then only its widgets' values change
+    states = widget_states(execution)
+    titles = [s["titles"][0] for s in states if "titles" in s]
+    assert titles[0].startswith("Thinking") and titles[-1].startswith("Thought for")
+    values = [s["value"] for s in states if "value" in s and "t000" in s["value"]]
+    assert len(values) >= 3 and "t079" in values[-1] and len(values[0]) < len(values[-1])  # it grew live
+    assert len(values) <= elapsed / 0.05 + 5  # throttled, not one update per token
+    assert all(s.get("selected_index") is None for s in states)  # the kernel never opens or shuts it
+    answers = [s["outputs"] for s in states if s.get("outputs")]
+    assert "The answer is a00" in answers[-1][0]["data"]["text/markdown"]  # the answer streamed below
+    final = displays[-1]["content"]
+    markdown = final["data"]["text/markdown"]
+    assert markdown.startswith("<details><summary><i>Thought for ")
+    assert "t079" in markdown and markdown.index("</details>") < markdown.index(answer)
+    assert final["metadata"]["nbllm"]["reasoning_tokens"] == 80

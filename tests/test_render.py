@@ -175,3 +175,50 @@ def test_nothing_overwrites_the_final_frame() -> None:
     view.tick()
     view.status(StatusEvent("retry", "late event", 1.0, 2, 3))
     assert "text/plain" in recorder.frames[-1][1]
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_thinking_is_a_collapsed_section_that_updates_in_place_then_the_answer() -> None:
+    view, recorder, clock = make_view(interval_s=0.05, stretch_chars=0)
+    view.start()
+    view.reasoning("Let me <i>see</i>")
+    assert view.frame is not None and WIDGET_VIEW in recorder.frames[-1][1]  # the frame replaces the wait
+    frame = view.frame
+    assert frame.section.selected_index is None and frame.section.titles[0].startswith("Thinking")
+    frames_before = len(recorder.frames)
+    clock.now += 0.001
+    view.reasoning(" more")
+    assert frame._thinking.value.count("more") == 0  # coalesced until due
+    clock.now += 0.06
+    view.tick()
+    assert "Let me &lt;i&gt;see&lt;/i&gt; more" in frame._thinking.value
+    assert len(recorder.frames) == frames_before  # updated through the widgets, no new output
+    frame.section.selected_index = 0  # the user opens it; nothing the view does shuts it
+    clock.now += 1.0
+    view.tick()  # no new thinking: the clock in the title still moves
+    assert frame.section.titles[0].startswith("Thinking\N{HORIZONTAL ELLIPSIS} 1 s")
+    view.token("Answer.")
+    assert frame.section.titles[0].startswith("Thought for 1.1 s") and frame.section.selected_index == 0
+    assert "Answer." in frame.answer.outputs[0]["data"]["text/markdown"]
+    result = ok_result("Answer.", reasoning="Let me <i>see</i> more", thinking_s=1.06)
+    result.usage.reasoning_tokens = 6
+    view.finish(result)
+    final = recorder.frames[-1][1]
+    assert final["text/markdown"].startswith("<details><summary><i>Thought for 1.1 s, 6 tokens</i></summary>")
+    assert "&lt;i&gt;see&lt;/i&gt;" in final["text/markdown"] and "Answer." in final["text/markdown"]
+    assert final["text/plain"].startswith("[Thought for 1.1 s, 6 tokens; the thinking is in nbllm.last()")
+    assert view.frame is None and {f[3] for f in recorder.frames} == {view.handle.display_id}
+
+
+def test_final_only_mode_draws_no_widget_and_shows_thinking_open_when_asked() -> None:
+    recorder = Recorder()
+    view = LiveView("p/m", live=False, display=recorder, show_thinking=True)
+    view.start()
+    view.reasoning("hmm")
+    view.token("Yes.")
+    view.finish(ok_result("Yes.", reasoning="hmm"))
+    assert len(recorder.frames) == 1 and view.frame is None
+    assert recorder.frames[0][1]["text/markdown"].startswith("<details open>")
+    assert recorder.frames[0][1]["text/plain"].startswith("[Thought]\nhmm\n[answer]\nYes.")

@@ -53,6 +53,7 @@ from nbllm._exceptions import (
     ProtocolError,
     RateLimitError,
     StatusError,
+    ThinkingBudgetError,
     ToolChoiceIgnoredError,
     TransportError,
 )
@@ -98,6 +99,8 @@ def plan_routes(
 
 
 def _retryable(error: APIError, state: ReplyState) -> bool:
+    if isinstance(error, ThinkingBudgetError):  # the same request would think just as long
+        return False
     if isinstance(error, StatusError):
         return error.status is not None and is_retryable_status(error.status)
     if isinstance(error, IncompleteStreamError):
@@ -132,6 +135,11 @@ def _streamed_nothing_for_tools(prepared: PreparedRequest, state: ReplyState) ->
         and not state.pieces
         and not state.tools.calls()
     )
+
+
+def _thought(state: ReplyState) -> bool:
+    """Whether the reply spent tokens thinking (as text, or counted by the server)."""
+    return bool(state.thoughts) or bool(state.reasoning_tokens)
 
 
 def _tool_call_required(request: ChatRequest) -> bool:
@@ -286,6 +294,8 @@ class _Call:
                         hint=_incomplete_hint(state),
                         request_id=state.request_id,
                     )
+                if state.finish_reason == "length" and not state.tools.calls() and _thought(state):
+                    raise self._thinking_budget(resolved, state, asking)
                 if not state.pieces and not state.tools.calls():
                     raise too_long or self._empty(resolved, state)
                 if _tool_call_required(asking) and not state.tools.calls():
@@ -354,6 +364,28 @@ class _Call:
             request_id=state.request_id,
         )
 
+    def _thinking_budget(
+        self, resolved: Resolved, state: ReplyState, asking: ChatRequest
+    ) -> ThinkingBudgetError:
+        """The reply hit its token limit after thinking: the answer is missing or cut off."""
+        usage = state.usage
+        limit = asking.max_tokens or (usage.completion_tokens if usage else None)
+        spent = f"all {limit:,}" if limit else "all its"
+        model = resolved.qualified_name
+        if state.pieces:
+            thinking = state.reasoning_tokens or default_counter().count_text(state.reasoning)
+            counted = "" if state.reasoning_tokens else "about "
+            of = f" of its {limit:,}" if limit else ""
+            message = f"{model} spent {counted}{thinking:,}{of} tokens thinking, and its answer was cut off"
+        else:
+            message = f"{model} spent {spent} tokens thinking and wrote no answer"
+        return ThinkingBudgetError(
+            message,
+            hint="raise --max-tokens (max_tokens=), or think less with --effort low; the thinking "
+            "so far is in nbllm.last().reasoning",
+            request_id=state.request_id,
+        )
+
     def _empty(self, resolved: Resolved, state: ReplyState) -> EmptyReplyError:
         if state.finish_reason == "length":
             hint = (
@@ -382,13 +414,21 @@ class _Call:
         result.latency_s = time.perf_counter() - self.started
         if state.first_token_at is not None:
             result.ttft_s = state.first_token_at - self.started
+        result.thinking_s = state.thinking_s
+        counter = default_counter()
         if state.usage is not None:
-            result.usage = state.usage
+            result.usage = replace(state.usage)
         else:
             generated = state.text + "".join(c.arguments for c in result.tool_calls)
-            counter = default_counter()
             prompt = counter.messages(self.request.messages)
-            result.usage = Usage(prompt, counter.count_text(generated), estimated=True)
+            thinking = counter.count_text(result.reasoning) if result.reasoning else 0
+            result.usage = Usage(prompt, counter.count_text(generated) + thinking, estimated=True)
+        if state.reasoning_tokens:
+            result.usage.reasoning_tokens = min(state.reasoning_tokens, result.usage.completion_tokens)
+        elif result.reasoning:
+            thinking = counter.count_text(result.reasoning)
+            result.usage.reasoning_tokens = min(thinking, result.usage.completion_tokens)
+            result.usage.reasoning_estimated = True
 
 
 def stream_call(

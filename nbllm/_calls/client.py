@@ -25,7 +25,7 @@ from nbllm._calls.errors import (
 )
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import PreparedRequest
-from nbllm._calls.results import TokenEvent
+from nbllm._calls.results import ReasoningEvent, TokenEvent
 from nbllm._calls.wire.chat_completions import read_stream, read_whole
 from nbllm._exceptions import (
     APIConnectionError,
@@ -37,8 +37,8 @@ MAX_REDIRECTS = 5
 
 def read_reply(
     response: httpx.Response, resolved: Resolved, prepared: PreparedRequest, state: ReplyState
-) -> AsyncIterator[TokenEvent]:
-    """The reply's text as it arrives, read by the wire protocol (streamed or whole). The
+) -> AsyncIterator[TokenEvent | ReasoningEvent]:
+    """The reply's text and thinking as they arrive, read by the wire protocol (streamed or whole). The
     protocol's own generator, not a wrapper: every layer between the socket and the consumer
     costs per token."""
     if prepared.body.get("stream"):

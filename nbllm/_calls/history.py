@@ -54,6 +54,11 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_estimated: bool = False
+    reasoning_tokens: int = 0
+    """Of the completion tokens, those a reasoning model spent thinking."""
+    reasoning_estimated: bool = False
+    thinking_s: float | None = None
+    """How long the model streamed thinking before it answered."""
     status: Status = "ok"
     error_class: str | None = None
     error_message: str | None = None
@@ -90,6 +95,9 @@ class CallRecord:
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,
             tokens_estimated=result.usage.estimated,
+            reasoning_tokens=result.usage.reasoning_tokens,
+            reasoning_estimated=result.usage.reasoning_estimated or result.usage.estimated,
+            thinking_s=result.thinking_s,
             status=result.status,
             error_class=error_class,
             error_message=result.error,

@@ -1,5 +1,5 @@
 """What one attempt has received so far (`ReplyState`), whatever the protocol: text pieces,
-reasoning, tool calls assembled from their deltas, usage, the finish reason, the end marker."""
+thinking, tool calls assembled from their deltas, usage, the finish reason, the end marker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm._calls.results import ToolCall, Usage
+from nbllm._calls.wire.think_tags import ThinkTags
 
 
 class _ToolCallAssembler:
@@ -48,13 +49,22 @@ class ReplyState:
     pieces: list[str] = field(default_factory=list)
     """The reply's text as it arrived (joined once, by `text`: appending to one string per
     token would copy the whole reply each time)."""
-    reasoning: str = ""
+    thoughts: list[str] = field(default_factory=list)
+    """The thinking as it arrived, apart from the text (joined once, by `reasoning`)."""
+    think_tags: ThinkTags | None = field(default_factory=ThinkTags)
+    """Splits ``<think>`` tags off the start of the content; None once the answer has begun."""
     finish_reason: str | None = None
     usage: Usage | None = None
     saw_done: bool = False
     events: int = 0
     """Server-sent events received (0 for an empty stream)."""
     first_token_at: float | None = None
+    """When the first thing reached the consumer: thinking, text or a tool call."""
+    first_thought_at: float | None = None
+    first_answer_at: float | None = None
+    """When the first text or tool call (not thinking) arrived."""
+    reasoning_tokens: int | None = None
+    """The server's count of thinking tokens, when it sent one."""
     request_id: str | None = None
     http_status: int | None = None
     server: str | None = None
@@ -64,6 +74,31 @@ class ReplyState:
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.thoughts).strip()
+
+    def thought(self, text: str, now: float) -> None:
+        self.thoughts.append(text)
+        if self.first_thought_at is None:
+            self.first_thought_at = now
+            if self.first_token_at is None:
+                self.first_token_at = now
+
+    def answered(self, now: float) -> None:
+        """Note the first text or tool call."""
+        if self.first_answer_at is None:
+            self.first_answer_at = now
+            if self.first_token_at is None:
+                self.first_token_at = now
+
+    @property
+    def thinking_s(self) -> float | None:
+        """From the first thought to the first answer (or to now, if none came)."""
+        if self.first_thought_at is None:
+            return None
+        return (self.first_answer_at or time.perf_counter()) - self.first_thought_at
 
     @property
     def shown(self) -> bool:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._constants import EFFORTS
 from nbllm._exceptions import PromptError
 from nbllm._providers.auth import mask_headers
 
@@ -29,6 +30,8 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     stream: bool | None = None
     """None: stream when the model's capabilities allow it."""
+    effort: str | None = None
+    """How hard a reasoning model thinks: none, low, medium or high (None: the server's default)."""
     check_context: bool = True
     """Refuse to send a prompt that does not fit the model's declared window (`preflight`)."""
 
@@ -41,6 +44,7 @@ class ChatRequest:
             stream=self.stream,
             tool_choice=self.tool_choice,
             json_mode=self.json_mode,
+            effort=self.effort,
         )
         if not isinstance(self.messages, list):
             raise PromptError("the messages should be a list of dicts with 'role' and 'content'")
@@ -66,6 +70,7 @@ def check_options(
     stream: Any = None,
     tool_choice: Any = None,
     json_mode: Any = False,
+    effort: Any = None,
 ) -> None:
     """Refuse, before anything is sent, an option of the wrong type or range; the error names it."""
     if temperature is not None:
@@ -87,6 +92,11 @@ def check_options(
         raise PromptError(f"stream should be True or False, not {stream!r}")
     if not isinstance(json_mode, bool):
         raise PromptError(f"json should be True or False, not {json_mode!r}")
+    if effort is not None and effort not in EFFORTS:
+        raise PromptError(
+            f"effort should be one of {', '.join(EFFORTS)}, not {effort!r}",
+            hint="none turns thinking off where the model allows it",
+        )
     if tool_choice is not None and not (isinstance(tool_choice, str) and tool_choice.strip()):
         raise PromptError(
             f"tool_choice should be one of {', '.join(TOOL_CHOICES)} or a tool's name, not {tool_choice!r}"

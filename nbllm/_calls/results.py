@@ -26,6 +26,10 @@ class Usage:
     completion_tokens: int = 0
     estimated: bool = False
     """True when the server sent no usage and the counts are nbllm's estimate."""
+    reasoning_tokens: int = 0
+    """Of the completion tokens, those spent thinking (a reasoning model's)."""
+    reasoning_estimated: bool = False
+    """True when `reasoning_tokens` is nbllm's estimate (the server did not count them apart)."""
 
     @property
     def total_tokens(self) -> int:
@@ -59,7 +63,11 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str = ""
+    """A reasoning model's thinking, apart from its answer in `text`."""
     ttft_s: float | None = None
+    """Time to the first token, of thinking or of the answer."""
+    thinking_s: float | None = None
+    """How long the model streamed thinking before it answered (None when it showed none)."""
     latency_s: float | None = None
     retries: int = 0
     fallbacks: list[str] = field(default_factory=list)
@@ -80,8 +88,16 @@ class ChatResult:
             parts.append(f"first token {self.ttft_s:.2f} s")
         if self.latency_s is not None:
             parts.append(f"total {self.latency_s:.2f} s")
+        if self.thinking_s is not None:
+            parts.append(f"thought {self.thinking_s:.1f} s")
         mark = "~" if self.usage.estimated else ""
-        parts.append(f"{mark}{self.usage.completion_tokens} tokens")
+        usage = self.usage
+        if usage.reasoning_tokens:
+            answer = max(0, usage.completion_tokens - usage.reasoning_tokens)
+            thinking_mark = "~" if usage.reasoning_estimated or usage.estimated else ""
+            parts.append(f"{thinking_mark}{usage.reasoning_tokens} thinking + {mark}{answer} answer tokens")
+        else:
+            parts.append(f"{mark}{usage.completion_tokens} tokens")
         if self.tokens_per_s:
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.retries:
@@ -105,6 +121,13 @@ class ChatResult:
 @dataclass(frozen=True, slots=True)
 class TokenEvent:
     """A piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningEvent:
+    """A piece of a reasoning model's thinking (shown apart from the answer)."""
 
     text: str
 
@@ -134,4 +157,4 @@ class DoneEvent:
     result: ChatResult
 
 
-ChatEvent = TokenEvent | ToolCallEvent | StatusEvent | DoneEvent
+ChatEvent = TokenEvent | ReasoningEvent | ToolCallEvent | StatusEvent | DoneEvent

@@ -20,8 +20,18 @@ from typing import Any
 from nbllm._calls.call import CallOptions, plan_routes, stream_call
 from nbllm._calls.loop_thread import Ui
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
-from nbllm._calls.results import ChatResult, DoneEvent, Status, StatusEvent, TokenEvent, ToolCall, Usage
+from nbllm._calls.results import (
+    ChatResult,
+    DoneEvent,
+    ReasoningEvent,
+    Status,
+    StatusEvent,
+    TokenEvent,
+    ToolCall,
+    Usage,
+)
 from nbllm._calls.tokens import Message
+from nbllm._calls.wire.reasoning import sends_reasoning_back, style_for
 from nbllm._cells.conversation import (
     DEFAULT_CONVERSATION,
     Conversation,
@@ -56,6 +66,8 @@ class ChatOptions:
     tool_choice: str | None = None
     max_tool_rounds: int = MAX_TOOL_ROUNDS
     stream: bool = True
+    effort: str | None = None
+    show_thinking: bool = False
     check_context: bool = True
     output: str | None = None
     fallback: str | None = None
@@ -92,6 +104,7 @@ class PreparedCell:
             tool_choice=self.options.tool_choice if with_tools and self.tools and first_round else None,
             json_mode=options.json,
             stream=None if options.stream else False,
+            effort=options.effort,
             check_context=options.check_context,
         )
 
@@ -100,17 +113,20 @@ def _flag_command(resolved: Resolved, flag: str) -> str:
     return f"%llm_provider model {resolved.provider.name} set {resolved.model} --caps {flag}"
 
 
-def preflight(routes: Sequence[Resolved], *, tools: bool, json_mode: bool, images: bool) -> None:
+def preflight(
+    routes: Sequence[Resolved], *, tools: bool, json_mode: bool, images: bool, effort: bool = False
+) -> None:
     """Refuse, before any network call, a request a model is not flagged for."""
     needs = [
         (tools, "tools", "tool calling"),
         (json_mode, "json", "JSON mode"),
         (images, "vision", "images"),
+        (effort, "reasoning", "reasoning (--effort)"),
     ]
     for resolved in routes:
-        caps = resolved.spec.capabilities
+        flags = resolved.spec.capabilities.as_flags()
         for needed, flag, what in needs:
-            have = {"tools": caps.tools, "json": caps.json_mode, "vision": caps.vision}[flag]
+            have = flags[flag]
             if needed and not have:
                 raise CapabilityError(
                     f"{resolved.qualified_name} is not flagged for {what} (the {flag!r} capability), "
@@ -144,7 +160,13 @@ def prepare_cell(
     if choice is not None and choice not in TOOL_CHOICES and choice not in tools:
         given, keywords = ", ".join(tools), "/".join(TOOL_CHOICES)
         raise ToolError(f"--tool-choice {choice!r} is not one of --tools ({given}) nor {keywords}")
-    preflight(routes, tools=bool(tools), json_mode=options.json, images=bool(prompt.images))
+    preflight(
+        routes,
+        tools=bool(tools),
+        json_mode=options.json,
+        images=bool(prompt.images),
+        effort=options.effort is not None,
+    )
     conversation = conversations.get(options.conversation)
     if system is None and not options.new:
         system = conversation.system
@@ -162,8 +184,9 @@ def prepare_cell(
 
 def combine(rounds: Sequence[ChatResult]) -> ChatResult:
     """One result for a cell that took several rounds (tool calls): the last round's text and
-    status, every round's tool calls, and the tokens, time and retries of all of them."""
+    status, every round's tool calls and thinking, and the tokens, time and retries of all."""
     last = rounds[-1]
+    thinking_times = [r.thinking_s for r in rounds if r.thinking_s is not None]
     return ChatResult(
         text=last.text,
         model=last.model,
@@ -173,10 +196,13 @@ def combine(rounds: Sequence[ChatResult]) -> ChatResult:
             sum(r.usage.prompt_tokens for r in rounds),
             sum(r.usage.completion_tokens for r in rounds),
             any(r.usage.estimated for r in rounds),
+            sum(r.usage.reasoning_tokens for r in rounds),
+            any(r.usage.reasoning_estimated for r in rounds),
         ),
         tool_calls=[c for r in rounds for c in r.tool_calls],
-        reasoning="".join(r.reasoning for r in rounds),
+        reasoning="\n\n".join(r.reasoning for r in rounds if r.reasoning),
         ttft_s=rounds[0].ttft_s,
+        thinking_s=sum(thinking_times) if thinking_times else None,
         latency_s=sum(r.latency_s or 0.0 for r in rounds),
         retries=sum(r.retries for r in rounds),
         fallbacks=list(dict.fromkeys(f for r in rounds for f in r.fallbacks)),
@@ -185,16 +211,20 @@ def combine(rounds: Sequence[ChatResult]) -> ChatResult:
     )
 
 
-def assistant_message(result: ChatResult) -> Message:
+def assistant_message(result: ChatResult, *, with_reasoning: bool = False) -> Message:
     """The model's turn as the next request repeats it. A turn that only calls tools has empty
     content: OpenAI accepts null or none there, but llama-cpp-python's server refuses null (a 500)
-    and its chat template fails without the key."""
+    and its chat template fails without the key. The thinking goes back only `with_reasoning`,
+    for a turn that called tools on a provider that requires it (DeepSeek's thinking mode);
+    elsewhere it is not sent, and so not counted when the conversation is trimmed."""
     message: Message = {"role": "assistant", "content": result.text}
     if result.tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
             for c in result.tool_calls
         ]
+        if with_reasoning and result.reasoning:
+            message["reasoning_content"] = result.reasoning
     return message
 
 
@@ -226,7 +256,7 @@ class CellRun:
         self.outcome: CellOutcome | None = None
         """Set when the run ends, however it ends (a cancelled run's partial text is here)."""
         self.turn: list[Message] = [cell.user_message]
-        self._partial = ""
+        self._partial = self._partial_reasoning = ""
         self._started = time.perf_counter()
 
     async def run(self, ui: Ui) -> CellOutcome:
@@ -285,6 +315,7 @@ class CellRun:
         """What this round had shown when it ended without a result of its own."""
         partial = ChatResult(
             text=self._partial,
+            reasoning=self._partial_reasoning.strip(),
             model=self.cell.resolved.qualified_name,
             status=status,
             latency_s=time.perf_counter() - self._started,
@@ -299,7 +330,7 @@ class CellRun:
             request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
             result = await self._one_round(ui, request)
             self.rounds.append(result)
-            reply = assistant_message(result)
+            reply = assistant_message(result, with_reasoning=self._sends_reasoning_back(result))
             self.turn.append(reply)
             messages.append(reply)
             if not (cell.tools and result.tool_calls):
@@ -329,13 +360,20 @@ class CellRun:
             cell.conversation.add_turn(self.turn)
         return CellOutcome(combined, None, value)
 
+    def _sends_reasoning_back(self, result: ChatResult) -> bool:
+        answered = next((r for r in self.cell.routes if r.qualified_name == result.model), None)
+        return answered is not None and sends_reasoning_back(style_for(answered.provider))
+
     async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
-        self._partial = ""
+        self._partial = self._partial_reasoning = ""
         async with aclosing(stream_call(request, self.cell.routes, self.call_options)) as events:
             async for event in events:
                 if isinstance(event, TokenEvent):
                     self._partial += event.text
                     ui.post(self.view.token, event.text)
+                elif isinstance(event, ReasoningEvent):
+                    self._partial_reasoning += event.text
+                    ui.post(self.view.reasoning, event.text)
                 elif isinstance(event, StatusEvent):
                     ui.post(self.view.status, event)
                 elif isinstance(event, DoneEvent):

@@ -10,10 +10,12 @@ from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 
 
 class View(Protocol):
-    """What happens to one reply, in order: start, then tokens, status events and tool calls
-    with their results, then exactly one finish (run in a ``finally``)."""
+    """What happens to one reply, in order: start, then thinking, tokens, status events and
+    tool calls with their results, then exactly one finish (run in a ``finally``)."""
 
     def start(self) -> None: ...
+
+    def reasoning(self, text: str) -> None: ...
 
     def token(self, text: str) -> None: ...
 

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 from pydantic import SecretStr
 
 from nbllm._calls.doctor import DoctorReport, diagnose, list_models
+from nbllm._constants import REASONING_STYLES
 from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
 from nbllm._panel.models import ModelRow, Report
@@ -66,6 +67,11 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.connect_timeout = widgets.FloatText(description="connect s")
         self.read_timeout = widgets.FloatText(description="read s")
         self.rps = widgets.Text(description="req/s", placeholder="no limit")
+        self.reasoning_style = widgets.Dropdown(
+            description="effort as",
+            options=[("by host", None), *((style, style) for style in REASONING_STYLES)],
+            tooltip="How %%chat --effort is sent to this provider",
+        )
         self.privacy = widgets.Checkbox(
             description="private", indent=True, tooltip="Data stays in your control (shown with a shield)"
         )
@@ -110,7 +116,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 widgets.HBox([self.auth, self.api_version]),
                 self.headers,
                 widgets.HBox([self.connect_timeout, self.read_timeout, self.rps]),
-                self.privacy,
+                widgets.HBox([self.reasoning_style, self.privacy]),
                 widgets.HBox([self.key, self.key_state, self.keyring, self.forget_key_button]),
                 widgets.HBox([self.apply_button, self.test_button]),
                 widgets.HTML("<b>Models</b>"),
@@ -174,6 +180,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.read_timeout.value = config.read_timeout_s
         self.rps.value = "" if config.requests_per_second is None else f"{config.requests_per_second:g}"
         self.privacy.value = config.privacy
+        self.reasoning_style.value = config.reasoning_style
         self.key_state.value = html.escape(key_status(config))
         self._show_models(config)
 
@@ -236,6 +243,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 read_timeout_s=self.read_timeout.value,
                 requests_per_second=optional_float(self.rps.value, "requests per second"),
                 privacy=self.privacy.value,
+                reasoning_style=self.reasoning_style.value,
             )
         except NbllmError as exc:
             self.report(str(exc), False)

@@ -32,7 +32,7 @@ from nbllm import _constants
 from nbllm._exceptions import ConfigError
 from nbllm._providers.urls import is_azure, normalize_url
 
-CAPABILITY_NAMES = ("tools", "vision", "prompt_cache", "json", "streaming", "include_usage")
+CAPABILITY_NAMES = ("tools", "vision", "prompt_cache", "json", "reasoning", "streaming", "include_usage")
 CAPABILITY_ALIASES = {"cache": "prompt_cache", "usage": "include_usage", "stream": "streaming"}
 AUTH_STYLES_HELP = "bearer, azure, none or header:NAME (e.g. header:x-api-key)"
 
@@ -113,6 +113,8 @@ class Capabilities(_Model):
     vision: bool = False
     prompt_cache: bool = False
     json_mode: bool = Field(False, alias="json")
+    reasoning: bool = False
+    """The model thinks before it answers (its thinking may stream apart); --effort needs it."""
     streaming: bool = True
     include_usage: bool = True
 
@@ -140,6 +142,7 @@ class Capabilities(_Model):
             "vision": self.vision,
             "prompt_cache": self.prompt_cache,
             "json": self.json_mode,
+            "reasoning": self.reasoning,
             "streaming": self.streaming,
             "include_usage": self.include_usage,
         }
@@ -226,6 +229,8 @@ class ProviderConfig(_Model):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     fallback: list[str] = Field(default_factory=list)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    reasoning_style: str | None = None
+    """How --effort is sent (see `nbllm._calls.wire.reasoning`); None: as the host is known to want."""
 
     @model_validator(mode="before")
     @classmethod
@@ -251,6 +256,15 @@ class ProviderConfig(_Model):
         if isinstance(data.get("models"), list | tuple):
             data["models"] = _models_from_list(data["models"])
         return data
+
+    @field_validator("reasoning_style")
+    @classmethod
+    def _known_style(cls, value: str | None) -> str | None:
+        if value is not None and value not in _constants.REASONING_STYLES:
+            raise ValueError(
+                f"reasoning_style {value!r} is not one of {', '.join(_constants.REASONING_STYLES)}"
+            )
+        return value
 
     @field_validator("name")
     @classmethod

@@ -37,6 +37,7 @@ class Column:
         self.parent = parent
         self.model = model
         self.text = ""
+        self.thought_chars = 0
         self.notice: str | None = None
         self.result: ChatResult | None = None
         self.error: BaseException | None = None
@@ -44,6 +45,14 @@ class Column:
     def start(self) -> None:
         self.notice = WAITING
         self.parent.changed(force=True)
+
+    def reasoning(self, text: str) -> None:
+        """Columns are for comparing answers: the thinking shows as its size only (the full
+        text is on each model's result)."""
+        first = not self.thought_chars
+        self.thought_chars += len(text)
+        self.notice = f"thinking\N{HORIZONTAL ELLIPSIS} {self.thought_chars:,} characters"
+        self.parent.changed(force=first)
 
     def token(self, text: str) -> None:
         first = not self.text

@@ -26,10 +26,13 @@ from typing import Any, Protocol, TextIO
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError
+from nbllm._views.thinking import LiveThinkingFrame, Thinking, thinking_markdown, thinking_plain
 
 Clock = Callable[[], float]
 Bundle = dict[str, str]
 TOOL_TEXT_LIMIT = 300
+DIM, UNDIM = "\x1b[2m", "\x1b[22m"
+"""ANSI faint on and off: a terminal shows the thinking dimmed."""
 WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
 
 
@@ -140,6 +143,8 @@ def result_metadata(result: ChatResult) -> dict[str, Any]:
             "completion_tokens": result.usage.completion_tokens,
             "tokens_estimated": result.usage.estimated,
             "tokens_per_s": result.tokens_per_s,
+            "reasoning_tokens": result.usage.reasoning_tokens,
+            "thinking_s": result.thinking_s,
             "retries": result.retries,
             "fallbacks": list(result.fallbacks),
             "request_id": result.request_id,
@@ -237,9 +242,15 @@ class LiveView:
         throttle: Throttle | None = None,
         display: Display | None = None,
         clock: Clock = time.monotonic,
+        show_thinking: bool = False,
     ) -> None:
         self.model = model
         self.live = live
+        self.show_thinking = show_thinking
+        """Whether the final frame shows the thinking open (it is collapsed otherwise)."""
+        self.thinking = Thinking()
+        self.frame: LiveThinkingFrame | None = None
+        """The live widget frame, from the first thought of a live reply to its final frame."""
         self.throttle = throttle or Throttle()
         self.handle = Handle(display)
         self.clock = clock
@@ -249,6 +260,8 @@ class LiveView:
         self.dirty = False
         self.finished = False
         self._countdown_text = ""
+        self._second = 0
+        """The whole seconds of thinking the live title showed last."""
 
     # -- events ------------------------------------------------------------------
 
@@ -256,9 +269,20 @@ class LiveView:
         self.notice = WAITING
         self._draw()
 
+    def reasoning(self, text: str) -> None:
+        first = not self.thinking.shown
+        self.thinking.add(text, self.clock())
+        self._arrived(first)
+
     def token(self, text: str) -> None:
         first = self.transcript.length == 0
+        self.thinking.end(self.clock())
         self.transcript.add_text(text)
+        self._arrived(first)
+
+    def _arrived(self, first: bool) -> None:
+        """Text came: the first piece of the thinking or the answer shows at once, later ones
+        when the throttle allows."""
         self.notice = self.countdown = None
         if first:
             self._draw()
@@ -273,6 +297,7 @@ class LiveView:
         self._draw()
 
     def tool_call(self, call: ToolCall) -> None:
+        self.thinking.end(self.clock())
         self.transcript.add_tool(ToolLine(call))
         self.notice = f"running {call.name}"
         self._draw()
@@ -283,10 +308,16 @@ class LiveView:
         self._draw()
 
     def tick(self) -> None:
-        """Flush coalesced text when due; redraw a countdown when its second changes."""
+        """Flush coalesced text when due; redraw a countdown, or the thinking time, when its
+        second changes."""
         now = self.clock()
         countdown_moved = self.countdown is not None and self.countdown.text(now) != self._countdown_text
-        if countdown_moved or (self.dirty and self.throttle.due(now, self.transcript.length)):
+        thinking = self.thinking
+        thinking_moved = (  # the seconds in the title; its size waits for the throttle like the text
+            self.frame is not None and thinking.ended is None and int(thinking.seconds(now)) != self._second
+        )
+        length = self.transcript.length + self.thinking.length
+        if countdown_moved or thinking_moved or (self.dirty and self.throttle.due(now, length)):
             self._draw()
 
     def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
@@ -297,8 +328,14 @@ class LiveView:
         body = self.transcript.markdown()
         plain = self.transcript.text()
         notes = [n for n in (STATUS_NOTES.get(result.status), note) if n]
-        markdown_parts = [body] if body else []
-        plain_parts = [plain] if plain else []
+        markdown_parts, plain_parts = [], []
+        thinking = thinking_markdown(result, open_=self.show_thinking)
+        if thinking:
+            markdown_parts.append(thinking)
+            plain_parts.append(thinking_plain(result, full=self.show_thinking))
+        if body:
+            markdown_parts.append(body)
+            plain_parts.append(plain)
         if error is not None:
             markdown_parts.append(error_card_markdown(error))
             plain_parts.append(error_card_text(error))
@@ -309,6 +346,9 @@ class LiveView:
         plain_parts.append(f"[{footer}]")
         bundle = {"text/markdown": "\n\n".join(markdown_parts), "text/plain": "\n".join(plain_parts)}
         self.handle.send(bundle, result_metadata(result))
+        if self.frame is not None:
+            self.frame.close()
+            self.frame = None
 
     # -- drawing -----------------------------------------------------------------
 
@@ -325,20 +365,33 @@ class LiveView:
         elif self.notice:
             lines.append(f"*{self.notice}*")
         lines.append(f"<sub>{html.escape(self.model)}</sub>")
+        answer = "\n\n".join(lines)
+        metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
+        if self.thinking.shown:
+            self._second = int(self.thinking.seconds(now))
+            if self.frame is None:
+                self.frame = LiveThinkingFrame()
+                self.frame.update(self.thinking.title(now), self.thinking, answer)
+                self.handle.send(self.frame.bundle(), metadata)
+            else:
+                self.frame.update(self.thinking.title(now), self.thinking, answer)
+                self.handle.updates += 1
+            return
         # Live frames carry markdown only: a text/plain copy would double the bytes resent.
-        self.handle.send(
-            {"text/markdown": "\n\n".join(lines)}, {"nbllm": {"model": self.model, "status": "streaming"}}
-        )
+        self.handle.send({"text/markdown": answer}, metadata)
 
 
 class TerminalView:
     """Terminal IPython: tokens go to stdout as they arrive; the footer ends the reply."""
 
-    def __init__(self, model: str, *, out: TextIO | None = None) -> None:
+    def __init__(self, model: str, *, out: TextIO | None = None, show_thinking: bool = False) -> None:
         self.model = model
         self.out = out or sys.stdout
+        self.show_thinking = show_thinking
+        """Print the thinking as it streams, dimmed; otherwise one line says the model is thinking."""
         self.finished = False
         self._at_line_start = True
+        self._thinking = False
 
     def _write(self, text: str) -> None:
         if text:
@@ -352,13 +405,31 @@ class TerminalView:
     def start(self) -> None:
         pass  # a terminal shows nothing until there is something to show
 
+    def reasoning(self, text: str) -> None:
+        if not self._thinking:
+            self._thinking = True
+            self._line("[thinking\N{HORIZONTAL ELLIPSIS}]")
+            if self.show_thinking:
+                self.out.write(DIM)  # faint until the thinking ends
+        if self.show_thinking:
+            self._write(text)
+
+    def _end_thinking(self) -> None:
+        if self._thinking:
+            self._thinking = False
+            if self.show_thinking:
+                self.out.write(UNDIM)
+                self._line("[answer]")
+
     def token(self, text: str) -> None:
+        self._end_thinking()
         self._write(text)
 
     def status(self, event: StatusEvent) -> None:
         self._line(f"[{event.message}]")
 
     def tool_call(self, call: ToolCall) -> None:
+        self._end_thinking()
         self._line(ToolLine(call).text())
 
     def tool_result(self, call: ToolCall, text: str, ok: bool) -> None:
@@ -371,6 +442,9 @@ class TerminalView:
         if self.finished:
             return
         self.finished = True
+        if self._thinking and self.show_thinking:  # the reply ended while still thinking
+            self._thinking = False
+            self.out.write(UNDIM)
         if error is not None:
             self._line(error_card_text(error))
         for text in (STATUS_NOTES.get(result.status), note):

@@ -114,6 +114,7 @@ class ProviderDetail:
                 f"connect {config.connect_timeout_s:g} s, read {config.read_timeout_s:g} s",
             ),
             ("rate limit", f"{rps:g} requests/s" if rps else "none"),
+            ("reasoning style", config.reasoning_style or ""),
             ("retries", str(config.retry.max_retries)),
             ("fallback", ", ".join(config.fallback)),
         ]
@@ -147,6 +148,7 @@ _HISTORY_HEADINGS = (
     "first token",
     "latency",
     "tokens",
+    "thinking",
     "tok/s",
     "retries",
     "error",
@@ -155,6 +157,15 @@ _HISTORY_HEADINGS = (
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f} s"
+
+
+def _thinking(record: CallRecord) -> str:
+    """A reasoning model's share of the completion tokens, and how long it streamed thinking."""
+    if not record.reasoning_tokens:
+        return ""
+    mark = "~" if record.reasoning_estimated else ""
+    seconds = f" in {record.thinking_s:.1f} s" if record.thinking_s is not None else ""
+    return f"{mark}{record.reasoning_tokens}{seconds}"
 
 
 class HistoryTable:
@@ -177,6 +188,7 @@ class HistoryTable:
             _seconds(record.ttft_s),
             _seconds(record.latency_s),
             f"{mark}{record.prompt_tokens}+{record.completion_tokens}",
+            _thinking(record),
             speed,
             str(record.retries) if record.retries else "",
             error[:120],

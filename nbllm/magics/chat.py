@@ -25,7 +25,7 @@ from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
 from nbllm._calls.loop_thread import DirectUi, Ui, run_with_ui
-from nbllm._constants import LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 if TYPE_CHECKING:
@@ -96,6 +96,16 @@ class ChatMagics(Magics):
     @argument("--max-tokens", type=int, metavar="N", help="Longest reply, in tokens.")
     @argument("--seed", type=int, metavar="N", help="Sampling seed, where the server supports one.")
     @argument("--json", action="store_true", help="JSON mode; -o VAR receives the parsed object.")
+    @argument(
+        "--effort",
+        choices=EFFORTS,
+        help="How hard a reasoning model thinks; none turns thinking off where the server allows it.",
+    )
+    @argument(
+        "--show-thinking",
+        action="store_true",
+        help="Show a reasoning model's thinking open in the final output (it is collapsed otherwise).",
+    )
     @argument("--tools", metavar="F,G", help="Python functions the model may call.")
     @argument(
         "--max-tool-rounds", type=int, metavar="N", help="Tool-call rounds before stopping (default 5)."
@@ -183,6 +193,8 @@ class ChatMagics(Magics):
             tool_choice=args.tool_choice,
             max_tool_rounds=rounds,
             stream=not args.no_stream,
+            effort=args.effort,
+            show_thinking=args.show_thinking,
             check_context=not args.no_check_context,
             output=args.output,
             fallback=args.fallback,
@@ -231,9 +243,10 @@ class ChatMagics(Magics):
         model = prepared.resolved.qualified_name
         view: LiveView | TerminalView
         if mode == "terminal":
-            view = TerminalView(model)
+            view = TerminalView(model, show_thinking=options.show_thinking)
         else:
-            view = LiveView(model, live=mode == "live", throttle=Throttle(self.throttle_ms / 1000))
+            live, throttle = mode == "live", Throttle(self.throttle_ms / 1000)
+            view = LiveView(model, live=live, throttle=throttle, show_thinking=options.show_thinking)
         run = CellRun(prepared, view)
 
         def conclude(outcome: CellOutcome) -> None:

@@ -11,6 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.text import dedent
 
+from nbllm._constants import REASONING_STYLES
 from nbllm.magics.parsing import parse_line, usage_errors
 
 # -- one parser per subcommand; their help is joined into %llm_provider? ------
@@ -57,6 +58,14 @@ from nbllm.magics.parsing import parse_line, usage_errors
 @argument("--connect-timeout", type=float, metavar="S", help="Connect timeout in seconds (default 10).")
 @argument("--fallback", metavar="M1,M2", help="Models to try, in order, when this provider fails.")
 @argument("--privacy", action="store_true", help="Mark the provider as private (shown with a shield).")
+@argument(
+    "--reasoning-style",
+    choices=REASONING_STYLES,
+    help="How %%chat --effort is sent: openai (reasoning_effort), openrouter (reasoning: {effort}), "
+    "deepseek (thinking on/off; its thinking goes back with tool calls) or template "
+    "(chat_template_kwargs.enable_thinking, for Qwen3-style models on vLLM and llama.cpp). "
+    "Default: openrouter.ai and api.deepseek.com get their own, other hosts openai.",
+)
 def _add_args(line: str) -> None:
     """Register (or replace) a provider."""
 

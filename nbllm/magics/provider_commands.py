@@ -57,6 +57,7 @@ class ProviderCommands:
             "api_version": args.api_version,
             "requests_per_second": args.rps,
             "privacy": args.privacy,
+            "reasoning_style": args.reasoning_style,
             "models": models,
             "fallback": [m.strip() for m in (args.fallback or "").split(",") if m.strip()],
         }

@@ -1,0 +1,132 @@
+"""A reasoning model's thinking, shown apart from its answer.
+
+While a reply streams, the thinking is a collapsed section above the answer whose title says
+how long the model has been thinking and how much it wrote. It is an ipywidgets `Accordion`
+(`LiveThinkingFrame`) because the user must be able to open it while it streams: every update
+of a Markdown output replaces its HTML, which would shut an opened ``<details>`` again, whereas
+a widget's children are updated in place and keep the user's choice. The final frame is plain
+Markdown (`thinking_markdown`), so saved notebooks, nbval and nbconvert see no widget.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbllm._calls.results import ChatResult
+
+Bundle = dict[str, Any]
+
+
+@dataclass
+class Thinking:
+    """The thinking a reply has shown so far, and when it started and stopped (view clock)."""
+
+    pieces: list[str] = field(default_factory=list)
+    length: int = 0
+    started: float | None = None
+    ended: float | None = None
+
+    def add(self, text: str, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        self.pieces.append(text)
+        self.length += len(text)
+
+    def end(self, now: float) -> None:
+        """The answer began (or the reply ended): the thinking time stops here."""
+        if self.started is not None and self.ended is None:
+            self.ended = now
+
+    @property
+    def shown(self) -> bool:
+        return self.length > 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces).strip()
+
+    def seconds(self, now: float) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.ended if self.ended is not None else now) - self.started
+
+    def title(self, now: float) -> str:
+        size = f"{self.length:,} characters"
+        if self.ended is None:
+            return f"Thinking\N{HORIZONTAL ELLIPSIS} {self.seconds(now):.0f} s \N{MIDDLE DOT} {size}"
+        return f"Thought for {self.seconds(now):.1f} s \N{MIDDLE DOT} {size}"
+
+
+def _summary(result: ChatResult) -> str:
+    parts = []
+    if result.thinking_s is not None:
+        parts.append(f"{result.thinking_s:.1f} s")
+    if result.usage.reasoning_tokens:
+        mark = "~" if result.usage.reasoning_estimated or result.usage.estimated else ""
+        parts.append(f"{mark}{result.usage.reasoning_tokens:,} tokens")
+    return "Thought" + (" for " + ", ".join(parts) if parts else "")
+
+
+def thinking_markdown(result: ChatResult, *, open_: bool) -> str:
+    """The final frame's thinking section: a ``<details>`` block, closed unless asked open, its
+    text quoted (shown dimmed) and escaped, so no tag in it can end the block early."""
+    if not result.reasoning:
+        return ""
+    lines = result.reasoning.split("\n")
+    quoted = "\n".join(f"> {html.escape(line)}" if line.strip() else ">" for line in lines)
+    summary = f"<summary><i>{html.escape(_summary(result))}</i></summary>"
+    return f"<details{' open' if open_ else ''}>{summary}\n\n{quoted}\n\n</details>"
+
+
+def thinking_plain(result: ChatResult, *, full: bool) -> str:
+    """The thinking in the final frame's plain text: all of it, or one line saying it exists."""
+    if not result.reasoning:
+        return ""
+    if full:
+        return f"[{_summary(result)}]\n{result.reasoning}\n[answer]"
+    return f"[{_summary(result)}; the thinking is in nbllm.last().reasoning]"
+
+
+class LiveThinkingFrame:
+    """The live frame of a reply that thinks: the thinking section (collapsed), then the answer
+    as Markdown in an `Output` widget. One widget tree, shown through the reply's one handle."""
+
+    def __init__(self) -> None:
+        import ipywidgets as widgets
+
+        self._thinking = widgets.HTML()
+        self.section = widgets.Accordion(children=[self._thinking], selected_index=None)
+        self.section.add_class("nbllm-thinking")
+        self.answer = widgets.Output()
+        self.answer.add_class("nbllm-answer")
+        self.box = widgets.VBox([self.section, self.answer])
+        self.title = ""
+        """The section's title as last sent."""
+        self._shown_text = self._answer = ""
+
+    def bundle(self) -> Bundle:
+        return dict(self.box._repr_mimebundle_())
+
+    def update(self, title: str, thinking: Thinking, answer_markdown: str) -> None:
+        """Send only what changed: the title, the thinking's text, the answer."""
+        if title != self.title:
+            self.title = title
+            self.section.titles = (title,)
+        if thinking.length != len(self._shown_text):
+            self._shown_text = "".join(thinking.pieces)
+            escaped = html.escape(self._shown_text.strip())
+            self._thinking.value = (
+                f'<div style="white-space: pre-wrap; opacity: 0.7; font-size: 0.92em">{escaped}</div>'
+            )
+        if answer_markdown != self._answer:
+            self._answer = answer_markdown
+            self.answer.outputs = (
+                {"output_type": "display_data", "data": {"text/markdown": answer_markdown}, "metadata": {}},
+            )
+
+    def close(self) -> None:
+        """Release the widgets (the final Markdown frame has replaced them on screen)."""
+        for widget in (self._thinking, self.section, self.answer, self.box):
+            widget.close()
