@@ -6,7 +6,8 @@ The flow: load the extension, register a provider, open the panel, see a JSON-mo
 refused, tick the model's json checkbox and type a context window in the panel, run a
 `%%chat` cell and watch its text grow, see the call appear in the panel's history with
 a latency, stop a second streaming reply with the panel's Stop button, then run the
-JSON-mode cell again and see it answered. Screenshots go to
+JSON-mode cell again and see it answered. A second flow streams a reasoning model's thinking:
+collapsed, opened by a click while it streams, then the answer below it. Screenshots go to
 tests/results/browser/.
 
 In CI (CI=true) Chromium and Playwright must be there; elsewhere the test is skipped
@@ -69,6 +70,13 @@ def cells(url: str) -> list[str]:
         "print(nbllm.get_store().provider('loop').models['test-model'])",
         "import nbllm",
     ]
+
+
+def write_notebook(path: Path, sources: list[str]) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
 
 
 @pytest.fixture(scope="module")
@@ -215,10 +223,7 @@ def test_panel_and_streaming_in_a_real_browser(
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells(endpoint.base_url)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, root / "panel.ipynb")
+    write_notebook(root / "panel.ipynb", cells(endpoint.base_url))
     endpoint.requests.clear()
     env = {"NBLLM_BROWSER_KEY": SENTINEL_KEY, "NBLLM_CONFIG_DIR": str(tmp_path / "config")}
     app = JupyterApp(app_name, root, env)
@@ -228,3 +233,87 @@ def test_panel_and_streaming_in_a_real_browser(
         raise AssertionError(f"{exc}\n--- jupyter {app_name} log ---\n{app.log()}") from exc
     finally:
         app.close()
+
+
+THOUGHTS = " ".join(f"thought{i:02d}" for i in range(60))
+ANSWER_WORDS = " ".join(f"answer{i:02d}" for i in range(30))
+
+
+def run_thinking_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
+    """A reasoning reply: the thinking streams into a collapsed section the user can open while
+    it streams (and it stays open as it grows), the answer streams below it, and the final
+    output keeps the thinking in a closed <details> above the answer."""
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(app.notebook_url("thinking.ipynb"))
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        notebook = NotebookPage(page)
+        notebook.run_first(0)
+        notebook.run(1)
+        notebook.wait_idle(1)
+        notebook.run(2)
+        section = notebook.cell(2).locator(".nbllm-thinking")
+        section.wait_for(timeout=20_000)
+        header = section.get_by_text("Thinking")
+        header.wait_for(timeout=10_000)
+        thinking_text = section.locator(".widget-html")
+        assert not thinking_text.is_visible(), "the thinking section should start collapsed"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-thinking-collapsed.png"))
+        header.click()  # open it while it streams
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(set(seen)) < 4:
+            assert thinking_text.is_visible(), "an update shut the section the user opened"
+            seen.append(len(thinking_text.inner_text()))
+            time.sleep(0.2)
+        assert len(set(seen)) >= 4 and seen == sorted(seen), f"the opened thinking did not grow: {seen}"
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-thinking-open.png"))
+        answer = notebook.cell(2).locator(".nbllm-answer")
+        deadline = time.monotonic() + 15
+        while "answer05" not in answer.inner_text():
+            assert time.monotonic() < deadline, "the answer did not stream below the thinking"
+            time.sleep(0.1)
+        assert thinking_text.is_visible() and "thought59" in thinking_text.inner_text()
+        assert section.get_by_text("Thought for").count() == 1
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-thinking-answer.png"))
+        notebook.wait_idle(2)
+        details = notebook.cell(2).locator(".jp-OutputArea details")
+        details.wait_for(timeout=10_000)
+        assert details.get_attribute("open") is None  # the final frame keeps it closed
+        assert "Thought for" in details.locator("summary").inner_text()
+        output = notebook.output(2)
+        assert "answer29" in output and output.index("Thought for") < output.index("answer00")
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-thinking-final.png"))
+        details.locator("summary").click()
+        assert "thought59" in details.inner_text()
+        sent = [r for r in endpoint.requests if r.method == "POST"][-1].body
+        assert sent["reasoning_effort"] == "low"
+    except Exception:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(RESULTS / f"{label}-thinking-failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("app_name", ["lab", "notebook"])
+def test_thinking_streams_in_a_real_browser(app_name: str, browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with serve(reply=ANSWER_WORDS, reasoning=THOUGHTS, tokens_per_s=20) as thinker:
+        sources = [
+            "%load_ext nbllm",
+            f"%llm_provider add thinker --url {thinker.base_url} --model m --caps reasoning",
+            "%%chat thinker/m --effort low\nWhy is the sky blue?",
+        ]
+        write_notebook(root / "thinking.ipynb", sources)
+        app = JupyterApp(app_name, root, {"NBLLM_CONFIG_DIR": str(tmp_path / "config")})
+        try:
+            run_thinking_flow(app, browser, thinker, app_name)
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n--- jupyter {app_name} log ---\n{app.log()}") from exc
+        finally:
+            app.close()

@@ -17,6 +17,8 @@ from typing import Any
 from nbllm._calls.results import ChatResult
 
 Bundle = dict[str, Any]
+THINKING_STYLE = "white-space: pre-wrap; line-height: 1.45; opacity: 0.7; font-size: 0.92em"
+"""Dimmed, and with the widget's one-line height undone."""
 
 
 @dataclass
@@ -117,9 +119,7 @@ class LiveThinkingFrame:
         if thinking.length != len(self._shown_text):
             self._shown_text = "".join(thinking.pieces)
             escaped = html.escape(self._shown_text.strip())
-            self._thinking.value = (
-                f'<div style="white-space: pre-wrap; opacity: 0.7; font-size: 0.92em">{escaped}</div>'
-            )
+            self._thinking.value = f'<div style="{THINKING_STYLE}">{escaped}</div>'
         if answer_markdown != self._answer:
             self._answer = answer_markdown
             self.answer.outputs = (
