@@ -22,6 +22,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +133,28 @@ class NotebookPage:
         return str(self.cell(index).locator(".jp-OutputArea").inner_text())
 
 
-def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
-    context = browser.new_context(viewport={"width": 1500, "height": 1200})
+@contextmanager
+def opened(
+    app: JupyterApp, browser: Any, name: str, label: str, width: int
+) -> Iterator[tuple[Any, NotebookPage]]:
+    """A page with notebook `name` loaded and its kernel idle; a failure leaves a screenshot."""
+    context = browser.new_context(viewport={"width": width, "height": 1200})
     page = context.new_page()
     try:
-        page.goto(app.notebook_url("panel.ipynb"))
+        page.goto(app.notebook_url(name))
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
-        notebook = NotebookPage(page)
+        yield page, NotebookPage(page)
+    except Exception:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(RESULTS / f"{label}-failure.png"))
+        raise
+    finally:
+        context.close()
+
+
+def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
+    with opened(app, browser, "panel.ipynb", label, 1500) as (page, notebook):
         # Cell 6 (`import nbllm`) first, so cell 5 can read the store.
         notebook.run_first(6)
         for index in (0, 1, 2):
@@ -209,12 +224,6 @@ def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str
         sent = [r for r in endpoint.requests if r.method == "POST"][-1].body
         assert sent["response_format"] == {"type": "json_object"}
         assert SENTINEL_KEY not in page.content()
-    except Exception:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(RESULTS / f"{label}-failure.png"))
-        raise
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("app_name", ["lab", "notebook"])
@@ -243,13 +252,7 @@ def run_thinking_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, l
     """A reasoning reply: the thinking streams into a collapsed section the user can open while
     it streams (and it stays open as it grows), the answer streams below it, and the final
     output keeps the thinking in a closed <details> above the answer."""
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    try:
-        page.goto(app.notebook_url("thinking.ipynb"))
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
-        notebook = NotebookPage(page)
+    with opened(app, browser, "thinking.ipynb", f"{label}-thinking", 1300) as (_, notebook):
         notebook.run_first(0)
         notebook.run(1)
         notebook.wait_idle(1)
@@ -291,12 +294,6 @@ def run_thinking_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, l
         assert "thought59" in details.inner_text()
         sent = [r for r in endpoint.requests if r.method == "POST"][-1].body
         assert sent["reasoning_effort"] == "low"
-    except Exception:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(RESULTS / f"{label}-thinking-failure.png"))
-        raise
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("app_name", ["lab", "notebook"])
