@@ -222,3 +222,14 @@ def test_final_only_mode_draws_no_widget_and_shows_thinking_open_when_asked() ->
     assert len(recorder.frames) == 1 and view.frame is None
     assert recorder.frames[0][1]["text/markdown"].startswith("<details open>")
     assert recorder.frames[0][1]["text/plain"].startswith("[Thought]\nhmm\n[answer]\nYes.")
+
+
+def test_a_thinking_budget_error_is_not_called_a_stream_that_ended_early() -> None:
+    from nbllm import ThinkingBudgetError
+
+    view, recorder, _ = make_view(live=False)
+    view.reasoning("long thoughts")
+    result = ok_result("", reasoning="long thoughts", status="incomplete")
+    view.finish(result, ThinkingBudgetError("p/m spent all 8 tokens thinking and wrote no answer"))
+    plain = recorder.frames[-1][1]["text/plain"]
+    assert "spent all 8 tokens thinking" in plain and "ended early" not in plain

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TextIO
 
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
-from nbllm._exceptions import NbllmError
+from nbllm._exceptions import NbllmError, ThinkingBudgetError
 from nbllm._views.thinking import LiveThinkingFrame, Thinking, thinking_markdown, thinking_plain
 
 Clock = Callable[[], float]
@@ -184,6 +184,14 @@ STATUS_NOTES = {
 """What a reply that ended early says under its text (a failed one shows its error card)."""
 
 
+def status_note(result: ChatResult, error: BaseException | None) -> str | None:
+    """The note under a reply that ended early. One whose model spent its token limit thinking
+    did not end early: its error card says what happened."""
+    if isinstance(error, ThinkingBudgetError):
+        return None
+    return STATUS_NOTES.get(result.status)
+
+
 @dataclass
 class _Countdown:
     what: str
@@ -327,7 +335,7 @@ class LiveView:
         self.finished = True
         body = self.transcript.markdown()
         plain = self.transcript.text()
-        notes = [n for n in (STATUS_NOTES.get(result.status), note) if n]
+        notes = [n for n in (status_note(result, error), note) if n]
         markdown_parts, plain_parts = [], []
         thinking = thinking_markdown(result, open_=self.show_thinking)
         if thinking:
@@ -447,7 +455,7 @@ class TerminalView:
             self.out.write(UNDIM)
         if error is not None:
             self._line(error_card_text(error))
-        for text in (STATUS_NOTES.get(result.status), note):
+        for text in (status_note(result, error), note):
             if text:
                 self._line(f"({text})")
         self._line(f"[{result.footer()}]")
