@@ -335,3 +335,15 @@ def test_history_table_shows_thinking_tokens_and_time(chat_shell: Any) -> None:
     assert record.reasoning_tokens > 0 and record.thinking_s is not None
     table = repr(HistoryTable([record]))
     assert "thinking" in table and f"{record.reasoning_tokens} in " in table
+
+
+@respx.mock
+def test_a_server_that_refuses_the_effort_field_gets_a_hint_naming_the_style() -> None:
+    url = "http://strict.test/v1"
+    refusal = {"detail": "Unexpected fields in the request: {'thinking'}"}  # transformers serve's words
+    respx.post(f"{url}/chat/completions").mock(return_value=httpx.Response(422, json=refusal))
+    with pytest.raises(nbllm.BadRequestError) as caught:
+        nbllm.chat("x", register(url, reasoning_style="deepseek"), effort="low")
+    hint = caught.value.hint or ""
+    assert "refused 'thinking'" in hint and "reasoning style (deepseek)" in hint
+    assert "--reasoning-style" in hint

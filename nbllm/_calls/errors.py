@@ -5,6 +5,7 @@ errors become `APIConnectionError` / `APITimeoutError`. Server text quoted in er
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ import httpx
 
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.retry import parse_retry_after
+from nbllm._calls.wire.reasoning import style_for
 from nbllm._exceptions import (
     APITimeoutError,
     AuthenticationError,
@@ -111,6 +113,10 @@ _MODEL_WORDS = (
 )
 
 
+_EFFORT_FIELD_RE = re.compile(r"\b(reasoning_effort|chat_template_kwargs|thinking|reasoning)\b")
+"""The request fields --effort adds (see `nbllm._calls.wire.reasoning`), as a refusal names them."""
+
+
 def error_from_response(
     status: int, body: str, headers: Mapping[str, str], resolved: Resolved, url: str
 ) -> StatusError:
@@ -190,10 +196,17 @@ def error_from_response(
             prefix, hint="the server failed; try again later, or add --fallback models", **common
         )
     if status in (400, 422):
+        effort_field = _EFFORT_FIELD_RE.search(body)
         if "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
             hint = (
                 "the server does not take stream_options; turn usage reporting off: "
                 f"%llm_provider model {provider.name} set {model} --caps no-include_usage"
+            )
+        elif effort_field:
+            hint = (
+                f"the server refused {effort_field.group(1)!r}, which --effort adds in this provider's "
+                f"reasoning style ({style_for(provider)}); choose a style the server takes (openai "
+                "sends reasoning_effort) in the panel or with --reasoning-style, or leave out --effort"
             )
         else:
             hint = "the server refused a field of the request; see the exact request with %%chat --dry-run"

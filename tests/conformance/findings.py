@@ -35,6 +35,8 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("tool_auto_whole", "`tool_choice` auto, whole"),
     ("chat_tools", "`%%chat --tools` (call, run, answer)"),
     ("json_mode", "JSON mode (`--json`)"),
+    ("effort", "`--effort` in each reasoning style"),
+    ("think_tags", "thinking in `<think>` tags split across chunks (a mock model)"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
@@ -42,6 +44,8 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("key_hidden", "the key never in any output"),
 ]
 BEHAVIOUR_IDS = [behaviour for behaviour, _ in BEHAVIOURS]
+GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream"}
+"""Behaviours tested through the gateway's own models only (LiteLLM's mock and failing ones)."""
 
 
 @dataclass

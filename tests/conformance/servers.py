@@ -35,6 +35,11 @@ GATEWAY_CANNED = "canned"
 GATEWAY_RATE_LIMITED = "rate-limited"
 GATEWAY_DEAD_UPSTREAM = "dead-upstream"
 CANNED_TEXT = "Hello from the gateway."
+GATEWAY_THINKER = "thinker"
+THINKER_THOUGHT = "The user asks for the capital of France. That is Paris."
+THINKER_ANSWER = "The capital of France is Paris."
+THINKER_TEXT = f"<think>{THINKER_THOUGHT}</think>{THINKER_ANSWER}"
+"""A reasoning model without a reasoning parser, as a gateway relays it: thinking in tags."""
 
 
 @dataclass
@@ -148,6 +153,8 @@ def start_litellm(logs: Path, upstream: Server) -> Server:
     litellm_params: {{model: openai/{MODEL}, api_base: "{upstream.base_url}", api_key: "{upstream.key}"}}
   - model_name: {GATEWAY_CANNED}
     litellm_params: {{model: openai/{GATEWAY_CANNED}, api_key: unused, mock_response: "{CANNED_TEXT}"}}
+  - model_name: {GATEWAY_THINKER}
+    litellm_params: {{model: openai/{GATEWAY_THINKER}, api_key: unused, mock_response: "{THINKER_TEXT}"}}
   - model_name: {GATEWAY_RATE_LIMITED}
     litellm_params: {{model: openai/{GATEWAY_RATE_LIMITED}, api_key: unused,
                       mock_response: "litellm.RateLimitError"}}
@@ -174,7 +181,7 @@ general_settings:
         key=key,
         process=_spawn(command, log, env),
         log=log,
-        gateway_models=[GATEWAY_CANNED, GATEWAY_RATE_LIMITED, GATEWAY_DEAD_UPSTREAM],
+        gateway_models=[GATEWAY_CANNED, GATEWAY_THINKER, GATEWAY_RATE_LIMITED, GATEWAY_DEAD_UPSTREAM],
     )
 
 

@@ -23,15 +23,19 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import nbllm
+from nbllm._constants import REASONING_STYLES
 from tests.conformance import table
 from tests.conformance.conftest import SERVER_NAMES
-from tests.conformance.findings import BEHAVIOUR_IDS, FINDINGS
+from tests.conformance.findings import BEHAVIOUR_IDS, FINDINGS, GATEWAY_ONLY
 from tests.conformance.servers import (
     CANNED_TEXT,
     CONTEXT_WINDOW,
     GATEWAY_CANNED,
     GATEWAY_DEAD_UPSTREAM,
     GATEWAY_RATE_LIMITED,
+    GATEWAY_THINKER,
+    THINKER_ANSWER,
+    THINKER_THOUGHT,
     Server,
 )
 
@@ -441,6 +445,59 @@ def test_json_mode(ip: Any, provider: Server) -> None:
     FINDINGS.ok(provider.name, "json_mode")
 
 
+# -- reasoning --------------------------------------------------------------------------------
+
+
+def test_effort_in_each_reasoning_style(provider: Server) -> None:
+    """SmolLM2 does not think, but the server must take (or clearly refuse) the fields --effort
+    adds in each style; a refusal's error must name the field and the style to change."""
+    refused: dict[str, str] = {}
+    statuses: set[int] = set()
+    try:
+        for style in REASONING_STYLES:
+            nbllm.get_store().update_provider(provider.name, reasoning_style=style)
+            try:
+                result = nbllm.chat(QUESTION, qualified(provider), effort="low", max_tokens=8, temperature=0)
+            except nbllm.BadRequestError as error:
+                seen_error(provider, error)
+                assert error.hint is not None and f"reasoning style ({style})" in error.hint, error
+                refused[style] = error.hint.split("'")[1]  # the field the hint names
+                statuses.add(error.status or 0)
+                continue
+            assert result.status == "ok" and result.text
+    finally:
+        nbllm.get_store().update_provider(provider.name, reasoning_style=None)
+    if not refused:
+        FINDINGS.ok(provider.name, "effort")
+        return
+    fields = " and ".join(f"`{field}` (style {style})" for style, field in refused.items())
+    status = "/".join(str(s) for s in sorted(statuses))
+    FINDINGS.deviation(
+        provider.name,
+        "effort",
+        f"Refuses {fields} with HTTP {status}; nbllm's error names the field and says to change "
+        "`--reasoning-style`.",
+    )
+
+
+async def test_think_tags_through_a_gateway(
+    ip: Any, gateway: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiteLLM's mock model streams its content three characters at a time, so the tags arrive
+    split (``<th``, ``ink``, ``>Th``), as from any gateway relaying a model without a reasoning
+    parser."""
+    register(ip, gateway, monkeypatch)
+    model = qualified(gateway, GATEWAY_THINKER)
+    events = [event async for event in nbllm.astream(QUESTION, model)]
+    thoughts = [e.text for e in events if isinstance(e, nbllm.ReasoningEvent)]
+    streamed = events[-1].result  # type: ignore[union-attr]
+    assert len(thoughts) > 1 and "".join(thoughts).strip() == THINKER_THOUGHT  # it came in pieces
+    assert (streamed.reasoning, streamed.text) == (THINKER_THOUGHT, THINKER_ANSWER)
+    whole = await nbllm.achat(QUESTION, model, stream=False)
+    assert (whole.reasoning, whole.text) == (THINKER_THOUGHT, THINKER_ANSWER)
+    FINDINGS.ok(gateway.name, "think_tags")
+
+
 async def test_cancel_mid_stream_then_call_again(provider: Server) -> None:
     events = nbllm.astream("Count from 1 to 200, one number per line.", qualified(provider), max_tokens=120)
     tokens = 0
@@ -521,8 +578,7 @@ def test_key_never_shown(ip: Any, provider: Server) -> None:
 
 
 def test_readme_table_matches_this_run() -> None:
-    gateway_only = {"fallback_rate_limited", "fallback_dead_upstream"}
-    expected_rows = {name: set(BEHAVIOUR_IDS) - gateway_only for name in SERVER_NAMES}
+    expected_rows = {name: set(BEHAVIOUR_IDS) - GATEWAY_ONLY for name in SERVER_NAMES}
     expected_rows["litellm"] = set(BEHAVIOUR_IDS)
     found = {server: set(rows) for server, rows in FINDINGS.results.items()}
     if found != expected_rows:
