@@ -123,3 +123,22 @@ def test_conversations_are_named_and_reset() -> None:
     first.reset()
     assert first.messages() == [] and first.system is None
     assert "research" in conversations.names()
+
+
+def test_thinking_sent_back_counts_when_trimming() -> None:
+    """A tool-calling turn keeps its thinking only where it is sent back (DeepSeek), and then it
+    takes room in the window like any other text."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    plain = {"role": "assistant", "content": "", "tool_calls": [call]}
+    with_thinking = {**plain, "reasoning_content": "t" * 40}
+    assert CHARS.message(with_thinking) == CHARS.message(plain) + 40
+    result = {"role": "tool", "tool_call_id": "c1", "content": "r"}
+    tool_turn = [{"role": "user", "content": "u"}, with_thinking, result]
+    without = plan_messages(
+        None, [[*tool_turn[:1], plain, result]], NEW, context_window=80, max_tokens=10, counter=CHARS
+    )
+    assert len(without.messages) == 4  # without its thinking the turn fits
+    kept = plan_messages(None, [tool_turn], NEW, context_window=80, max_tokens=10, counter=CHARS)
+    assert kept.messages == NEW  # 40 characters of thinking no longer fit beside the new message
+    fits = plan_messages(None, [tool_turn], NEW, context_window=130, max_tokens=10, counter=CHARS)
+    assert fits.messages[1]["reasoning_content"] == "t" * 40

@@ -59,6 +59,9 @@ class TokenCounter:
         for call in message.get("tool_calls") or []:
             function = call.get("function", {})
             total += self.count_text(function.get("name", "") + function.get("arguments", ""))
+        thinking = message.get("reasoning_content")  # present only where it is sent back (DeepSeek)
+        if isinstance(thinking, str):
+            total += self.count_text(thinking)
         return total
 
     def messages(self, messages: Sequence[Message]) -> int:
