@@ -117,8 +117,11 @@ def test_endpoint_edits_apply_together(panel: Panel, store: nbllm.Store) -> None
     tab.connect_timeout.value = 3.0
     tab.rps.value = "2.5"
     tab.privacy.value = True
+    assert tab.reasoning_style.value is None  # "by host"
+    tab.reasoning_style.value = "template"
     tab.apply_button.click()
     config = store.provider("gw")
+    assert config.reasoning_style == "template"
     assert config.url == "http://127.0.0.1:8000/v1"
     assert config.header_templates() == {
         "HTTP-Referer": "https://me.example",
@@ -203,8 +206,9 @@ def test_capability_checkbox_and_context_window(panel: Panel, store: nbllm.Store
     row = panel.providers.row("m2")
     row.flags["tools"].value = True
     row.flags["streaming"].value = False
+    row.flags["reasoning"].value = True
     caps = store.provider("gw").models["m2"].capabilities
-    assert caps.tools and not caps.streaming
+    assert caps.tools and not caps.streaming and caps.reasoning
     row.context.value = "32,768"
     assert store.provider("gw").models["m2"].context_window == 32768
     row.context.value = ""

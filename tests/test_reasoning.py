@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -347,3 +348,22 @@ def test_a_server_that_refuses_the_effort_field_gets_a_hint_naming_the_style() -
     hint = caught.value.hint or ""
     assert "refused 'thinking'" in hint and "reasoning style (deepseek)" in hint
     assert "--reasoning-style" in hint
+
+
+def test_reasoning_style_is_set_by_the_magic_shown_and_saved(chat_shell: Any, tmp_path: Any) -> None:
+    ip = chat_shell
+    line = "add qw --url http://127.0.0.1:9/v1 --model m --caps reasoning --reasoning-style template"
+    ip.run_line_magic("llm_provider", line)
+    config = get_store().provider("qw")
+    assert config.reasoning_style == "template" and config.models["m"].capabilities.reasoning
+    with capture_output() as shown:
+        ip.run_line_magic("llm_provider", "show qw")
+    assert re.search(r"reasoning style +template", shown.outputs[0].data["text/plain"])
+    path = tmp_path / "providers.yaml"
+    ip.run_line_magic("llm_provider", f"save {path}")
+    assert "reasoning_style: template" in path.read_text()
+    get_store().remove_provider("qw")
+    ip.run_line_magic("llm_provider", f"load {path}")
+    assert get_store().provider("qw").reasoning_style == "template"
+    with pytest.raises(UsageError, match="invalid choice: 'claude'"):
+        ip.run_line_magic("llm_provider", "add qw2 --url http://127.0.0.1:9/v1 --reasoning-style claude")
