@@ -320,13 +320,15 @@ class LiveView:
         second changes."""
         now = self.clock()
         countdown_moved = self.countdown is not None and self.countdown.text(now) != self._countdown_text
-        thinking = self.thinking
-        thinking_moved = (  # the seconds in the title; its size waits for the throttle like the text
-            self.frame is not None and thinking.ended is None and int(thinking.seconds(now)) != self._second
-        )
         length = self.transcript.length + self.thinking.length
-        if countdown_moved or thinking_moved or (self.dirty and self.throttle.due(now, length)):
+        if countdown_moved or (self.dirty and self.throttle.due(now, length)):
             self._draw()
+            return
+        thinking, frame = self.thinking, self.frame
+        if frame is not None and thinking.ended is None and int(thinking.seconds(now)) != self._second:
+            # Only the title's clock: resending the text each second would undo the throttle.
+            self._second = int(thinking.seconds(now))
+            frame.retitle(thinking.title(now))
 
     def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
         """The final frame: always drawn, even for an empty, failed or cancelled reply."""

@@ -111,11 +111,14 @@ class LiveThinkingFrame:
     def bundle(self) -> Bundle:
         return dict(self.box._repr_mimebundle_())
 
-    def update(self, title: str, thinking: Thinking, answer_markdown: str) -> None:
-        """Send only what changed: the title, the thinking's text, the answer."""
+    def retitle(self, title: str) -> None:
         if title != self.title:
             self.title = title
             self.section.titles = (title,)
+
+    def update(self, title: str, thinking: Thinking, answer_markdown: str) -> None:
+        """Send only what changed: the title, the thinking's text, the answer."""
+        self.retitle(title)
         if thinking.length != len(self._shown_text):
             self._shown_text = "".join(thinking.pieces)
             escaped = html.escape(self._shown_text.strip())
