@@ -107,3 +107,16 @@ REASONING_STYLES = ("openai", "openrouter", "deepseek", "template")
 """How a provider is told the effort (see `nbllm._calls.wire.reasoning`): OpenAI's
 ``reasoning_effort``, OpenRouter's ``reasoning`` object, DeepSeek's ``thinking`` switch, or the
 chat template's ``enable_thinking`` (Qwen3 and others on vLLM and llama.cpp)."""
+
+APIS = ("chat", "anthropic")
+"""The wire protocols a provider can speak (``--api``): OpenAI Chat Completions, or Anthropic
+Messages (``/v1/messages``, for Anthropic-compatible gateways and servers)."""
+
+ANTHROPIC_VERSION = "2023-06-01"
+"""The ``anthropic-version`` header sent to Anthropic-compatible endpoints (unless configured)."""
+
+ANTHROPIC_MAX_TOKENS = 4096
+"""The reply limit sent when none is given: the Messages API requires one."""
+
+ANTHROPIC_THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+"""Thinking tokens per --effort on Anthropic-compatible endpoints (1,024 is the API's minimum)."""

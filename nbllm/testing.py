@@ -87,6 +87,10 @@ REASONING_SHAPES = ("reasoning_content", "reasoning", "openrouter", "details", "
 
 CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 """OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
+MESSAGES_PATH = "/v1/messages"
+"""Anthropic's Messages path: the same scripted model answers in Anthropic's shapes there."""
+
+ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 @dataclass(frozen=True)
@@ -368,7 +372,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         record = RecordedRequest("POST", self.path, headers, body)
         self.state.requests.append(record)
-        if not CHAT_PATH_RE.match(self.path.split("?")[0]):
+        path = self.path.split("?")[0]
+        anthropic = path == MESSAGES_PATH
+        if not (anthropic or CHAT_PATH_RE.match(path)):
             self._error(404, f"Not found: {self.path}", "not_found")
             return
         if not self._authorised(headers):
@@ -376,13 +382,18 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._error(400, "'messages' is a required property", "invalid_request_error")
             return
+        if anthropic and not isinstance(body.get("max_tokens"), int):
+            self._error(400, "max_tokens: Field required", "invalid_request_error")
+            return
         fault = self.state.next_fault(headers)
         try:
             if fault and fault.kind == "slow_first_byte":
                 self._wait(fault.seconds)
             if fault and self._status_fault(fault, body):
                 return
-            if body.get("stream"):
+            if anthropic:
+                self._anthropic(body, fault)
+            elif body.get("stream"):
                 self._stream(body, fault)
             else:
                 self._whole(body, fault)
@@ -395,7 +406,10 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.state.api_key
         if key is None:
             return True
-        if headers.get("authorization") == f"Bearer {key}" or headers.get("api-key") == key:
+        if (
+            key in (headers.get("api-key"), headers.get("x-api-key"))
+            or headers.get("authorization") == f"Bearer {key}"
+        ):
             return True
         self._error(401, "Incorrect API key provided.", "invalid_api_key")
         return False
@@ -644,6 +658,163 @@ class _Handler(BaseHTTPRequestHandler):
                 for i, c in enumerate(script.answer)
             ]
         return message
+
+    # -- Anthropic Messages ---------------------------------------------------------
+
+    def _anthropic(self, body: dict[str, Any], fault: Fault | None) -> None:
+        """The scripted reply in Anthropic's shapes: named events when streamed, else one
+        message. Thinking (any shape but ``think_tags``) becomes signed thinking blocks."""
+        chat = _as_chat_request(body)
+        script = self._script(chat)
+        blocks = _anthropic_blocks(script)
+        usage = self._usage(chat, len(script.deltas))
+        stop = ANTHROPIC_STOP.get(script.finish, "end_turn")
+        message = {
+            "id": f"msg_nbllm_{len(self.state.requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", ""),
+            "content": blocks,
+            "stop_reason": stop,
+            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
+        }
+        if not body.get("stream"):
+            if fault and fault.kind == "error_event":
+                self._send_json(
+                    529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+                )
+                return
+            self._send_json(200, {**message, "content": [_whole_block(b) for b in blocks]})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("request-id", f"req-{len(self.state.requests)}")
+        self.end_headers()
+        pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
+
+        def event(name: str, payload: dict[str, Any]) -> None:
+            data = f"event: {name}\ndata: {json.dumps({'type': name, **payload})}\n\n".encode()
+            self._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**message["usage"], "output_tokens": 1},
+        }
+        event("message_start", {"message": start})
+        sent = 0
+        for index, block in enumerate(blocks):
+            kind = block["type"]
+            opening = (
+                {"type": kind, "id": block["id"], "name": block["name"], "input": {}}
+                if kind == "tool_use"
+                else {"type": kind, kind: ""}
+            )
+            event("content_block_start", {"index": index, "content_block": opening})
+            for piece in block["pieces"]:
+                if fault and sent == fault.after_chunks:
+                    if fault.kind == "error_event":
+                        event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+                        self._write(b"0\r\n\r\n")
+                        return
+                    if fault.kind == "reset":
+                        self._reset()
+                        return
+                delta_type = {
+                    "text": "text_delta",
+                    "thinking": "thinking_delta",
+                    "tool_use": "input_json_delta",
+                }[kind]
+                field = {"text": "text", "thinking": "thinking", "tool_use": "partial_json"}[kind]
+                event("content_block_delta", {"index": index, "delta": {"type": delta_type, field: piece}})
+                sent += 1
+                if pause:
+                    self._wait(pause)
+            if kind == "thinking":
+                event(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}},
+                )
+            event("content_block_stop", {"index": index})
+            event("ping", {})
+        if not (fault and fault.kind == "no_done"):
+            event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": len(script.deltas)},
+                },
+            )
+            event("message_stop", {})
+        self._write(b"0\r\n\r\n")
+
+
+def _as_chat_request(body: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic request as the scripted model reads requests: OpenAI-shaped messages
+    (tool results as ``tool`` messages), its tools and limit."""
+    messages: list[dict[str, Any]] = []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, list) and content and all(b.get("type") == "tool_result" for b in content):
+            messages += [
+                {"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": b.get("content")}
+                for b in content
+            ]
+        elif isinstance(content, list):
+            text = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+            messages.append({"role": message.get("role"), "content": text})
+        else:
+            messages.append({"role": message.get("role"), "content": content})
+    return {"messages": messages, "tools": body.get("tools"), "max_tokens": body.get("max_tokens")}
+
+
+def _whole_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A content block as a whole (non-streamed) reply holds it."""
+    if block["type"] == "tool_use":
+        arguments = json.loads(block["partial_json"] or "{}")
+        return {"type": "tool_use", "id": block["id"], "name": block["name"], "input": arguments}
+    if block["type"] == "thinking":
+        return {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
+    return {"type": "text", "text": block["text"]}
+
+
+def _anthropic_blocks(script: _Script) -> list[dict[str, Any]]:
+    """The script's deltas as content blocks, each with the pieces it streams in."""
+    blocks: list[dict[str, Any]] = []
+    for delta in script.deltas:
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if thought is None and delta.get("reasoning_details"):
+            thought = delta["reasoning_details"][0].get("summary") or ""
+        if thought is not None:
+            if not blocks or blocks[-1]["type"] != "thinking":
+                blocks.append(
+                    {"type": "thinking", "thinking": "", "signature": "sig-nbllm-testing", "pieces": []}
+                )
+            blocks[-1]["thinking"] += thought
+            blocks[-1]["pieces"].append(thought)
+        elif "content" in delta:
+            if not blocks or blocks[-1]["type"] != "text":
+                blocks.append({"type": "text", "text": "", "pieces": []})
+            blocks[-1]["text"] += delta["content"]
+            blocks[-1]["pieces"].append(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            function = call.get("function") or {}
+            if function.get("name"):
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_{call['index']}",
+                        "name": function["name"],
+                        "partial_json": "",
+                        "pieces": [],
+                    }
+                )
+            elif function.get("arguments"):
+                blocks[-1]["partial_json"] += function["arguments"]
+                blocks[-1]["pieces"].append(function["arguments"])
+    return blocks
 
 
 @contextmanager

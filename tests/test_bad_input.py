@@ -156,8 +156,8 @@ def test_chat_tool_choice_is_sent_and_checked(ip: Any) -> None:
 
 
 def test_abbreviated_options_are_not_taken_for_longer_ones(ip: Any) -> None:
-    with pytest.raises(UsageError, match="unrecognized arguments: --api anthropic"):
-        ip.run_line_magic("llm_provider", "add x --url http://127.0.0.1:9/v1 --api anthropic")
+    with pytest.raises(UsageError, match="unrecognized arguments: --api-v 2024-10-21"):
+        ip.run_line_magic("llm_provider", "add x --url http://127.0.0.1:9/v1 --api-v 2024-10-21")
     assert "x" not in nbllm.get_store().providers
 
 

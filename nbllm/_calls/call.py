@@ -42,7 +42,7 @@ from nbllm._calls.retry import (
     retry_decision,
 )
 from nbllm._calls.tokens import default_counter
-from nbllm._calls.wire.chat_completions import prepare
+from nbllm._calls.wire.protocols import prepare
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION
 from nbllm._exceptions import (
     APIError,
@@ -409,6 +409,7 @@ class _Call:
         result.text = state.text
         result.finish_reason = state.finish_reason
         result.reasoning = state.reasoning
+        result.reasoning_signature = state.signature
         result.tool_calls = state.tools.calls()
         result.request_id = state.request_id
         result.latency_s = time.perf_counter() - self.started

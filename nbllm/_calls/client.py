@@ -26,7 +26,7 @@ from nbllm._calls.errors import (
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
-from nbllm._calls.wire.chat_completions import read_stream, read_whole
+from nbllm._calls.wire.protocols import reader
 from nbllm._exceptions import (
     APIConnectionError,
 )
@@ -41,9 +41,7 @@ def read_reply(
     """The reply's text and thinking as they arrive, read by the wire protocol (streamed or whole). The
     protocol's own generator, not a wrapper: every layer between the socket and the consumer
     costs per token."""
-    if prepared.body.get("stream"):
-        return read_stream(response, resolved, state)
-    return read_whole(response, resolved, state)
+    return reader(resolved, stream=bool(prepared.body.get("stream")))(response, resolved, state)
 
 
 @contextlib.asynccontextmanager

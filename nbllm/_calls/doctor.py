@@ -19,6 +19,7 @@ from nbllm._calls.call import CallOptions, run_call
 from nbllm._calls.errors import error_from_response
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
+from nbllm._calls.wire.headers import protocol_headers
 from nbllm._exceptions import (
     APIConnectionError,
     APIError,
@@ -83,10 +84,10 @@ async def list_models(
     provider: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None
 ) -> list[str]:
     """The model ids the endpoint lists at ``GET /models``."""
-    url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version)
+    url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
     try:
         async with lease(provider, transport) as client:
-            response = await client.get(url, headers=auth_headers(provider))
+            response = await client.get(url, headers=auth_headers(provider) | protocol_headers(provider))
     except httpx.TimeoutException as exc:
         raise APITimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
     except httpx.TransportError as exc:
@@ -134,8 +135,15 @@ async def diagnose(
 def _check_url(provider: ProviderConfig, report: DoctorReport) -> None:
     path = urlsplit(provider.url).path
     sample_model = next(iter(provider.models), "MODEL")
-    chat = chat_url(provider.url, sample_model, auth=provider.auth, api_version=provider.api_version)
-    if provider.is_azure or path.endswith(CHAT_SUFFIX) or re.search(r"/v\d", path):
+    chat = chat_url(
+        provider.url, sample_model, auth=provider.auth, api_version=provider.api_version, api=provider.api
+    )
+    if (
+        provider.is_azure
+        or provider.api == "anthropic"
+        or path.endswith(CHAT_SUFFIX)
+        or re.search(r"/v\d", path)
+    ):
         report.add("url", "ok", f"posts to {chat}")
     else:
         report.add(

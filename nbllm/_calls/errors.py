@@ -86,6 +86,19 @@ def upstream_message(payload: Any) -> str | None:
     return clip(str(message)) if message else None
 
 
+def json_object(text: str, resolved: Resolved, state: ReplyState, what: str) -> dict[str, Any]:
+    """`text` decoded as a JSON object, or the `ProtocolError` that says it is not one."""
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        raise protocol_error(
+            resolved, state, f"sent a {what} that is not JSON: {clip(text, 120)!r}", not_json=True
+        ) from None
+    if not isinstance(payload, dict):
+        raise protocol_error(resolved, state, f"sent a {what} that is not a JSON object: {clip(text, 120)!r}")
+    return payload
+
+
 _CONTEXT_WORDS = (
     "context length",
     "context_length",

@@ -51,6 +51,8 @@ class ReplyState:
     token would copy the whole reply each time)."""
     thoughts: list[str] = field(default_factory=list)
     """The thinking as it arrived, apart from the text (joined once, by `reasoning`)."""
+    signature: str = ""
+    """The thinking's signature (Anthropic Messages), needed to send it back."""
     think_tags: ThinkTags | None = field(default_factory=ThinkTags)
     """Splits ``<think>`` tags off the start of the content; None once the answer has begun."""
     finish_reason: str | None = None

@@ -103,7 +103,7 @@ def check_options(
         )
 
 
-OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent"})
+OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent", "anthropic-version"})
 """The headers nbllm itself sets: the only ones a redirect to another host receives."""
 
 

@@ -64,6 +64,8 @@ class ChatResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str = ""
     """A reasoning model's thinking, apart from its answer in `text`."""
+    reasoning_signature: str = ""
+    """The signature an Anthropic-compatible endpoint put on the thinking (sent back with it)."""
     ttft_s: float | None = None
     """Time to the first token, of thinking or of the answer."""
     thinking_s: float | None = None

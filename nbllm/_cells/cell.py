@@ -31,7 +31,7 @@ from nbllm._calls.results import (
     Usage,
 )
 from nbllm._calls.tokens import Message
-from nbllm._calls.wire.reasoning import sends_reasoning_back, style_for
+from nbllm._calls.wire.reasoning import sends_reasoning_back
 from nbllm._cells.conversation import (
     DEFAULT_CONVERSATION,
     Conversation,
@@ -225,6 +225,8 @@ def assistant_message(result: ChatResult, *, with_reasoning: bool = False) -> Me
         ]
         if with_reasoning and result.reasoning:
             message["reasoning_content"] = result.reasoning
+            if result.reasoning_signature:
+                message["reasoning_signature"] = result.reasoning_signature
     return message
 
 
@@ -362,7 +364,7 @@ class CellRun:
 
     def _sends_reasoning_back(self, result: ChatResult) -> bool:
         answered = next((r for r in self.cell.routes if r.qualified_name == result.model), None)
-        return answered is not None and sends_reasoning_back(style_for(answered.provider))
+        return answered is not None and sends_reasoning_back(answered.provider)
 
     async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
         self._partial = self._partial_reasoning = ""

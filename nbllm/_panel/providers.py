@@ -59,6 +59,11 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
             description="auth", options=["bearer", "azure", "none", "header:x-api-key"], ensure_option=False
         )
         self.api_version = widgets.Text(description="api-version", placeholder="Azure only")
+        self.api = widgets.Dropdown(
+            description="API",
+            options=[("Chat Completions", "chat"), ("Anthropic Messages", "anthropic")],
+            tooltip="The wire protocol the endpoint speaks",
+        )
         self.headers = widgets.Textarea(
             description="headers",
             placeholder="Name: value (one per line; ${VAR} is read from the environment)",
@@ -113,7 +118,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
             [
                 self.title,
                 self.url,
-                widgets.HBox([self.auth, self.api_version]),
+                widgets.HBox([self.api, self.auth, self.api_version]),
                 self.headers,
                 widgets.HBox([self.connect_timeout, self.read_timeout, self.rps]),
                 widgets.HBox([self.reasoning_style, self.privacy]),
@@ -175,6 +180,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.url.value = config.url
         self.auth.value = config.auth
         self.api_version.value = config.api_version or ""
+        self.api.value = config.api
         self.headers.value = header_lines(config)
         self.connect_timeout.value = config.connect_timeout_s
         self.read_timeout.value = config.read_timeout_s
@@ -238,6 +244,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 url=self.url.value.strip(),
                 auth=self.auth.value.strip() or "bearer",
                 api_version=self.api_version.value.strip() or None,
+                api=self.api.value,
                 headers=parse_header_lines(self.headers.value, config),
                 connect_timeout_s=self.connect_timeout.value,
                 read_timeout_s=self.read_timeout.value,

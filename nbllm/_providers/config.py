@@ -229,6 +229,8 @@ class ProviderConfig(_Model):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     fallback: list[str] = Field(default_factory=list)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    api: str = "chat"
+    """The wire protocol: ``chat`` (OpenAI Chat Completions) or ``anthropic`` (Messages)."""
     reasoning_style: str | None = None
     """How --effort is sent (see `nbllm._calls.wire.reasoning`); None: as the host is known to want."""
 
@@ -244,6 +246,10 @@ class ProviderConfig(_Model):
                 f"provider {data.get('name', '?')!r}{declared} has no url; add the endpoint's "
                 "base URL, e.g. url: http://localhost:8000/v1"
             )
+        if not data.get("auth"):  # not given: bearer, or Anthropic's own header for its protocol
+            data.pop("auth", None)
+            if data.get("api") == "anthropic":
+                data["auth"] = "header:x-api-key"
         key = data.get("key")
         if isinstance(key, str) and (whole := _WHOLE_VAR_RE.match(key.strip())):
             # `key: ${VAR}` is a reference: keep the variable's name, not its value.
@@ -256,6 +262,13 @@ class ProviderConfig(_Model):
         if isinstance(data.get("models"), list | tuple):
             data["models"] = _models_from_list(data["models"])
         return data
+
+    @field_validator("api")
+    @classmethod
+    def _known_api(cls, value: str) -> str:
+        if value not in _constants.APIS:
+            raise ValueError(f"api {value!r} is not one of {', '.join(_constants.APIS)}")
+        return value
 
     @field_validator("reasoning_style")
     @classmethod

@@ -28,7 +28,7 @@ class Resolved:
 
     @functools.cached_property
     def chat_url(self) -> str:
-        """The URL a chat completion for this model is posted to (Azure's deployment path
-        included). Worked out once: every attempt of a call asks for it."""
+        """The URL a chat call for this model is posted to, in the provider's protocol (Azure's
+        deployment path included). Worked out once: every attempt of a call asks for it."""
         p = self.provider
-        return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version)
+        return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version, api=p.api)

@@ -7,6 +7,8 @@
   style ``azure``): the deployment is in the path (``/openai/deployments/<name>``),
   ``api-version`` is a query parameter; a bare resource URL takes the model id as
   the deployment.
+- Anthropic Messages (``api: anthropic``): ``{base}/v1/messages``, the base given with
+  ``/v1`` or without; a URL ending in ``/v1/messages`` is used as is.
 - Only ``http`` and ``https`` URLs with a host are accepted.
 """
 
@@ -18,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from nbllm._exceptions import ConfigError
 
 CHAT_SUFFIX = "/chat/completions"
+MESSAGES_SUFFIX = "/v1/messages"
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 URL_EXAMPLE = "http://localhost:8000/v1 or https://api.openai.com/v1"
 
@@ -58,8 +61,22 @@ def is_azure(url: str, auth: str = "bearer") -> bool:
     return auth == "azure" or host.endswith(AZURE_HOST_SUFFIXES)
 
 
-def chat_url(url: str, model: str, *, auth: str = "bearer", api_version: str | None = None) -> str:
-    """The URL a chat completion for `model` is posted to."""
+def messages_url(url: str) -> str:
+    """Anthropic Messages: ``{base}/v1/messages`` for a base given with ``/v1`` or without;
+    a URL that already ends in ``/v1/messages`` is used as is."""
+    parts = urlsplit(normalize_url(url))
+    path = parts.path
+    if not path.endswith(MESSAGES_SUFFIX):
+        path = path.removesuffix("/v1") + MESSAGES_SUFFIX
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def chat_url(
+    url: str, model: str, *, auth: str = "bearer", api_version: str | None = None, api: str = "chat"
+) -> str:
+    """The URL a chat call for `model` is posted to: Chat Completions, or Anthropic Messages."""
+    if api == "anthropic":
+        return messages_url(url)
     parts = urlsplit(normalize_url(url))
     path = parts.path
     if is_azure(url, auth):
@@ -78,8 +95,12 @@ def chat_url(url: str, model: str, *, auth: str = "bearer", api_version: str | N
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def models_url(url: str, *, auth: str = "bearer", api_version: str | None = None) -> str:
+def models_url(url: str, *, auth: str = "bearer", api_version: str | None = None, api: str = "chat") -> str:
     """The URL that lists the endpoint's models (``GET``)."""
+    if api == "anthropic":
+        parts = urlsplit(messages_url(url))
+        path = parts.path.removesuffix("/messages") + "/models"
+        return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
     parts = urlsplit(normalize_url(url))
     if is_azure(url, auth):
         path = "/openai/models"

@@ -96,12 +96,15 @@ class ProviderDetail:
             ("url", config.url),
             (
                 "chat url",
-                chat_url(config.url, sample_model, auth=config.auth, api_version=config.api_version),
+                chat_url(
+                    config.url, sample_model, auth=config.auth, api_version=config.api_version, api=config.api
+                ),
             ),
             (
                 "models url",
-                models_url(config.url, auth=config.auth, api_version=config.api_version),
+                models_url(config.url, auth=config.auth, api_version=config.api_version, api=config.api),
             ),
+            ("api", {"chat": "OpenAI Chat Completions", "anthropic": "Anthropic Messages"}[config.api]),
             ("auth", config.auth),
             ("key", key_status(config)),
             ("api version", config.api_version or ""),

@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.text import dedent
 
-from nbllm._constants import REASONING_STYLES
+from nbllm._constants import APIS, REASONING_STYLES
 from nbllm.magics.parsing import parse_line, usage_errors
 
 # -- one parser per subcommand; their help is joined into %llm_provider? ------
@@ -44,7 +44,17 @@ from nbllm.magics.parsing import parse_line, usage_errors
     help="Capabilities of the models given: tools,vision,cache,json "
     "(no-streaming, no-include_usage turn defaults off).",
 )
-@argument("--auth", default="bearer", help="bearer (default), azure, header:NAME or none.")
+@argument(
+    "--auth",
+    help="bearer (the default), azure, header:NAME or none; --api anthropic defaults to header:x-api-key.",
+)
+@argument(
+    "--api",
+    choices=APIS,
+    default="chat",
+    help="The wire protocol: chat (OpenAI Chat Completions, the default) or anthropic "
+    "(Anthropic Messages at {url}/v1/messages, for Anthropic-compatible endpoints).",
+)
 @argument("--api-version", metavar="V", help="Azure OpenAI api-version, e.g. 2024-10-21.")
 @argument(
     "--header",

@@ -53,6 +53,7 @@ class ProviderCommands:
             "key": SecretStr(key) if key else None,
             "key_env": args.key_env,
             "auth": args.auth,
+            "api": args.api,
             "headers": _parse_headers(args.header),
             "api_version": args.api_version,
             "requests_per_second": args.rps,

@@ -3,8 +3,6 @@ streamed as server-sent events or whole, read into a `ReplyState`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,20 +10,28 @@ from typing import Any
 
 import httpx
 
-from nbllm._calls.errors import SHAPE_ERRORS, UPSTREAM_TEXT_LIMIT, clip, protocol_error, upstream_message
+from nbllm._calls.errors import (
+    SHAPE_ERRORS,
+    UPSTREAM_TEXT_LIMIT,
+    clip,
+    json_object,
+    protocol_error,
+    upstream_message,
+)
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
-from nbllm._calls.sse import ServerSentEvent, SSEDecoder
+from nbllm._calls.sse import ServerSentEvent
+from nbllm._calls.wire.headers import request_headers
 from nbllm._calls.wire.reasoning import effort_fields, sends_reasoning_back, style_for
+from nbllm._calls.wire.stream import read_events, whole_events
 from nbllm._calls.wire.think_tags import ThinkTags
-from nbllm._constants import AFTER_FINISH_GRACE_S, VERSION
-from nbllm._exceptions import ConfigError, StreamError
-from nbllm._providers.auth import auth_headers
-from nbllm._providers.config import expand_vars
+from nbllm._exceptions import StreamError
 from nbllm._providers.resolved import Resolved
 
-_timeout = getattr(asyncio, "timeout", None)
+THINKING_KEYS = frozenset({"reasoning_content", "reasoning_signature"})
+"""Keys of an assistant turn that carry its thinking back (see `assistant_message`); Chat
+Completions sends ``reasoning_content`` where the provider requires it and never the signature."""
 
 MAX_TOKEN_COUNT = 10**9
 """Token counts above this are not counts (a server once sent 1e999)."""
@@ -37,8 +43,9 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
     stream = caps.streaming if request.stream is None else request.stream
     style = style_for(provider)
     messages = request.messages
-    if not sends_reasoning_back(style) and any("reasoning_content" in m for m in messages):
-        messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+    if any(key in m for m in messages for key in THINKING_KEYS):
+        dropped = THINKING_KEYS if not sends_reasoning_back(provider) else {"reasoning_signature"}
+        messages = [{k: v for k, v in m.items() if k not in dropped} for m in messages]
     body: dict[str, Any] = {"model": resolved.model, "messages": messages, "stream": stream}
     if stream and caps.include_usage:
         body["stream_options"] = {"include_usage": True}
@@ -64,96 +71,15 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
     if request.effort is not None:
         body.update(effort_fields(style, request.effort))
     body.update(provider.extra_body)
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream" if stream else "application/json",
-        "User-Agent": f"nbllm/{VERSION}",
-    }
-    for name, template in provider.header_templates().items():
-        value = expand_vars(template, f"header {name}")
-        if not value.isascii():  # from a ${VAR}; the value is not echoed, it may be a token
-            raise ConfigError(
-                f"header {name} expands to non-ASCII characters, which HTTP headers cannot carry"
-            )
-        headers[name] = value
-    credentials = auth_headers(provider)  # one key lookup per attempt (a keyring read can be slow)
-    headers.update(credentials)
-    secrets = set(credentials.values()) | {headers[name] for name in provider.unsaved_headers()}
+    headers, secrets = request_headers(provider, stream=stream)
     return PreparedRequest(resolved.chat_url, headers, body, secrets)
 
 
-async def read_stream(
+def read_stream(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
-    """Decode the stream as its bytes arrive. The text of every event in one network read goes
-    out as one `TokenEvent` (a consumer's per-event cost is then paid per read, not per token),
-    its thinking as one `ReasoningEvent` before it, and nothing waits between reads: how often
-    the screen changes is the renderer's business.
-
-    The reply is complete at ``[DONE]``: nothing after it is interpreted. After the finish
-    reason, the rest (the usage chunk, ``[DONE]``, the body's end) may take at most
-    `AFTER_FINISH_GRACE_S` in all; a server that then stalls or drops the connection has
-    still given a whole reply."""
-    decoder = SSEDecoder()
-    chunks = response.aiter_bytes()
-    async for chunk in chunks:
-        thinking, text = _take(decoder.feed(chunk), resolved, state)
-        if thinking:
-            yield ReasoningEvent(thinking)
-        if text:
-            yield TokenEvent(text)
-        if state.complete:
-            break
-    else:
-        decoder.close()
-        for event in _held_tags(state):
-            yield event
-        return
-    tail: list[str] = []  # text after the finish reason (rare), kept even if the tail times out
-    with contextlib.suppress(asyncio.TimeoutError, httpx.TransportError, httpx.DecodingError):
-        # One deadline for the whole tail. asyncio.timeout (3.11) costs a timer; wait_for, the
-        # 3.10 fallback, a task, which shows in the time of small calls.
-        reading = _read_tail(chunks, decoder, resolved, state, tail)
-        if _timeout is None:
-            await asyncio.wait_for(reading, AFTER_FINISH_GRACE_S)
-        else:
-            async with _timeout(AFTER_FINISH_GRACE_S):
-                await reading
-    if tail:
-        yield TokenEvent("".join(tail))
-    for event in _held_tags(state):
-        yield event
-
-
-def _held_tags(state: ReplyState) -> list[TokenEvent | ReasoningEvent]:
-    """At the reply's end: what the ``<think>`` splitter still held (an unclosed thought, or a
-    reply that was only the start of a tag)."""
-    if state.think_tags is None:
-        return []
-    thinking, text = state.think_tags.close()
-    state.think_tags = None
-    events: list[TokenEvent | ReasoningEvent] = []
-    now = time.perf_counter()
-    if thinking:
-        state.thought(thinking, now)
-        events.append(ReasoningEvent(thinking))
-    if text:
-        state.answered(now)
-        state.pieces.append(text)
-        events.append(TokenEvent(text))
-    return events
-
-
-async def _read_tail(
-    chunks: AsyncIterator[bytes], decoder: SSEDecoder, resolved: Resolved, state: ReplyState, tail: list[str]
-) -> None:
-    """After the finish reason: the usage chunk and ``[DONE]``, then the body's end (usually in
-    hand already), read so the connection can be reused."""
-    async for chunk in chunks:
-        if not state.saw_done:
-            _, text = _take(decoder.feed(chunk), resolved, state)
-            if text:
-                tail.append(text)
+    """The stream's events as its bytes arrive (see `read_events`), each read taken by `_take`."""
+    return read_events(response, resolved, state, _take)
 
 
 def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) -> tuple[str, str]:
@@ -203,7 +129,7 @@ async def read_whole(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
     text = (await response.aread()).decode("utf-8", errors="replace")
-    payload = _parse_chunk(text, resolved, state)
+    payload = json_object(text, resolved, state, "chunk")
     if "error" in payload:
         raise _stream_error(payload, resolved, state)
     try:
@@ -226,14 +152,8 @@ async def read_whole(
     held_thinking, held_text = tags.close()
     reasoning += tagged + held_thinking
     content += held_text
-    if reasoning:  # not timed: a whole reply says nothing of how long the model thought
-        state.thoughts.append(reasoning)
-        yield ReasoningEvent(reasoning)
-    if content or state.tools.calls():
-        state.answered(time.perf_counter())
-    if content:
-        state.pieces.append(content)
-        yield TokenEvent(content)
+    for event in whole_events(state, reasoning, content):
+        yield event
 
 
 def _reasoning_of(part: dict[str, Any]) -> str:
@@ -259,18 +179,6 @@ def _reasoning_of(part: dict[str, Any]) -> str:
                 raise TypeError(f"a reasoning detail's text is {type(text).__name__}, not a string")
             texts.append(text)
     return "".join(texts)
-
-
-def _parse_chunk(data: str, resolved: Resolved, state: ReplyState) -> dict[str, Any]:
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError):
-        raise protocol_error(
-            resolved, state, f"sent a chunk that is not JSON: {clip(data, 120)!r}", not_json=True
-        ) from None
-    if not isinstance(payload, dict):
-        raise protocol_error(resolved, state, f"sent a chunk that is not a JSON object: {clip(data, 120)!r}")
-    return payload
 
 
 def _apply_chunk(payload: dict[str, Any], state: ReplyState, pieces: list[str], thoughts: list[str]) -> None:

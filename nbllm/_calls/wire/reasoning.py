@@ -50,8 +50,9 @@ def effort_fields(style: str, effort: str) -> dict[str, Any]:
     return {"reasoning_effort": effort}
 
 
-def sends_reasoning_back(style: str) -> bool:
+def sends_reasoning_back(provider: ProviderConfig) -> bool:
     """Whether a turn's thinking goes back with its tool calls in later requests. DeepSeek's
-    thinking mode answers 400 without it; elsewhere it is left out (older deepseek-reasoner
-    answered 400 *to* it, and other servers bill or ignore it)."""
-    return style == "deepseek"
+    thinking mode answers 400 without it, and the Anthropic Messages API wants its signed
+    thinking blocks back; elsewhere it is left out (older deepseek-reasoner answered 400 *to*
+    it, and other servers bill or ignore it)."""
+    return provider.api == "anthropic" or style_for(provider) == "deepseek"

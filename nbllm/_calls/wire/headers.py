@@ -1,0 +1,39 @@
+"""The headers of a request to a provider, whatever the protocol: nbllm's own, the protocol's
+(``anthropic-version``), the provider's configured ones (``${VAR}`` expanded) and its
+credentials, with the values never to show."""
+
+from __future__ import annotations
+
+from nbllm._constants import ANTHROPIC_VERSION, VERSION
+from nbllm._exceptions import ConfigError
+from nbllm._providers.auth import auth_headers
+from nbllm._providers.config import ProviderConfig, expand_vars
+
+
+def protocol_headers(provider: ProviderConfig) -> dict[str, str]:
+    """Headers the provider's protocol requires; a configured header of the same name wins."""
+    if provider.api != "anthropic":
+        return {}
+    configured = {name.lower() for name in provider.header_templates()}
+    return {} if "anthropic-version" in configured else {"anthropic-version": ANTHROPIC_VERSION}
+
+
+def request_headers(provider: ProviderConfig, *, stream: bool) -> tuple[dict[str, str], set[str]]:
+    """The headers of one attempt, and the secret values among them (for masking)."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": f"nbllm/{VERSION}",
+        **protocol_headers(provider),
+    }
+    for name, template in provider.header_templates().items():
+        value = expand_vars(template, f"header {name}")
+        if not value.isascii():  # from a ${VAR}; the value is not echoed, it may be a token
+            raise ConfigError(
+                f"header {name} expands to non-ASCII characters, which HTTP headers cannot carry"
+            )
+        headers[name] = value
+    credentials = auth_headers(provider)  # one key lookup per attempt (a keyring read can be slow)
+    headers.update(credentials)
+    secrets = set(credentials.values()) | {headers[name] for name in provider.unsaved_headers()}
+    return headers, secrets
