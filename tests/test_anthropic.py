@@ -398,3 +398,40 @@ def test_dry_run_shows_the_messages_request_with_the_key_masked(ip: Any) -> None
     text = shown.stdout + "".join(str(o.data) for o in shown.outputs)
     assert f"POST {URL}/v1/messages" in text and "x-api-key: ****" in text and SENTINEL_KEY not in text
     assert '"budget_tokens": 1024' in text
+
+
+@respx.mock
+def test_one_tool_call_split_over_blocks_with_the_same_id_is_one_call() -> None:
+    """LiteLLM 1.106's Anthropic stream opens a new tool_use block, same id, for each fragment."""
+    fragments = ['{"', "city", '": "', "Paris", '"}']
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"message": {"id": "m", "usage": {}}})]
+    for index, fragment in enumerate(fragments):
+        block = {"type": "tool_use", "id": "call_0_weather", "name": "get_weather", "input": {}}
+        events += [
+            ("content_block_start", {"index": index, "content_block": block}),
+            (
+                "content_block_delta",
+                {"index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}},
+            ),
+            ("content_block_stop", {"index": index}),
+        ]
+    events += [
+        ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ("message_stop", {}),
+    ]
+    respx.post(f"{URL}/v1/messages").mock(return_value=httpx.Response(200, content=sse(*events)))
+    (call,) = nbllm.chat("Weather?", register(), tools=[WEATHER_TOOL]).tool_calls
+    assert (call.id, call.parsed_arguments()) == ("call_0_weather", {"city": "Paris"})
+
+
+@respx.mock
+def test_litellm_forwarding_to_a_missing_responses_endpoint_is_not_called_an_unknown_model() -> None:
+    said = (
+        'litellm.NotFoundError: NotFoundError: OpenAIException - {"detail":"Not Found"}\n'
+        "LiteLLM: model group 'smollm2' failed with the error above. No fallback was attempted."
+    )
+    respx.post(f"{URL}/v1/messages").mock(return_value=httpx.Response(404, json={"error": {"message": said}}))
+    with pytest.raises(nbllm.NotFoundError) as caught:
+        nbllm.chat("hi", register())
+    assert not isinstance(caught.value, nbllm.ModelNotFoundError)
+    assert "use_chat_completions_url_for_anthropic_messages" in (caught.value.hint or "")

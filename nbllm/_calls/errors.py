@@ -180,6 +180,20 @@ def error_from_response(
             hint="the provider is rate limiting; wait, lower --rps, or add --fallback models",
             **common,
         )
+    if (
+        status == 404
+        and provider.api == "anthropic"
+        and "openaiexception" in lowered
+        and "not found" in lowered
+    ):
+        return NotFoundError(
+            prefix,
+            hint="LiteLLM's upstream answered 404 for the path LiteLLM forwarded to, not for the model: "
+            "LiteLLM sends /v1/messages for openai/ models to the upstream's /v1/responses. Set "
+            "use_chat_completions_url_for_anthropic_messages: true under litellm_settings in its "
+            "config, or talk to LiteLLM with --api chat",
+            **common,
+        )
     if status in (400, 404, 422) and mentions_model:
         return ModelNotFoundError(
             prefix,

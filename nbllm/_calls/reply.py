@@ -15,13 +15,23 @@ from nbllm._calls.wire.think_tags import ThinkTags
 
 class _ToolCallAssembler:
     """Joins streamed tool-call deltas by index: the id, type and name arrive once (some
-    servers repeat them), the arguments as string fragments to concatenate."""
+    servers repeat them), the arguments as string fragments to concatenate. A new index that
+    repeats an earlier call's id is that call again: LiteLLM's Anthropic Messages stream opens
+    a new content block, same id, for every fragment of one call's arguments."""
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, str]] = {}
+        self._index_of_id: dict[str, int] = {}
+        self._aliases: dict[int, int] = {}
 
     def add(self, delta: Mapping[str, Any]) -> None:
         index = int(delta.get("index", len(self._calls)))
+        index = self._aliases.get(index, index)
+        call_id = delta.get("id")
+        if call_id:
+            first = self._index_of_id.setdefault(str(call_id), index)
+            if first != index and index not in self._calls:
+                self._aliases[index] = index = first
         call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
         if delta.get("id"):
             call["id"] = str(delta["id"])

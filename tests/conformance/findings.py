@@ -37,15 +37,22 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("json_mode", "JSON mode (`--json`)"),
     ("effort", "`--effort` in each reasoning style"),
     ("think_tags", "thinking in `<think>` tags split across chunks (a mock model)"),
+    ("anthropic_stream", "Anthropic Messages (`--api anthropic`), streamed"),
+    ("anthropic_whole", "Anthropic Messages, whole"),
+    ("anthropic_tools", "Anthropic Messages: `%%chat --tools` (call, run, answer)"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
     ("fallback_dead_upstream", "fallback through the gateway: dead upstream → next model"),
+    ("fallback_across_protocols", "fallback across protocols: Anthropic Messages 429 → Chat Completions"),
     ("key_hidden", "the key never in any output"),
 ]
 BEHAVIOUR_IDS = [behaviour for behaviour, _ in BEHAVIOURS]
-GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream"}
+GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream", "fallback_across_protocols"}
 """Behaviours tested through the gateway's own models only (LiteLLM's mock and failing ones)."""
+ANTHROPIC_BEHAVIOURS = {"anthropic_stream", "anthropic_whole", "anthropic_tools"}
+ANTHROPIC_SERVERS = {"llama_server", "litellm"}
+"""The servers here that serve Anthropic's ``/v1/messages``."""
 
 
 @dataclass

@@ -162,6 +162,9 @@ def start_litellm(logs: Path, upstream: Server) -> Server:
     litellm_params: {{model: openai/dead, api_key: unused, api_base: "http://127.0.0.1:{dead_port}/v1"}}
 litellm_settings:
   num_retries: 0
+  # /v1/messages for an openai/ model goes to the upstream's /v1/responses unless this is set;
+  # llama-cpp-python has no /v1/responses (see the Anthropic Messages rows' note).
+  use_chat_completions_url_for_anthropic_messages: true
   request_timeout: 60
 general_settings:
   master_key: "{key}"
