@@ -108,9 +108,10 @@ REASONING_STYLES = ("openai", "openrouter", "deepseek", "template")
 ``reasoning_effort``, OpenRouter's ``reasoning`` object, DeepSeek's ``thinking`` switch, or the
 chat template's ``enable_thinking`` (Qwen3 and others on vLLM and llama.cpp)."""
 
-APIS = ("chat", "anthropic")
-"""The wire protocols a provider can speak (``--api``): OpenAI Chat Completions, or Anthropic
-Messages (``/v1/messages``, for Anthropic-compatible gateways and servers)."""
+APIS = ("chat", "responses", "auto", "anthropic")
+"""The wire protocols a provider can speak (``--api``): OpenAI Chat Completions; OpenAI's
+Responses API (``/responses``); auto, Responses first, then Chat Completions for good when the
+endpoint has no ``/responses``; or Anthropic Messages (``/v1/messages``)."""
 
 ANTHROPIC_VERSION = "2023-06-01"
 """The ``anthropic-version`` header sent to Anthropic-compatible endpoints (unless configured)."""

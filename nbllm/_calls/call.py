@@ -42,7 +42,7 @@ from nbllm._calls.retry import (
     retry_decision,
 )
 from nbllm._calls.tokens import default_counter
-from nbllm._calls.wire.protocols import prepare
+from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_responses, prepare, tries_responses
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION
 from nbllm._exceptions import (
     APIError,
@@ -263,6 +263,7 @@ class _Call:
                 wait = limiter_for(provider.name, provider.requests_per_second).reserve()
                 if wait > 0:
                     await self.options.sleep(wait)
+            asked_responses = tries_responses(provider)
             prepared = prepare(resolved, asking)
             self.state = state = ReplyState()
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
@@ -313,6 +314,15 @@ class _Call:
                 tried.latency_s = time.perf_counter() - state.started
                 tried.http_status = error.status or state.http_status
                 tried.outcome, tried.error = type(error).__name__, error.message[:200]
+                if asked_responses and not state.shown and error.status in NO_RESPONSES_STATUSES:
+                    learn_no_responses(provider)  # for the rest of the session
+                    attempt -= 1  # not one of the retry policy's attempts
+                    self.result.retries += 1
+                    yield StatusEvent(
+                        "retry",
+                        f"{provider.name} has no Responses API (HTTP {error.status}); using Chat Completions",
+                    )
+                    continue
                 can_fail_over = not last and not state.shown and _fallback_worthy(error, state)
                 if state.shown or not _retryable(error, state):
                     if can_fail_over:

@@ -130,6 +130,21 @@ _EFFORT_FIELD_RE = re.compile(r"\b(reasoning_effort|chat_template_kwargs|thinkin
 """The request fields --effort adds (see `nbllm._calls.wire.reasoning`), as a refusal names them."""
 
 
+def _litellm_forwarding_hint(api: str) -> str:
+    """LiteLLM's 404 that is its upstream's, for a path the upstream lacks, not the model."""
+    fix = (
+        "set use_chat_completions_url_for_anthropic_messages: true under litellm_settings in its config"
+        if api == "anthropic"
+        else "use --api auto, which then keeps to Chat Completions"
+    )
+    return (
+        "LiteLLM's upstream answered 404 for the path LiteLLM forwarded to, not for the model: LiteLLM "
+        "sends /v1/messages and /v1/responses for openai/ models on to the upstream's /v1/responses, "
+        f"which most OpenAI-compatible servers lack. {fix[0].upper()}{fix[1:]}, or talk to LiteLLM "
+        "with --api chat"
+    )
+
+
 def error_from_response(
     status: int, body: str, headers: Mapping[str, str], resolved: Resolved, url: str
 ) -> StatusError:
@@ -180,25 +195,20 @@ def error_from_response(
             hint="the provider is rate limiting; wait, lower --rps, or add --fallback models",
             **common,
         )
-    if (
-        status == 404
-        and provider.api == "anthropic"
-        and "openaiexception" in lowered
-        and "not found" in lowered
-    ):
-        return NotFoundError(
-            prefix,
-            hint="LiteLLM's upstream answered 404 for the path LiteLLM forwarded to, not for the model: "
-            "LiteLLM sends /v1/messages for openai/ models to the upstream's /v1/responses. Set "
-            "use_chat_completions_url_for_anthropic_messages: true under litellm_settings in its "
-            "config, or talk to LiteLLM with --api chat",
-            **common,
-        )
+    if status == 404 and provider.api != "chat" and "openaiexception" in lowered and "not found" in lowered:
+        return NotFoundError(prefix, hint=_litellm_forwarding_hint(provider.api), **common)
     if status in (400, 404, 422) and mentions_model:
         return ModelNotFoundError(
             prefix,
             hint=f"the server does not serve the id {model!r}; ids are matched exactly, "
             f"list the ones it serves with %llm_provider discover {provider.name}",
+            **common,
+        )
+    if status == 404 and url.endswith("/responses"):
+        return NotFoundError(
+            prefix,
+            hint=f"nothing at {url}: the server has no Responses API. Use --api chat, or --api auto to "
+            "try Responses first and keep to Chat Completions where it is missing",
             **common,
         )
     if status == 404:

@@ -22,6 +22,7 @@ from nbllm._panel.models import ModelRow, Report
 from nbllm._providers.auth import key_status, keyring_module, store_in_keyring
 from nbllm._providers.config import ModelSpec, ProviderConfig, split_model_arg
 from nbllm._providers.store import Store, StoreEvent
+from nbllm._views.tables import API_TITLES
 
 
 class ProvidersTab(widgets.VBox):  # type: ignore[misc]
@@ -61,7 +62,7 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.api_version = widgets.Text(description="api-version", placeholder="Azure only")
         self.api = widgets.Dropdown(
             description="API",
-            options=[("Chat Completions", "chat"), ("Anthropic Messages", "anthropic")],
+            options=[(title, api) for api, title in API_TITLES.items()],
             tooltip="The wire protocol the endpoint speaks",
         )
         self.headers = widgets.Textarea(

@@ -21,6 +21,7 @@ from nbllm._exceptions import ConfigError
 
 CHAT_SUFFIX = "/chat/completions"
 MESSAGES_SUFFIX = "/v1/messages"
+RESPONSES_SUFFIX = "/responses"
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 URL_EXAMPLE = "http://localhost:8000/v1 or https://api.openai.com/v1"
 
@@ -71,12 +72,24 @@ def messages_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+def responses_url(url: str) -> str:
+    """OpenAI Responses: ``{base}/responses``; a URL ending in ``/responses`` is used as is, and
+    one ending in ``/chat/completions`` has that replaced."""
+    parts = urlsplit(normalize_url(url))
+    path = parts.path.removesuffix(CHAT_SUFFIX)
+    if not path.endswith(RESPONSES_SUFFIX):
+        path += RESPONSES_SUFFIX
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
 def chat_url(
     url: str, model: str, *, auth: str = "bearer", api_version: str | None = None, api: str = "chat"
 ) -> str:
     """The URL a chat call for `model` is posted to: Chat Completions, or Anthropic Messages."""
     if api == "anthropic":
         return messages_url(url)
+    if api == "responses":
+        return responses_url(url)
     parts = urlsplit(normalize_url(url))
     path = parts.path
     if is_azure(url, auth):
@@ -106,7 +119,7 @@ def models_url(url: str, *, auth: str = "bearer", api_version: str | None = None
         path = "/openai/models"
         query = _with_api_version(parts.query, api_version)
     else:
-        path = parts.path.removesuffix(CHAT_SUFFIX) + "/models"
+        path = parts.path.removesuffix(CHAT_SUFFIX).removesuffix(RESPONSES_SUFFIX) + "/models"
         query = parts.query
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 

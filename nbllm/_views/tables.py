@@ -104,7 +104,7 @@ class ProviderDetail:
                 "models url",
                 models_url(config.url, auth=config.auth, api_version=config.api_version, api=config.api),
             ),
-            ("api", {"chat": "OpenAI Chat Completions", "anthropic": "Anthropic Messages"}[config.api]),
+            ("api", API_TITLES[config.api]),
             ("auth", config.auth),
             ("key", key_status(config)),
             ("api version", config.api_version or ""),
@@ -143,6 +143,13 @@ class ProviderDetail:
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
 
+
+API_TITLES = {
+    "chat": "OpenAI Chat Completions",
+    "responses": "OpenAI Responses",
+    "auto": "OpenAI Responses, else Chat Completions",
+    "anthropic": "Anthropic Messages",
+}
 
 _HISTORY_HEADINGS = (
     "time",

@@ -52,8 +52,9 @@ from nbllm.magics.parsing import parse_line, usage_errors
     "--api",
     choices=APIS,
     default="chat",
-    help="The wire protocol: chat (OpenAI Chat Completions, the default) or anthropic "
-    "(Anthropic Messages at {url}/v1/messages, for Anthropic-compatible endpoints).",
+    help="The wire protocol: chat (OpenAI Chat Completions, the default), responses (OpenAI's "
+    "Responses API at {url}/responses), auto (Responses first, Chat Completions for good if the "
+    "endpoint has none) or anthropic (Anthropic Messages at {url}/v1/messages).",
 )
 @argument("--api-version", metavar="V", help="Azure OpenAI api-version, e.g. 2024-10-21.")
 @argument(

@@ -14,7 +14,7 @@ import pytest
 
 from nbllm._providers import local as local_module
 from tests.conformance import servers as servers_module
-from tests.conformance.findings import ANTHROPIC_SERVERS, FINDINGS, ServerInfo
+from tests.conformance.findings import ANTHROPIC_SERVERS, FINDINGS, RESPONSES_SERVERS, ServerInfo
 from tests.conformance.servers import Server
 
 SERVER_NAMES = ["llamacpp_python", "llama_server", "litellm", "transformers"]
@@ -80,6 +80,12 @@ def server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
 @pytest.fixture(params=sorted(ANTHROPIC_SERVERS))
 def messages_server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
     """The servers that also serve Anthropic's /v1/messages."""
+    return fleet.get(request.param)
+
+
+@pytest.fixture(params=sorted(RESPONSES_SERVERS))
+def responses_server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
+    """The servers that also serve OpenAI's /v1/responses."""
     return fleet.get(request.param)
 
 

@@ -40,6 +40,9 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("anthropic_stream", "Anthropic Messages (`--api anthropic`), streamed"),
     ("anthropic_whole", "Anthropic Messages, whole"),
     ("anthropic_tools", "Anthropic Messages: `%%chat --tools` (call, run, answer)"),
+    ("responses_stream", "OpenAI Responses (`--api responses`), streamed"),
+    ("responses_whole", "OpenAI Responses, whole"),
+    ("responses_auto", "`--api auto`: Responses where served, else Chat Completions"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
@@ -53,6 +56,9 @@ GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream",
 ANTHROPIC_BEHAVIOURS = {"anthropic_stream", "anthropic_whole", "anthropic_tools"}
 ANTHROPIC_SERVERS = {"llama_server", "litellm"}
 """The servers here that serve Anthropic's ``/v1/messages``."""
+RESPONSES_BEHAVIOURS = {"responses_stream", "responses_whole"}
+RESPONSES_SERVERS = {"transformers", "litellm", "llama_server"}
+"""The servers here that serve OpenAI's ``/v1/responses``."""
 
 
 @dataclass

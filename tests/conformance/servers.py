@@ -166,6 +166,10 @@ litellm_settings:
   # llama-cpp-python has no /v1/responses (see the Anthropic Messages rows' note).
   use_chat_completions_url_for_anthropic_messages: true
   request_timeout: 60
+router_settings:
+  # A deployment that failed is otherwise benched for a while (HTTP 429 "in cooldown"), and one
+  # test's expected failure would then fail the next tests against the same model.
+  disable_cooldowns: true
 general_settings:
   master_key: "{key}"
 """

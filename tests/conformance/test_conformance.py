@@ -32,6 +32,8 @@ from tests.conformance.findings import (
     BEHAVIOUR_IDS,
     FINDINGS,
     GATEWAY_ONLY,
+    RESPONSES_BEHAVIOURS,
+    RESPONSES_SERVERS,
 )
 from tests.conformance.servers import (
     CANNED_TEXT,
@@ -512,22 +514,28 @@ async def test_think_tags_through_a_gateway(
 # -- Anthropic Messages -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def messages_provider(ip: Any, messages_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    """A server that serves Anthropic Messages, registered a second time, speaking them."""
-    server = messages_server
+def register_api(ip: Any, server: Server, api: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`server` registered a second time, speaking `api`; returns the model's name."""
     monkeypatch.setenv(KEY_ENV, server.key)
+    name = f"{server.name}-{api}"
     line = (
-        f"add {server.name}-messages --api anthropic --url {server.base_url} --key-env {KEY_ENV} "
+        f"add {name} --api {api} --url {server.base_url} --key-env {KEY_ENV} "
         f"--model {server.model}={CONTEXT_WINDOW} --caps tools"
     )
     outcome = run_magic(ip, server, "llm_provider", line)
     assert outcome.error is None, outcome.text
-    return server
+    return f"{name}/{server.model}"
+
+
+@pytest.fixture
+def messages_provider(ip: Any, messages_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """A server that serves Anthropic Messages, registered a second time, speaking them."""
+    register_api(ip, messages_server, "anthropic", monkeypatch)
+    return messages_server
 
 
 def messages_model(server: Server) -> str:
-    return f"{server.name}-messages/{server.model}"
+    return f"{server.name}-anthropic/{server.model}"
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
@@ -599,6 +607,53 @@ def _tool_blocks_per_call(server: Server) -> int:
     text = httpx.post(url, json=body, headers=headers, timeout=60).text
     starts = re.findall(r'"content_block_start".*?"type": ?"tool_use", ?"id": ?"([^"]+)"', text)
     return max((starts.count(i) for i in set(starts)), default=0)
+
+
+# -- OpenAI Responses ---------------------------------------------------------------------------
+
+
+FORWARDS_RESPONSES = (
+    "Forwards `/v1/responses` for an `openai/` model to its upstream's `/v1/responses`, which "
+    "llama-cpp-python lacks (HTTP 404, reported as LiteLLM's own); nbllm's error says so and "
+    "points to `--api auto`, which then keeps to Chat Completions."
+)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_responses_reply(
+    ip: Any, responses_server: Server, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = responses_server
+    behaviour = "responses_stream" if stream else "responses_whole"
+    model = register_api(ip, server, "responses", monkeypatch)
+    try:
+        result = nbllm.chat(QUESTION, model, stream=stream, max_tokens=24, temperature=0)
+    except nbllm.NotFoundError as error:
+        seen_error(server, error)
+        assert "LiteLLM's upstream answered 404" in (error.hint or ""), error
+        FINDINGS.deviation(server.name, behaviour, FORWARDS_RESPONSES)
+        return
+    assert result.status == "ok" and "Paris" in result.text and not result.usage.estimated
+    assert nbllm.history()[-1].attempts[-1].http_status == 200
+    FINDINGS.ok(server.name, behaviour)
+
+
+def test_api_auto(ip: Any, provider: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = register_api(ip, provider, "auto", monkeypatch)
+    first = nbllm.chat(QUESTION, model, max_tokens=24, temperature=0)
+    first_attempts = nbllm.history()[-1].attempts
+    second = nbllm.chat(QUESTION, model, max_tokens=24, temperature=0)
+    assert first.status == second.status == "ok" and "Paris" in first.text and "Paris" in second.text
+    if first_attempts[0].http_status == 404:
+        assert first.retries >= 1 and len(nbllm.history()[-1].attempts) == 1  # learned: no second try
+        FINDINGS.deviation(
+            provider.name,
+            "responses_auto",
+            "Has no Responses API for this model (HTTP 404 at `/v1/responses`); nbllm falls back to "
+            "Chat Completions and keeps to it for the session.",
+        )
+    else:
+        FINDINGS.ok(provider.name, "responses_auto")
 
 
 async def test_cancel_mid_stream_then_call_again(provider: Server) -> None:
@@ -706,6 +761,8 @@ def test_readme_table_matches_this_run() -> None:
     expected_rows["litellm"] = set(BEHAVIOUR_IDS)
     for name in set(SERVER_NAMES) - ANTHROPIC_SERVERS:
         expected_rows[name] -= ANTHROPIC_BEHAVIOURS
+    for name in set(SERVER_NAMES) - RESPONSES_SERVERS:
+        expected_rows[name] -= RESPONSES_BEHAVIOURS
     found = {server: set(rows) for server, rows in FINDINGS.results.items()}
     if found != expected_rows:
         pytest.skip("only part of the conformance suite ran, so the table cannot be checked")

@@ -32,11 +32,10 @@ from nbllm._calls.errors import (
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
-from nbllm._calls.sse import ServerSentEvent
 from nbllm._calls.wire.headers import request_headers
-from nbllm._calls.wire.stream import read_events, whole_events
+from nbllm._calls.wire.stream import read_events, typed_take, whole_events
 from nbllm._constants import ANTHROPIC_MAX_TOKENS, ANTHROPIC_THINKING_BUDGETS
-from nbllm._exceptions import APIError, PromptError, RateLimitError, ServerError, StreamError
+from nbllm._exceptions import PromptError, RateLimitError, ServerError, StreamError
 from nbllm._providers.resolved import Resolved
 
 FINISH_REASONS = {
@@ -217,53 +216,37 @@ def read_stream(
     return read_events(response, resolved, state, _take)
 
 
-def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) -> tuple[str, str]:
-    """Apply one read's events to `state`; return their thinking and text."""
-    pieces: list[str] = []
-    thoughts: list[str] = []
-    data = ""
-    try:
-        for event in events:
-            data = event.data
-            if not data:
-                continue
-            state.events += 1
-            payload = json.loads(data)
-            kind = payload.get("type") or event.event
-            if kind == "content_block_delta":
-                _delta(payload, state, pieces, thoughts)
-            elif kind == "content_block_start":
-                _block_start(payload, state, pieces, thoughts)
-            elif kind == "message_start":
-                message = payload.get("message") or {}
-                state.request_id = state.request_id or message.get("id")
-                _usage(message.get("usage"), state)
-            elif kind == "message_delta":
-                stop = (payload.get("delta") or {}).get("stop_reason")
-                if stop:
-                    state.finish_reason = FINISH_REASONS.get(str(stop), str(stop))
-                _usage(payload.get("usage"), state)
-            elif kind == "message_stop":
-                state.saw_done = True
-                break
-            elif kind == "error" or event.event == "error":
-                raise _stream_error(payload, resolved, state)
-    except SHAPE_ERRORS as exc:
-        state.pieces.extend(pieces)
-        if isinstance(exc, (json.JSONDecodeError, RecursionError)):
-            what = f"sent an event that is not JSON: {clip(data, 120)!r}"
-            raise protocol_error(resolved, state, what, not_json=True) from None
-        raise protocol_error(resolved, state, f"sent an event nbllm cannot read ({exc})") from exc
-    except APIError:
-        state.pieces.extend(pieces)
-        raise
-    thinking = "".join(thoughts)
-    if thinking:
-        state.thought(thinking, time.perf_counter())
-    text = "".join(pieces)
-    if text:
-        state.pieces.append(text)
-    return thinking, text
+def _apply(
+    kind: str,
+    payload: dict[str, Any],
+    resolved: Resolved,
+    state: ReplyState,
+    pieces: list[str],
+    thoughts: list[str],
+) -> bool:
+    """One event; True at ``message_stop``."""
+    if kind == "content_block_delta":
+        _delta(payload, state, pieces, thoughts)
+    elif kind == "content_block_start":
+        _block_start(payload, state, pieces, thoughts)
+    elif kind == "message_start":
+        message = payload.get("message") or {}
+        state.request_id = state.request_id or message.get("id")
+        _usage(message.get("usage"), state)
+    elif kind == "message_delta":
+        stop = (payload.get("delta") or {}).get("stop_reason")
+        if stop:
+            state.finish_reason = FINISH_REASONS.get(str(stop), str(stop))
+        _usage(payload.get("usage"), state)
+    elif kind == "message_stop":
+        state.saw_done = True
+        return True
+    elif kind == "error":
+        raise _stream_error(payload, resolved, state)
+    return False
+
+
+_take = typed_take(_apply)
 
 
 def _delta(payload: dict[str, Any], state: ReplyState, pieces: list[str], thoughts: list[str]) -> None:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 
+from nbllm._calls.errors import SHAPE_ERRORS, clip, protocol_error
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.results import ReasoningEvent, TokenEvent
 from nbllm._calls.sse import ServerSentEvent, SSEDecoder
 from nbllm._constants import AFTER_FINISH_GRACE_S
+from nbllm._exceptions import APIError
 from nbllm._providers.resolved import Resolved
 
 _timeout = getattr(asyncio, "timeout", None)
@@ -116,3 +120,46 @@ def whole_events(state: ReplyState, thinking: str, text: str) -> list[TokenEvent
         state.pieces.append(text)
         events.append(TokenEvent(text))
     return events
+
+
+Apply = Callable[[str, dict[str, Any], Resolved, ReplyState, list[str], list[str]], bool]
+"""A typed-event protocol's reading of one event: its kind, its JSON, where its text and
+thinking go; True when the reply is complete."""
+
+
+def typed_take(apply: Apply) -> Take:
+    """The `Take` of a protocol whose events say their type (Anthropic Messages, OpenAI
+    Responses): each event's JSON goes to `apply`; what came before a bad event is kept in
+    `state` (and shown by the caller's error) before the error is raised."""
+
+    def take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) -> tuple[str, str]:
+        pieces: list[str] = []
+        thoughts: list[str] = []
+        data = ""
+        try:
+            for event in events:
+                data = event.data
+                if not data or data == "[DONE]":
+                    continue
+                state.events += 1
+                payload = json.loads(data)
+                if apply(str(payload.get("type") or event.event), payload, resolved, state, pieces, thoughts):
+                    break
+        except SHAPE_ERRORS as exc:
+            state.pieces.extend(pieces)
+            if isinstance(exc, (json.JSONDecodeError, RecursionError)):
+                what = f"sent an event that is not JSON: {clip(data, 120)!r}"
+                raise protocol_error(resolved, state, what, not_json=True) from None
+            raise protocol_error(resolved, state, f"sent an event nbllm cannot read ({exc})") from exc
+        except APIError:
+            state.pieces.extend(pieces)
+            raise
+        thinking = "".join(thoughts)
+        if thinking:
+            state.thought(thinking, time.perf_counter())
+        text = "".join(pieces)
+        if text:
+            state.pieces.append(text)
+        return thinking, text
+
+    return take
