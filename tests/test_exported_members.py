@@ -103,7 +103,7 @@ def _documented_surface() -> list[tuple[str, object]]:
     testing_names = [
         n
         for n, v in vars(nbllm.testing).items()
-        if not n.startswith("_") and getattr(v, "__module__", None) == "nbllm.testing"
+        if not n.startswith("_") and str(getattr(v, "__module__", "")).startswith("nbllm.testing")
     ]
     for module, names in ((nbllm, nbllm.__all__), (nbllm.testing, testing_names)):
         for name in names:

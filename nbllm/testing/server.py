@@ -1,45 +1,5 @@
-"""A loopback OpenAI-compatible server for tests, tutorials and benchmarks.
-
-A real HTTP stack (the standard library's threading HTTP server) with scripted
-replies, token pacing, usage chunks, an API-key check, recorded requests, and
-fault injection chosen per request::
-
-    with nbllm.testing.serve(reply="Hello!", tokens_per_s=200) as server:
-        server.base_url                   # "http://127.0.0.1:53211/v1"
-        server.enqueue(Fault("rate_limit", retry_after="1"))   # the next request gets a 429
-        server.requests[-1].body          # what the client sent
-
-A fault can also be asked for by the client with the header
-``x-nbllm-fault: KIND; key=value; ...`` (for example from a provider's ``--header``).
-
-Fault kinds: ``rate_limit`` (429; ``retry_after``, ``retry_after_ms``), ``server_error``
-(``status`` 500 or 503), ``reset`` (connection reset after ``after_chunks`` chunks),
-``stall`` (stop for ``seconds`` after ``after_chunks`` chunks), ``malformed`` (a chunk
-that is not JSON), ``error_event`` (an error object mid-stream), ``no_done`` (the
-stream ends with neither finish_reason nor ``[DONE]``), ``finish_no_done``
-(finish_reason but no ``[DONE]``, like transformers serve), ``crlf`` (CRLF line ends),
-``byte_writes`` (one byte per write), ``slow_first_byte`` (wait ``seconds`` before the
-response starts), ``unknown_model`` (404 model_not_found).
-
-Reasoning (``reasoning="…"``): every reply thinks first, in the wire shape a kind of server
-uses (``reasoning_shape=``, one of `REASONING_SHAPES`): ``reasoning_content`` (llama.cpp's
-``llama-server``, DeepSeek, LM Studio, vLLM up to 0.10), ``reasoning`` (vLLM, Ollama),
-``openrouter`` (``reasoning`` plus the same text in ``reasoning_details``), ``details`` (only
-``reasoning_details``: a summary and an encrypted part) or ``think_tags`` (``<think>…</think>``
-at the start of the content, as servers without a reasoning parser send it). Usage then counts
-the thinking in ``completion_tokens_details.reasoning_tokens``. ``chunk_chars=N`` sends the
-text N characters per event instead of a word per event (1 splits a tag at every character).
-A request's ``max_tokens`` is honoured: the reply, thinking included, is cut at that many
-tokens with finish reason ``length``.
-
-Framing (``framing=``): ``"chunked"`` (the default) sends each server-sent event as its own
-HTTP chunk and keeps the connection alive, as uvicorn, vLLM, llama.cpp and OpenAI do;
-``"bytes"`` splits every event into chunks of 1 to 3 bytes; ``"body"`` sends the stream
-unframed and closes the connection at its end, so a client reading fast enough sees many
-events in one read (the framing that once hid a per-read delay in nbllm's client).
-
-Run it on its own with ``python -m nbllm.testing --port 0``.
-"""
+"""The loopback server itself: its state (`LoopbackServer`), the HTTP handler, Chat
+Completions replies and faults; `anthropic` and `responses` speak the other protocols."""
 
 from __future__ import annotations
 
@@ -57,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from nbllm.testing.anthropic import send_anthropic
+from nbllm.testing.responses import responses_as_chat, send_responses
 
 FAULT_KINDS = frozenset(
     {
@@ -91,8 +54,6 @@ MESSAGES_PATH = "/v1/messages"
 """Anthropic's Messages path: the same scripted model answers in Anthropic's shapes there."""
 RESPONSES_PATH = "/v1/responses"
 """OpenAI's Responses path (served unless ``responses=False``, to stand in for servers without it)."""
-
-ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 @dataclass(frozen=True)
@@ -386,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised(headers):
             return
         if responses and isinstance(body, dict) and isinstance(body.get("input"), list | str):
-            body = _responses_as_chat(body)
+            body = responses_as_chat(body)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._error(400, "'messages' is a required property", "invalid_request_error")
             return
@@ -400,9 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault and self._status_fault(fault, body):
                 return
             if anthropic:
-                self._anthropic(body, fault)
+                send_anthropic(self, body, fault)
             elif responses:
-                self._responses(body, fault)
+                send_responses(self, body, fault)
             elif body.get("stream"):
                 self._stream(body, fault)
             else:
@@ -669,304 +630,6 @@ class _Handler(BaseHTTPRequestHandler):
             ]
         return message
 
-    # -- Anthropic Messages ---------------------------------------------------------
-
-    def _anthropic(self, body: dict[str, Any], fault: Fault | None) -> None:
-        """The scripted reply in Anthropic's shapes: named events when streamed, else one
-        message. Thinking (any shape but ``think_tags``) becomes signed thinking blocks."""
-        chat = _as_chat_request(body)
-        script = self._script(chat)
-        blocks = _anthropic_blocks(script)
-        usage = self._usage(chat, len(script.deltas))
-        stop = ANTHROPIC_STOP.get(script.finish, "end_turn")
-        message = {
-            "id": f"msg_nbllm_{len(self.state.requests)}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", ""),
-            "content": blocks,
-            "stop_reason": stop,
-            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
-        }
-        if not body.get("stream"):
-            if fault and fault.kind == "error_event":
-                self._send_json(
-                    529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-                )
-                return
-            self._send_json(200, {**message, "content": [_whole_block(b) for b in blocks]})
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", f"req-{len(self.state.requests)}")
-        self.end_headers()
-        pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
-
-        def event(name: str, payload: dict[str, Any]) -> None:
-            data = f"event: {name}\ndata: {json.dumps({'type': name, **payload})}\n\n".encode()
-            self._write(b"%x\r\n%s\r\n" % (len(data), data))
-
-        start = {
-            **message,
-            "content": [],
-            "stop_reason": None,
-            "usage": {**message["usage"], "output_tokens": 1},
-        }
-        event("message_start", {"message": start})
-        sent = 0
-        for index, block in enumerate(blocks):
-            kind = block["type"]
-            opening = (
-                {"type": kind, "id": block["id"], "name": block["name"], "input": {}}
-                if kind == "tool_use"
-                else {"type": kind, kind: ""}
-            )
-            event("content_block_start", {"index": index, "content_block": opening})
-            for piece in block["pieces"]:
-                if fault and sent == fault.after_chunks:
-                    if fault.kind == "error_event":
-                        event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
-                        self._write(b"0\r\n\r\n")
-                        return
-                    if fault.kind == "reset":
-                        self._reset()
-                        return
-                delta_type = {
-                    "text": "text_delta",
-                    "thinking": "thinking_delta",
-                    "tool_use": "input_json_delta",
-                }[kind]
-                field = {"text": "text", "thinking": "thinking", "tool_use": "partial_json"}[kind]
-                event("content_block_delta", {"index": index, "delta": {"type": delta_type, field: piece}})
-                sent += 1
-                if pause:
-                    self._wait(pause)
-            if kind == "thinking":
-                event(
-                    "content_block_delta",
-                    {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}},
-                )
-            event("content_block_stop", {"index": index})
-            event("ping", {})
-        if not (fault and fault.kind == "no_done"):
-            event(
-                "message_delta",
-                {
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"output_tokens": len(script.deltas)},
-                },
-            )
-            event("message_stop", {})
-        self._write(b"0\r\n\r\n")
-
-    # -- OpenAI Responses -----------------------------------------------------------
-
-    def _responses(self, chat: dict[str, Any], fault: Fault | None) -> None:
-        """The scripted reply as a Responses API object, or its typed events when streamed."""
-        script = self._script(chat)
-        usage = self._usage(chat, len(script.deltas), script.thinking_tokens)
-        items = _response_items(script)
-        incomplete = script.finish == "length"
-        response = {
-            "id": f"resp_nbllm_{len(self.state.requests)}",
-            "object": "response",
-            "model": chat.get("model", ""),
-            "status": "incomplete" if incomplete else "completed",
-            "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "output": [{k: v for k, v in item.items() if k != "pieces"} for item in items],
-            "usage": {
-                "input_tokens": usage["prompt_tokens"],
-                "output_tokens": usage["completion_tokens"],
-                "output_tokens_details": {"reasoning_tokens": script.thinking_tokens},
-            },
-        }
-        if not chat.get("stream"):
-            self._send_json(200, response)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
-
-        def event(name: str, payload: dict[str, Any]) -> None:
-            data = f"event: {name}\ndata: {json.dumps({'type': name, **payload})}\n\n".encode()
-            self._write(b"%x\r\n%s\r\n" % (len(data), data))
-
-        event("response.created", {"response": {**response, "status": "in_progress", "output": []}})
-        for index, item in enumerate(items):
-            opening = {k: v for k, v in item.items() if k != "pieces"}
-            if item["type"] == "function_call":
-                opening["arguments"] = ""
-            event("response.output_item.added", {"output_index": index, "item": opening})
-            delta_event = {
-                "reasoning": "response.reasoning_summary_text.delta",
-                "message": "response.output_text.delta",
-                "function_call": "response.function_call_arguments.delta",
-            }[item["type"]]
-            for piece in item["pieces"]:
-                if fault and fault.kind == "error_event":
-                    event("error", {"code": "server_error", "message": fault.message})
-                    self._write(b"0\r\n\r\n")
-                    return
-                event(delta_event, {"output_index": index, "item_id": item["id"], "delta": piece})
-                if pause:
-                    self._wait(pause)
-            event("response.output_item.done", {"output_index": index, "item": opening})
-        if not (fault and fault.kind == "no_done"):
-            event("response.incomplete" if incomplete else "response.completed", {"response": response})
-        self._write(b"0\r\n\r\n")
-
-
-def _responses_as_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """A Responses request as the scripted model reads requests (OpenAI chat messages)."""
-    messages: list[dict[str, Any]] = []
-    if body.get("instructions"):
-        messages.append({"role": "system", "content": body["instructions"]})
-    items = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
-    for item in items:
-        if item.get("type") == "function_call_output":
-            messages.append(
-                {"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")}
-            )
-        elif item.get("type") == "function_call":
-            call = {
-                "id": item.get("call_id"),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
-            }
-            messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        else:
-            content = item.get("content")
-            if isinstance(content, list):
-                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            messages.append({"role": item.get("role", "user"), "content": content})
-    return {
-        "model": body.get("model"),
-        "messages": messages,
-        "tools": body.get("tools"),
-        "max_tokens": body.get("max_output_tokens"),
-        "stream": body.get("stream"),
-    }
-
-
-def _response_items(script: _Script) -> list[dict[str, Any]]:
-    """The script's deltas as Responses output items, each with the pieces it streams in."""
-    items: list[dict[str, Any]] = []
-    for delta in script.deltas:
-        thought = delta.get("reasoning_content") or delta.get("reasoning")
-        if thought is None and delta.get("reasoning_details"):
-            thought = delta["reasoning_details"][0].get("summary") or ""
-        if thought is not None:
-            if not items or items[-1]["type"] != "reasoning":
-                items.append(
-                    {
-                        "type": "reasoning",
-                        "id": f"rs_{len(items)}",
-                        "summary": [{"type": "summary_text", "text": ""}],
-                        "pieces": [],
-                    }
-                )
-            items[-1]["summary"][0]["text"] += thought
-            items[-1]["pieces"].append(thought)
-        elif "content" in delta:
-            if not items or items[-1]["type"] != "message":
-                items.append(
-                    {
-                        "type": "message",
-                        "id": f"msg_{len(items)}",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": ""}],
-                        "pieces": [],
-                    }
-                )
-            items[-1]["content"][0]["text"] += delta["content"]
-            items[-1]["pieces"].append(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            if function.get("name"):
-                items.append(
-                    {
-                        "type": "function_call",
-                        "id": f"fc_{len(items)}",
-                        "call_id": f"call_{call['index']}",
-                        "name": function["name"],
-                        "arguments": "",
-                        "pieces": [],
-                    }
-                )
-            elif function.get("arguments"):
-                items[-1]["arguments"] += function["arguments"]
-                items[-1]["pieces"].append(function["arguments"])
-    return items
-
-
-def _as_chat_request(body: dict[str, Any]) -> dict[str, Any]:
-    """An Anthropic request as the scripted model reads requests: OpenAI-shaped messages
-    (tool results as ``tool`` messages), its tools and limit."""
-    messages: list[dict[str, Any]] = []
-    for message in body.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, list) and content and all(b.get("type") == "tool_result" for b in content):
-            messages += [
-                {"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": b.get("content")}
-                for b in content
-            ]
-        elif isinstance(content, list):
-            text = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
-            messages.append({"role": message.get("role"), "content": text})
-        else:
-            messages.append({"role": message.get("role"), "content": content})
-    return {"messages": messages, "tools": body.get("tools"), "max_tokens": body.get("max_tokens")}
-
-
-def _whole_block(block: dict[str, Any]) -> dict[str, Any]:
-    """A content block as a whole (non-streamed) reply holds it."""
-    if block["type"] == "tool_use":
-        arguments = json.loads(block["partial_json"] or "{}")
-        return {"type": "tool_use", "id": block["id"], "name": block["name"], "input": arguments}
-    if block["type"] == "thinking":
-        return {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
-    return {"type": "text", "text": block["text"]}
-
-
-def _anthropic_blocks(script: _Script) -> list[dict[str, Any]]:
-    """The script's deltas as content blocks, each with the pieces it streams in."""
-    blocks: list[dict[str, Any]] = []
-    for delta in script.deltas:
-        thought = delta.get("reasoning_content") or delta.get("reasoning")
-        if thought is None and delta.get("reasoning_details"):
-            thought = delta["reasoning_details"][0].get("summary") or ""
-        if thought is not None:
-            if not blocks or blocks[-1]["type"] != "thinking":
-                blocks.append(
-                    {"type": "thinking", "thinking": "", "signature": "sig-nbllm-testing", "pieces": []}
-                )
-            blocks[-1]["thinking"] += thought
-            blocks[-1]["pieces"].append(thought)
-        elif "content" in delta:
-            if not blocks or blocks[-1]["type"] != "text":
-                blocks.append({"type": "text", "text": "", "pieces": []})
-            blocks[-1]["text"] += delta["content"]
-            blocks[-1]["pieces"].append(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            if function.get("name"):
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": f"toolu_{call['index']}",
-                        "name": function["name"],
-                        "partial_json": "",
-                        "pieces": [],
-                    }
-                )
-            elif function.get("arguments"):
-                blocks[-1]["partial_json"] += function["arguments"]
-                blocks[-1]["pieces"].append(function["arguments"])
-    return blocks
-
 
 @contextmanager
 def serve(reply: str | Sequence[str] | ReplyFunction = "Hello!", **options: Any) -> Iterator[LoopbackServer]:
@@ -980,7 +643,10 @@ def serve(reply: str | Sequence[str] | ReplyFunction = "Hello!", **options: Any)
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m nbllm.testing``: serve until interrupted, printing the base URL first."""
-    parser = argparse.ArgumentParser(prog="python -m nbllm.testing", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nbllm.testing",
+        description="A loopback OpenAI-compatible server for tests, tutorials and benchmarks.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--reply", default="Hello!")
@@ -1011,7 +677,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     finally:
         server._httpd.server_close()
-
-
-if __name__ == "__main__":
-    main()
