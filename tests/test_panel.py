@@ -119,9 +119,11 @@ def test_endpoint_edits_apply_together(panel: Panel, store: nbllm.Store) -> None
     tab.privacy.value = True
     assert tab.reasoning_style.value is None  # "by host"
     tab.reasoning_style.value = "template"
+    assert tab.api.value == "chat"
+    tab.api.value = "auto"
     tab.apply_button.click()
     config = store.provider("gw")
-    assert config.reasoning_style == "template"
+    assert config.reasoning_style == "template" and config.api == "auto"
     assert config.url == "http://127.0.0.1:8000/v1"
     assert config.header_templates() == {
         "HTTP-Referer": "https://me.example",

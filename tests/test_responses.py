@@ -86,6 +86,10 @@ def test_request_mapping() -> None:
     assert body["reasoning"] == {"effort": "high", "summary": "auto"}
     assert body["text"] == {"format": {"type": "json_object"}}
     assert "stop" not in body and "seed" not in body
+    tiny = prepare(
+        get_store().resolve(register()), ChatRequest([{"role": "user", "content": "x"}], max_tokens=1)
+    )
+    assert tiny.body["max_output_tokens"] == 16  # OpenAI's minimum: the endpoint check asks for 1
 
 
 def events(*items: tuple[str, dict[str, Any]]) -> bytes:

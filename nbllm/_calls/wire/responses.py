@@ -7,8 +7,9 @@ images as ``input_text``/``input_image`` parts, an assistant's text as ``output_
 calls as ``function_call`` items, tool results as ``function_call_output`` items); tools are
 flat ``{"type": "function", name, parameters}``; JSON mode and schemas go in ``text.format``;
 ``--effort`` in ``reasoning`` (with a summary asked for, which is the thinking that can be
-shown); ``max_tokens`` is ``max_output_tokens``; ``store`` is false, so nothing is kept on the
-server. ``stop`` and ``seed`` are not part of the API and are not sent.
+shown); ``max_tokens`` is ``max_output_tokens`` (at least 16, the API's minimum); ``store``
+is false, so nothing is kept on the server. ``stop`` and ``seed`` are not part of the API and
+are not sent.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from nbllm._exceptions import StreamError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import responses_url
 
+MIN_OUTPUT_TOKENS = 16
+"""OpenAI refuses a smaller ``max_output_tokens`` (the endpoint check's one-token probe asks for 1)."""
+
 THINKING_EVENTS = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
 
 
@@ -49,7 +53,7 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
     if instructions:
         body["instructions"] = instructions
     if request.max_tokens is not None:
-        body["max_output_tokens"] = request.max_tokens
+        body["max_output_tokens"] = max(request.max_tokens, MIN_OUTPUT_TOKENS)
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.tools:
