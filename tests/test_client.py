@@ -490,3 +490,15 @@ async def test_a_call_takes_its_routes_and_resolves_no_name_again(
     )
     result = await run_call(ChatRequest(messages=[{"role": "user", "content": "hi"}]), routes)
     assert (result.text, result.model, result.fallbacks) == ("ok", "spare/s", ["gw/org/model:v1"])
+
+
+@respx.mock
+async def test_a_key_the_server_quotes_back_is_masked_in_the_error(gw: None) -> None:
+    body = {"error": {"message": f"Incorrect API key provided: {SENTINEL_KEY}"}}
+    respx.post(URL).mock(return_value=httpx.Response(401, json=body))
+    with pytest.raises(nbllm.AuthenticationError) as caught:
+        await call()
+    error = caught.value
+    assert "Incorrect API key provided: ****" in str(error)
+    assert SENTINEL_KEY not in f"{error} {error.upstream_message} {json.dumps(error.body)} {error.result!r}"
+    assert SENTINEL_KEY not in repr(nbllm.history()[-1])

@@ -30,9 +30,13 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.auth import find_key
 from nbllm._providers.resolved import Resolved
+from nbllm._providers.secret_text import MASK
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 
+
+MIN_MASKED_KEY_CHARS = 4
+"""A key this short (a local server's "x") would mask ordinary words; it guards nothing anyway."""
 
 UPSTREAM_TEXT_LIMIT = 2000
 """The most characters of server text an error quotes (a hostile server once sent 200,000)."""
@@ -148,7 +152,12 @@ def _litellm_forwarding_hint(api: str) -> str:
 def error_from_response(
     status: int, body: str, headers: Mapping[str, str], resolved: Resolved, url: str
 ) -> StatusError:
-    """The nbllm error for an HTTP error status, with the upstream's message and a hint."""
+    """The nbllm error for an HTTP error status, with the upstream's message and a hint. A
+    server that quotes the key back (some do, for a rejected one) has it masked."""
+    key, _ = find_key(resolved.provider)
+    secret = key.get_secret_value() if key is not None else ""
+    if len(secret) >= MIN_MASKED_KEY_CHARS and secret in body:
+        body = body.replace(secret, MASK)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
