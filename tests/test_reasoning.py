@@ -367,3 +367,15 @@ def test_reasoning_style_is_set_by_the_magic_shown_and_saved(chat_shell: Any, tm
     assert get_store().provider("qw").reasoning_style == "template"
     with pytest.raises(UsageError, match="invalid choice: 'claude'"):
         ip.run_line_magic("llm_provider", "add qw2 --url http://127.0.0.1:9/v1 --reasoning-style claude")
+
+
+async def test_the_endpoint_check_counts_a_token_of_thinking_as_an_answer() -> None:
+    from nbllm._calls.doctor import diagnose
+
+    with serve(reasoning="Let me think about this.", models=("thinker",)) as server:
+        models = {"thinker": {"capabilities": "reasoning"}}
+        nbllm.get_store().add_provider(nbllm.ProviderConfig(name="t", url=server.base_url, models=models))
+        report = await diagnose(nbllm.get_store(), "t/thinker")
+    chat = next(f for f in report.findings if f.check == "chat")
+    assert (chat.verdict, chat.detail) == ("ok", "one-token streaming call answered (the token was thinking)")
+    assert report.ok

@@ -27,6 +27,7 @@ from nbllm._exceptions import (
     EmptyReplyError,
     MissingKeyError,
     NbllmError,
+    ThinkingBudgetError,
 )
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
@@ -209,6 +210,13 @@ async def _check_call(
         # One token can hold no text (part of a multi-byte character, or thinking): an answer.
         result = exc.result
         report.add("chat", "ok", "one-token streaming call answered (the token held no text)")
+    except ThinkingBudgetError as exc:
+        if exc.result is None:
+            report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
+            return
+        # A reasoning model thinks first: its one token was thinking, which is an answer here.
+        result = exc.result
+        report.add("chat", "ok", "one-token streaming call answered (the token was thinking)")
     except NbllmError as exc:
         report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
         return
