@@ -33,8 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nbllm
+from bench.common import interleaved, loopback, register, write_results
 from nbllm._providers import local
 
 PROMPT = [{"role": "user", "content": "go"}]
@@ -59,24 +59,9 @@ TARGETS = {
 }
 
 
-@contextmanager
-def loopback(tokens: int, *extra: str) -> Iterator[str]:
-    """A loopback server in its own process, replying with `tokens` tokens; yields its URL."""
-    reply = " ".join(f"t{i}" for i in range(tokens))
-    command = [sys.executable, "-m", "nbllm.testing", "--port", "0", "--reply", reply, *extra]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
-        try:
-            assert process.stdout is not None
-            yield process.stdout.readline().rsplit(" ", 1)[-1].strip()
-        finally:
-            process.terminate()
-
-
-def register(name: str, base_url: str, key: str | None = None, model: str = "m") -> str:
-    auth = "bearer" if key else "none"
-    config = nbllm.ProviderConfig(name=name, url=base_url, key=key, auth=auth, models=[model])
-    nbllm.get_store().add_provider(config, replace=True)
-    return f"{name}/{model}"
+def replying(tokens: int, *extra: str) -> Any:
+    """A loopback server replying with `tokens` tokens (see `common.loopback`)."""
+    return loopback("--reply", " ".join(f"t{i}" for i in range(tokens)), *extra)
 
 
 async def raw_stream(
@@ -100,29 +85,13 @@ async def nbllm_stream(model: str, on_text: Callable[[str], None], **options: An
             on_text(event.text)
 
 
-async def measure(run: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of one run."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    await run()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 async def paired(
     repeat: int, raw: Callable[[], Awaitable[None]], ours: Callable[[], Awaitable[None]]
 ) -> dict[str, float]:
     """Medians of interleaved runs (after one warm-up each)."""
     await raw()
     await ours()
-    raw_runs, our_runs = [], []
-    for _ in range(repeat):
-        raw_runs.append(await measure(raw))
-        our_runs.append(await measure(ours))
-    return {
-        "raw_wall_s": statistics.median(w for w, _ in raw_runs),
-        "nbllm_wall_s": statistics.median(w for w, _ in our_runs),
-        "raw_cpu_s": statistics.median(c for _, c in raw_runs),
-        "nbllm_cpu_s": statistics.median(c for _, c in our_runs),
-    }
+    return await interleaved(repeat, raw, ours)
 
 
 def body_for(model: str, **extra: Any) -> dict[str, Any]:
@@ -137,7 +106,7 @@ async def stream_measures(repeat: int) -> dict[str, Any]:
         count[0] += 1
 
     async with httpx.AsyncClient(timeout=60) as client:
-        with loopback(1000, "--tokens-per-s", "1000") as url:
+        with replying(1000, "--tokens-per-s", "1000") as url:
             model = register("paced", url)
             row = await paired(
                 repeat,
@@ -147,7 +116,7 @@ async def stream_measures(repeat: int) -> dict[str, Any]:
             row["ratio"] = row["nbllm_wall_s"] / row["raw_wall_s"]
             figures["paced_1000_tokens_1ms"] = row
 
-        with loopback(20_000) as url:
+        with replying(20_000) as url:
             model = register("full", url)
             row = await paired(
                 repeat,
@@ -157,7 +126,7 @@ async def stream_measures(repeat: int) -> dict[str, Any]:
             row["ratio"] = row["nbllm_cpu_s"] / row["raw_cpu_s"]
             figures["full_speed_20000_events_cpu"] = row
 
-        with loopback(5) as url:
+        with replying(5) as url:
             model = register("small", url)
 
             async def raw_calls() -> None:
@@ -174,7 +143,7 @@ async def stream_measures(repeat: int) -> dict[str, Any]:
             row["nbllm_per_call_ms"] = row["nbllm_wall_s"] / 20 * 1000
             figures["sequential_20_calls_5_tokens"] = row
 
-        with loopback(400, "--tokens-per-s", "200", "--stamp-tokens") as url:
+        with replying(400, "--tokens-per-s", "200", "--stamp-tokens") as url:
             model = register("stamped", url)
             raw_delays: list[float] = []
             our_delays: list[float] = []
@@ -344,11 +313,7 @@ def main() -> None:
     figures["load_ext_s"] = load_ext_seconds(args.repeat)
     met = verdicts(figures)
     report(figures, met)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"targets": TARGETS, "met": met, "figures": figures}, indent=2) + "\n")
-    print(f"written to {args.out}")
-    if args.check and not all(met.values()):
-        sys.exit(1)
+    write_results(args.out, TARGETS, met, figures, args.check)
 
 
 if __name__ == "__main__":

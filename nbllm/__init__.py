@@ -51,11 +51,12 @@ from nbllm._exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from nbllm._api import achat, astream, chat, history, panel, tool_schema
+    from nbllm._api import achat, aembed, astream, chat, embed, history, panel, tool_schema
     from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
         ChatResult,
         DoneEvent,
+        EmbedResult,
         ReasoningEvent,
         StatusEvent,
         TokenEvent,
@@ -69,11 +70,12 @@ if typing.TYPE_CHECKING:
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "nbllm._api": ("achat", "astream", "chat", "history", "panel", "tool_schema"),
+    "nbllm._api": ("achat", "aembed", "astream", "chat", "embed", "history", "panel", "tool_schema"),
     "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
     "nbllm._calls.results": (
         "ChatResult",
         "DoneEvent",
+        "EmbedResult",
         "ReasoningEvent",
         "StatusEvent",
         "TokenEvent",
@@ -121,6 +123,7 @@ __all__ = [
     "ConfigFileError",
     "ContextTooLongError",
     "DoneEvent",
+    "EmbedResult",
     "EmptyReplyError",
     "History",
     "IncompleteStreamError",
@@ -160,8 +163,10 @@ __all__ = [
     "Usage",
     "__version__",
     "achat",
+    "aembed",
     "astream",
     "chat",
+    "embed",
     "get_history",
     "get_store",
     "history",

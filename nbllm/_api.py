@@ -1,4 +1,5 @@
-"""The public functions: `chat` (sync), `achat` (async), `astream` (events), `history`, `panel`.
+"""The public functions: `chat` (sync), `achat` (async), `astream` (events), `embed` and
+`aembed` (vectors), `history`, `panel`.
 
 Every request option is an explicit keyword, checked before anything is sent: a wrong type or
 range, or an unknown name, is a `PromptError` that names it. The panel is imported when
@@ -8,18 +9,21 @@ first used, so a plain script never loads ipywidgets.
 from __future__ import annotations
 
 import difflib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
 from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
+from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.history import CallRecord, get_history
+from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
-from nbllm._calls.results import ChatEvent, ChatResult
+from nbllm._calls.results import ChatEvent, ChatResult, EmbedResult
 from nbllm._cells.tools import Tool
 from nbllm._exceptions import PromptError
 from nbllm._providers.resolved import Resolved
+from nbllm._providers.store import get_store
 
 Prompt = str | Sequence[dict[str, Any]]
 ToolSpec = Callable[..., Any] | dict[str, Any]
@@ -54,15 +58,19 @@ def tool_schema(function: Callable[..., Any], name: str | None = None) -> dict[s
     return Tool.from_callable(function, name).schema()
 
 
-def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[ChatRequest, list[Resolved]]:
-    unknown = [name for name in given if name not in OPTION_NAMES]
+def _refuse_unknown(given: Mapping[str, Any], names: Sequence[str]) -> None:
+    unknown = [name for name in given if name not in names]
     if unknown:
         name = unknown[0]
-        close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+        close = difflib.get_close_matches(name, names, n=1)
         raise PromptError(
             f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
-            hint="the options are " + ", ".join(OPTION_NAMES),
+            hint="the options are " + ", ".join(names),
         )
+
+
+def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[ChatRequest, list[Resolved]]:
+    _refuse_unknown(given, OPTION_NAMES)
     if not (isinstance(prompt, str) or (isinstance(prompt, Sequence) and not isinstance(prompt, bytes))):
         raise PromptError(f"the prompt should be text or a list of messages, not {type(prompt).__name__}")
     if not prompt or (isinstance(prompt, str) and not prompt.strip()):
@@ -154,6 +162,74 @@ def astream(
     `DoneEvent`. The options are `chat`'s, checked here, before the first event."""
     request, routes = _build(prompt, model, options)
     return stream_call(request, routes)
+
+
+Texts = str | Iterable[str]
+
+
+class EmbedOptions(TypedDict, total=False):
+    """The keyword options of `embed` and `aembed`."""
+
+    batch_size: int
+    """Texts per request (32 by default)."""
+    dimensions: int | None
+    """The vector length to ask for, where the model can shorten its vectors."""
+    concurrency: int
+    """Requests in flight at once (4 by default)."""
+
+
+EMBED_OPTION_NAMES = tuple(EmbedOptions.__annotations__)
+
+
+def embed(texts: Texts, model: str | None = None, **options: Unpack[EmbedOptions]) -> Any:
+    """One vector per text from `model`'s ``/embeddings``: a numpy array of float32 (one row
+    per text) when numpy is installed, else lists of floats. A single string gives one vector.
+
+    Texts go `batch_size` to a request (32), `concurrency` requests at once (4), each with the
+    provider's rate limit (--rps) and retries. `dimensions` asks for shorter vectors where the
+    model supports it; a server that ignores it is an error, not a silent mismatch. Empty or
+    non-string texts are refused before anything is sent. Each call is one history record
+    (kind ``embed``: tokens and timing, never the texts). Raises an `nbllm.NbllmError`; a
+    failed batch's error carries the vectors already made on ``error.result`` (an
+    `EmbedResult`, None for the missing ones). Safe inside a running kernel."""
+    request, resolved, single = _embed_request(texts, model, options)
+    return _vectors(loop_thread().run(run_embed(request, resolved)), single)
+
+
+async def aembed(texts: Texts, model: str | None = None, **options: Unpack[EmbedOptions]) -> Any:
+    """`embed`, awaited on the caller's event loop."""
+    request, resolved, single = _embed_request(texts, model, options)
+    return _vectors(await run_embed(request, resolved), single)
+
+
+def _embed_request(
+    texts: Texts, model: str | None, options: EmbedOptions
+) -> tuple[EmbedRequest, Resolved, bool]:
+    _refuse_unknown(options, EMBED_OPTION_NAMES)
+    single = isinstance(texts, str)
+    if isinstance(texts, bytes | dict) or not (single or isinstance(texts, Iterable)):
+        raise PromptError(
+            f"texts should be a string or a list of strings (or a pandas Series), not {type(texts).__name__}"
+        )
+    if model is not None and not isinstance(model, str):
+        raise PromptError(f"model should be a name such as 'provider/model', not {model!r}")
+    listed = [texts] if isinstance(texts, str) else list(texts)
+    request = EmbedRequest(listed, **options)
+    return request, get_store().resolve(model), single
+
+
+def _vectors(result: EmbedResult, single: bool) -> Any:
+    """The result's vectors as the caller gets them: numpy when it is installed."""
+    try:
+        import numpy
+    except ImportError:
+        vectors: Any = result.vectors
+        return vectors[0] if single else vectors
+    # float32: what the servers compute in, and half the memory of numpy's default float64.
+    array = numpy.asarray(result.vectors, dtype=numpy.float32)
+    if not result.vectors:
+        array = array.reshape(0, 0)
+    return array[0] if single else array
 
 
 def history() -> list[CallRecord]:

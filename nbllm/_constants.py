@@ -121,3 +121,12 @@ ANTHROPIC_MAX_TOKENS = 4096
 
 ANTHROPIC_THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 """Thinking tokens per --effort on Anthropic-compatible endpoints (1,024 is the API's minimum)."""
+
+EMBED_BATCH_SIZE = 32
+"""Texts per ``/embeddings`` request by default: OpenAI takes up to 2,048, but a local server
+such as llama.cpp's fits each batch into one compute batch, and a smaller request that fails
+is cheaper to retry."""
+
+EMBED_CONCURRENCY = 4
+"""``/embeddings`` requests in flight at once for one `nbllm.embed` by default (the provider's
+--rps limit still applies to each)."""

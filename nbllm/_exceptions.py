@@ -148,7 +148,8 @@ class APIError(NbllmError):
         self.upstream_message = upstream_message
         self.request_id = request_id
         self.body = body
-        # The call's ChatResult so far (partial text, status); set when a call fails.
+        # The call's result so far (a ChatResult with the partial text, or an EmbedResult with
+        # the vectors done); set when a call fails.
         self.result: Any = None
 
     def __str__(self) -> str:

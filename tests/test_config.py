@@ -19,6 +19,7 @@ def test_defaults_match_design() -> None:
         "prompt_cache": False,
         "json": False,
         "reasoning": False,
+        "embeddings": False,
         "streaming": True,
         "include_usage": True,
     }

@@ -57,6 +57,7 @@ from nbllm._exceptions import (
     ToolChoiceIgnoredError,
     TransportError,
 )
+from nbllm._providers.config import ProviderConfig
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
 from nbllm._providers.urls import host_of
@@ -71,6 +72,15 @@ class CallOptions:
     history: History | None = None
     sleep: Sleep = asyncio.sleep
     transport: httpx.AsyncBaseTransport | None = None
+
+
+async def wait_for_turn(provider: ProviderConfig, sleep: Sleep) -> None:
+    """Wait until the provider's request-rate limit (--rps) lets one more request go, shared
+    with every other call to it."""
+    if provider.requests_per_second:
+        wait = limiter_for(provider.name, provider.requests_per_second).reserve()
+        if wait > 0:
+            await sleep(wait)
 
 
 def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = None) -> list[dict[str, Any]]:
@@ -99,7 +109,7 @@ def plan_routes(
 
 
 def _retryable(error: APIError, state: ReplyState) -> bool:
-    if isinstance(error, ThinkingBudgetError):  # the same request would think just as long
+    if isinstance(error, ThinkingBudgetError | ContextTooLongError):  # the same request would fail the same
         return False
     if isinstance(error, StatusError):
         return error.status is not None and is_retryable_status(error.status)
@@ -259,10 +269,7 @@ class _Call:
         attempt = 0
         while True:
             attempt += 1
-            if provider.requests_per_second:
-                wait = limiter_for(provider.name, provider.requests_per_second).reserve()
-                if wait > 0:
-                    await self.options.sleep(wait)
+            await wait_for_turn(provider, self.options.sleep)
             asked_responses = tries_responses(provider)
             prepared = prepare(resolved, asking)
             self.state = state = ReplyState()

@@ -1,8 +1,9 @@
 """The endpoint doctor (`%llm_provider test`) and model discovery (`%llm_provider discover`).
 
 The doctor checks, in order, what usually goes wrong with a new endpoint: the
-URL's shape, the key, ``GET /models``, and a one-token streaming call (time to
-first token, whether usage is reported). Each finding says what to do next.
+URL's shape, the key, ``GET /models``, for a model flagged for embeddings one text through
+``/embeddings``, and a one-token streaming call (time to first token, whether usage is
+reported). Each finding says what to do next.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.errors import error_from_response
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
@@ -33,7 +35,7 @@ from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store
-from nbllm._providers.urls import CHAT_SUFFIX, chat_url, models_url
+from nbllm._providers.urls import CHAT_SUFFIX, chat_url, embeddings_url, models_url
 
 Verdict = Literal["ok", "warn", "fail"]
 MARKS = {"ok": "\N{CHECK MARK}", "warn": "!", "fail": "\N{BALLOT X}"}
@@ -79,6 +81,12 @@ class DoctorReport:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+def looks_like_embeddings(model_id: str) -> bool:
+    """Whether an id names an embedding model by the usual naming (text-embedding-3-small,
+    nomic-embed-text, mxbai-embed-large): discovery suggests the ``embeddings`` flag for it."""
+    return "embed" in model_id.lower()
 
 
 async def list_models(
@@ -129,7 +137,9 @@ async def diagnose(
         )
         return report
     resolved = store.resolve(f"{name}/{model}")
-    await _check_call(resolved, report, transport)
+    if resolved.spec.capabilities.embeddings:
+        await _check_embeddings(resolved, report, transport)
+    await _check_call(resolved, report, transport, embedding_model=resolved.spec.capabilities.embeddings)
     return report
 
 
@@ -195,30 +205,54 @@ async def _check_models(
     return served
 
 
-async def _check_call(
+async def _check_embeddings(
     resolved: Resolved, report: DoctorReport, transport: httpx.AsyncBaseTransport | None
 ) -> None:
+    """One text through ``/embeddings``: a vector back, how long, and how many dimensions."""
+    try:
+        result = await run_embed(EmbedRequest(["OK"]), resolved, CallOptions(transport=transport))
+    except NbllmError as exc:
+        report.add("embeddings", "fail", str(exc).split("\n")[0], exc.hint or "")
+        return
+    took = f"{result.latency_s:.2f} s" if result.latency_s is not None else "?"
+    provider = resolved.provider
+    url = embeddings_url(provider.url, resolved.model, auth=provider.auth, api_version=provider.api_version)
+    detail = f"one text gave a {result.dimensions}-dimensional vector in {took} (from {url})"
+    report.add("embeddings", "ok", detail)
+
+
+async def _check_call(
+    resolved: Resolved,
+    report: DoctorReport,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    embedding_model: bool = False,
+) -> None:
+    """A one-token call. For a model flagged for embeddings, a failure only warns: most
+    embedding models do not chat."""
     request = ChatRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=1)
+    failed: Verdict = "warn" if embedding_model else "fail"
+    also = " (expected of an embedding-only model)" if embedding_model else ""
     try:
         result = await run_call(request, [resolved], CallOptions(transport=transport))
         ttft = f"{result.ttft_s:.2f} s" if result.ttft_s is not None else "no token"
         report.add("chat", "ok", f"one-token streaming call answered; first token after {ttft}")
     except EmptyReplyError as exc:
         if exc.result is None or exc.result.finish_reason != "length":
-            report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
+            report.add("chat", failed, str(exc).split("\n")[0] + also, exc.hint or "")
             return
         # One token can hold no text (part of a multi-byte character, or thinking): an answer.
         result = exc.result
         report.add("chat", "ok", "one-token streaming call answered (the token held no text)")
     except ThinkingBudgetError as exc:
         if exc.result is None:
-            report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
+            report.add("chat", failed, str(exc).split("\n")[0] + also, exc.hint or "")
             return
         # A reasoning model thinks first: its one token was thinking, which is an answer here.
         result = exc.result
         report.add("chat", "ok", "one-token streaming call answered (the token was thinking)")
     except NbllmError as exc:
-        report.add("chat", "fail", str(exc).split("\n")[0], exc.hint or "")
+        report.add("chat", failed, str(exc).split("\n")[0] + also, exc.hint or "")
         return
     if result.usage.estimated:
         report.add(

@@ -220,11 +220,27 @@ def error_from_response(
             "try Responses first and keep to Chat Completions where it is missing",
             **common,
         )
+    if status in (404, 405) and url.split("?")[0].endswith("/embeddings"):
+        return NotFoundError(
+            prefix,
+            hint=f"nothing at {url}: the server serves no embeddings (or not under this base URL). "
+            "Serve an embedding model, e.g. with llama.cpp's llama-server --embeddings",
+            **common,
+        )
     if status == 404:
         return NotFoundError(
             prefix,
             hint=f"nothing at {url}; most servers want a base URL ending in /v1 "
             "(http://host:8000/v1), or give the full .../chat/completions path",
+            **common,
+        )
+    if "too large to process" in lowered:
+        # llama.cpp's llama-server, for a text longer than its compute batch (embeddings), as a 500:
+        # retrying cannot help.
+        return ContextTooLongError(
+            prefix,
+            hint="the input does not fit the server's batch: shorten it, or start llama-server with "
+            "larger --batch-size and --ubatch-size",
             **common,
         )
     if status in (400, 413, 422) and any(w in lowered for w in _CONTEXT_WORDS):
@@ -243,7 +259,12 @@ def error_from_response(
         )
     if status in (400, 422):
         effort_field = _EFFORT_FIELD_RE.search(body)
-        if "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
+        if url.split("?")[0].endswith("/embeddings") and "dimensions" in lowered:
+            hint = (
+                "the server refused dimensions=: leave it out (the model, or the gateway's entry for "
+                "it, does not take a vector length)"
+            )
+        elif "stream_options" in body or "include_usage" in body:  # the message, or FastAPI's "loc"
             hint = (
                 "the server does not take stream_options; turn usage reporting off: "
                 f"%llm_provider model {provider.name} set {model} --caps no-include_usage"

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from nbllm._calls.results import ChatResult, Status, tokens_per_second
 from nbllm._observers import Observers
@@ -66,6 +66,10 @@ class CallRecord:
     fallbacks: list[str] = field(default_factory=list)
     request_id: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    kind: Literal["chat", "embed"] = "chat"
+    """A chat reply, or an embeddings call (`nbllm.embed`: its tokens are all input)."""
+    texts: int = 0
+    """For an embeddings call: how many texts it embedded (or tried to)."""
 
     @property
     def tokens_per_s(self) -> float | None:

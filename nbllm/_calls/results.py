@@ -1,4 +1,5 @@
-"""What a call produces: streamed events and the final `ChatResult`."""
+"""What a call produces: streamed events and the final `ChatResult`; an `EmbedResult` for
+embeddings."""
 
 from __future__ import annotations
 
@@ -160,3 +161,31 @@ class DoneEvent:
 
 
 ChatEvent = TokenEvent | ReasoningEvent | ToolCallEvent | StatusEvent | DoneEvent
+
+
+@dataclass
+class EmbedResult:
+    """The outcome of one `nbllm.embed`: a vector per text, in order. When a batch fails, its
+    texts' vectors are None and the others are kept (the error's ``result`` is this)."""
+
+    vectors: list[list[float] | None]
+    model: str = ""
+    dimensions: int | None = None
+    """The length of every vector (None when none came back)."""
+    usage: Usage = field(default_factory=Usage)
+    """Input tokens, as the server counted them (or nbllm's estimate, ``usage.estimated``)."""
+    status: Status = "ok"
+    latency_s: float | None = None
+    requests: int = 0
+    """The batches sent (one request each, retries not counted)."""
+    retries: int = 0
+    error: str | None = None
+
+    def missing(self) -> list[int]:
+        """The positions of the texts that have no vector (their batch failed or never ran)."""
+        return [i for i, vector in enumerate(self.vectors) if vector is None]
+
+    def __repr__(self) -> str:
+        dims = f"{self.dimensions} dimensions" if self.dimensions else "no vectors"
+        done = len(self.vectors) - len(self.missing())
+        return f"<EmbedResult {self.model}: {done} of {len(self.vectors)} texts, {dims}, {self.status}>"

@@ -14,7 +14,7 @@ import html
 import ipywidgets as widgets
 from pydantic import SecretStr
 
-from nbllm._calls.doctor import DoctorReport, diagnose, list_models
+from nbllm._calls.doctor import DoctorReport, diagnose, list_models, looks_like_embeddings
 from nbllm._constants import REASONING_STYLES
 from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
@@ -302,7 +302,8 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
             model, window = split_model_arg(self.new_model.value if text is None else text)
             if not model:
                 raise ConfigError("type a model id, e.g. gpt-4o or gpt-4o=128000")
-            self.store.add_model(config.name, model, ModelSpec(context_window=window))
+            caps = "embeddings" if looks_like_embeddings(model) else None
+            self.store.add_model(config.name, model, ModelSpec(context_window=window, capabilities=caps))
         except NbllmError as exc:
             self.report(str(exc), False)
             return

@@ -32,7 +32,16 @@ from nbllm import _constants
 from nbllm._exceptions import ConfigError
 from nbllm._providers.urls import is_azure, normalize_url
 
-CAPABILITY_NAMES = ("tools", "vision", "prompt_cache", "json", "reasoning", "streaming", "include_usage")
+CAPABILITY_NAMES = (
+    "tools",
+    "vision",
+    "prompt_cache",
+    "json",
+    "reasoning",
+    "embeddings",
+    "streaming",
+    "include_usage",
+)
 CAPABILITY_ALIASES = {"cache": "prompt_cache", "usage": "include_usage", "stream": "streaming"}
 AUTH_STYLES_HELP = "bearer, azure, none or header:NAME (e.g. header:x-api-key)"
 
@@ -115,6 +124,8 @@ class Capabilities(_Model):
     json_mode: bool = Field(False, alias="json")
     reasoning: bool = False
     """The model thinks before it answers (its thinking may stream apart); --effort needs it."""
+    embeddings: bool = False
+    """The model turns text into vectors (``nbllm.embed``); the endpoint check tests that."""
     streaming: bool = True
     include_usage: bool = True
 
@@ -143,6 +154,7 @@ class Capabilities(_Model):
             "prompt_cache": self.prompt_cache,
             "json": self.json_mode,
             "reasoning": self.reasoning,
+            "embeddings": self.embeddings,
             "streaming": self.streaming,
             "include_usage": self.include_usage,
         }

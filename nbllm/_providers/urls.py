@@ -9,6 +9,8 @@
   the deployment.
 - Anthropic Messages (``api: anthropic``): ``{base}/v1/messages``, the base given with
   ``/v1`` or without; a URL ending in ``/v1/messages`` is used as is.
+- Embeddings: ``{base}/embeddings`` (on Azure, under the deployment); a URL ending in
+  ``/chat/completions`` or ``/responses`` has that replaced.
 - Only ``http`` and ``https`` URLs with a host are accepted.
 """
 
@@ -22,6 +24,7 @@ from nbllm._exceptions import ConfigError
 CHAT_SUFFIX = "/chat/completions"
 MESSAGES_SUFFIX = "/v1/messages"
 RESPONSES_SUFFIX = "/responses"
+EMBEDDINGS_SUFFIX = "/embeddings"
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 URL_EXAMPLE = "http://localhost:8000/v1 or https://api.openai.com/v1"
 
@@ -108,6 +111,20 @@ def chat_url(
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
+def embeddings_url(url: str, model: str, *, auth: str = "bearer", api_version: str | None = None) -> str:
+    """The URL an embeddings request for `model` is posted to (OpenAI's ``/embeddings``)."""
+    parts = urlsplit(normalize_url(url))
+    path = parts.path.removesuffix(CHAT_SUFFIX).removesuffix(RESPONSES_SUFFIX)
+    query = parts.query
+    if is_azure(url, auth):
+        if path in ("", "/openai"):
+            path = f"/openai/deployments/{quote(model, safe='')}"
+        query = _with_api_version(parts.query, api_version)
+    if not path.endswith(EMBEDDINGS_SUFFIX):
+        path += EMBEDDINGS_SUFFIX
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
 def models_url(url: str, *, auth: str = "bearer", api_version: str | None = None, api: str = "chat") -> str:
     """The URL that lists the endpoint's models (``GET``)."""
     if api == "anthropic":
@@ -119,7 +136,10 @@ def models_url(url: str, *, auth: str = "bearer", api_version: str | None = None
         path = "/openai/models"
         query = _with_api_version(parts.query, api_version)
     else:
-        path = parts.path.removesuffix(CHAT_SUFFIX).removesuffix(RESPONSES_SUFFIX) + "/models"
+        path = parts.path
+        for suffix in (CHAT_SUFFIX, RESPONSES_SUFFIX, EMBEDDINGS_SUFFIX):
+            path = path.removesuffix(suffix)
+        path += "/models"
         query = parts.query
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 

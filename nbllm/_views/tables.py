@@ -169,6 +169,13 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f} s"
 
 
+def _tokens(record: CallRecord, mark: str) -> str:
+    """Prompt+completion tokens; for an embeddings call, its input tokens and texts."""
+    if record.kind == "embed":
+        return f"{mark}{record.prompt_tokens} ({record.texts} texts embedded)"
+    return f"{mark}{record.prompt_tokens}+{record.completion_tokens}"
+
+
 def _thinking(record: CallRecord) -> str:
     """A reasoning model's share of the completion tokens, and how long it streamed thinking."""
     if not record.reasoning_tokens:
@@ -197,7 +204,7 @@ class HistoryTable:
             record.status,
             _seconds(record.ttft_s),
             _seconds(record.latency_s),
-            f"{mark}{record.prompt_tokens}+{record.completion_tokens}",
+            _tokens(record, mark),
             _thinking(record),
             speed,
             str(record.retries) if record.retries else "",

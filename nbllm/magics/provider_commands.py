@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from IPython.display import display
 from pydantic import SecretStr
 
-from nbllm._calls.doctor import diagnose, list_models
+from nbllm._calls.doctor import diagnose, list_models, looks_like_embeddings
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._exceptions import ConfigError
 from nbllm._providers import persist
@@ -157,6 +157,7 @@ class ProviderCommands:
                 "registered"
                 if model_id in provider.models
                 else f"%llm_provider model {args.name} add {model_id}"
+                + (" --caps embeddings" if looks_like_embeddings(model_id) else "")
             )
             print(f"  {model_id}    ({mark})")
 

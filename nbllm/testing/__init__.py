@@ -32,6 +32,11 @@ text N characters per event instead of a word per event (1 splits a tag at every
 A request's ``max_tokens`` is honoured: the reply, thinking included, is cut at that many
 tokens with finish reason ``length``.
 
+Embeddings (``/v1/embeddings``, also under an Azure deployment path): one unit vector per text,
+drawn from a hash of the text (`vector_for`), ``embedding_dimensions`` long (16 by default); a
+request's ``dimensions`` shortens them unless ``honours_dimensions=False`` (llama.cpp ignores
+it). Status faults, ``reset``, ``stall``, ``malformed`` and ``error_event`` apply there too.
+
 Framing (``framing=``): ``"chunked"`` (the default) sends each server-sent event as its own
 HTTP chunk and keeps the connection alive, as uvicorn, vLLM, llama.cpp and OpenAI do;
 ``"bytes"`` splits every event into chunks of 1 to 3 bytes; ``"body"`` sends the stream
@@ -39,11 +44,12 @@ unframed and closes the connection at its end, so a client reading fast enough s
 events in one read (the framing that once hid a per-read delay in nbllm's client).
 
 Run it on its own with ``python -m nbllm.testing --port 0``. The package: `server` (the state,
-the handler, Chat Completions), `anthropic` and `responses` (the other protocols' shapes).
+the handler, Chat Completions), `anthropic` and `responses` (the other protocols' shapes), `embeddings`.
 """
 
 from __future__ import annotations
 
+from nbllm.testing.embeddings import vector_for
 from nbllm.testing.server import (
     FAULT_KINDS,
     FRAMINGS,
@@ -70,4 +76,5 @@ __all__ = [
     "main",
     "serve",
     "split_tokens",
+    "vector_for",
 ]

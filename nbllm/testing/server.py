@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from nbllm.testing.anthropic import send_anthropic
+from nbllm.testing.embeddings import send_embeddings
 from nbllm.testing.responses import responses_as_chat, send_responses
 
 FAULT_KINDS = frozenset(
@@ -52,6 +53,8 @@ CHAT_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/chat/completions$")
 """OpenAI's path, and Azure OpenAI's (deployment in the path), so it can stand in for both."""
 MESSAGES_PATH = "/v1/messages"
 """Anthropic's Messages path: the same scripted model answers in Anthropic's shapes there."""
+EMBEDDINGS_PATH_RE = re.compile(r"^(/v1|/openai/deployments/[^/]+)/embeddings$")
+"""OpenAI's and Azure OpenAI's embeddings paths."""
 RESPONSES_PATH = "/v1/responses"
 """OpenAI's Responses path (served unless ``responses=False``, to stand in for servers without it)."""
 
@@ -155,6 +158,8 @@ class LoopbackServer:
         reasoning_shape: str = "reasoning_content",
         chunk_chars: int | None = None,
         responses: bool = True,
+        embedding_dimensions: int = 16,
+        honours_dimensions: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -171,6 +176,12 @@ class LoopbackServer:
         self.reasoning_shape = reasoning_shape
         self.chunk_chars = chunk_chars
         self.responses = responses
+        if embedding_dimensions < 1:
+            raise ValueError("embedding_dimensions should be at least 1")
+        self.embedding_dimensions = embedding_dimensions
+        """The length of the vectors ``/v1/embeddings`` answers with."""
+        self.honours_dimensions = honours_dimensions
+        """Whether a request's ``dimensions`` shortens them (False: ignored, as llama.cpp does)."""
         """Whether ``/v1/responses`` is served (False: it answers 404, as most servers do)."""
         self.reply = reply
         self.echo = echo
@@ -284,6 +295,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._write(data)
+
+    def _token_count(self, text: str) -> int:
+        return len(split_tokens(text))
+
     def _error(self, status: int, message: str, code: str, extra: dict[str, str] | None = None) -> None:
         self._send_json(status, {"error": {"message": message, "type": code, "code": code}}, extra)
 
@@ -341,10 +362,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         anthropic = path == MESSAGES_PATH
         responses = path == RESPONSES_PATH and self.state.responses
-        if not (anthropic or responses or CHAT_PATH_RE.match(path)):
+        embeddings = EMBEDDINGS_PATH_RE.match(path) is not None
+        if not (anthropic or responses or embeddings or CHAT_PATH_RE.match(path)):
             self._error(404, f"Not found: {self.path}", "not_found")
             return
         if not self._authorised(headers):
+            return
+        if embeddings:
+            self._embeddings(body, headers, record)
             return
         if responses and isinstance(body, dict) and isinstance(body.get("input"), list | str):
             body = responses_as_chat(body)
@@ -368,6 +393,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(body, fault)
             else:
                 self._whole(body, fault)
+            record.done_at = time.monotonic()
+        except _ClientGone:
+            self.state.disconnects.append(time.monotonic())
+            self.close_connection = True
+
+    def _embeddings(self, body: Any, headers: dict[str, str], record: RecordedRequest) -> None:
+        fault = self.state.next_fault(headers)
+        try:
+            if fault and fault.kind == "slow_first_byte":
+                self._wait(fault.seconds)
+            if fault and self._status_fault(fault, body if isinstance(body, dict) else {}):
+                return
+            send_embeddings(self, body, fault)
             record.done_at = time.monotonic()
         except _ClientGone:
             self.state.disconnects.append(time.monotonic())
@@ -559,25 +597,26 @@ class _Handler(BaseHTTPRequestHandler):
             event("[DONE]")
         return True
 
-    def _whole(self, body: dict[str, Any], fault: Fault | None) -> None:
+    def whole_reply_fault(self, fault: Fault | None, malformed: bytes) -> bool:
+        """Act out `fault` for a whole (unstreamed) JSON reply: a reset, a stall before the reply,
+        a body that is not JSON, an error object with status 200. True when the reply is sent."""
         kind = fault.kind if fault else None
         if kind == "reset":
             self._reset()
-            return
+            return True
         if kind == "stall":
             self._wait(fault.seconds if fault else 0)
         if kind == "malformed":
-            data = b'{"choices": [ not json'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self._write(data)
-            return
+            self._send_raw(200, malformed, "application/json")
+            return True
         if kind == "error_event":
-            self._send_json(
-                200, {"error": {"message": fault.message if fault else "", "type": "server_error"}}
-            )
+            error = {"message": fault.message if fault else "", "type": "server_error"}
+            self._send_json(200, {"error": error})
+            return True
+        return False
+
+    def _whole(self, body: dict[str, Any], fault: Fault | None) -> None:
+        if self.whole_reply_fault(fault, b'{"choices": [ not json'):
             return
         script = self._script(body)
         message = self._message(script)
@@ -658,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--stamp-tokens", action="store_true", help="send each token as the server's monotonic clock"
     )
+    parser.add_argument(
+        "--embedding-dimensions", type=int, default=16, help="the length of /v1/embeddings vectors"
+    )
     args = parser.parse_args(argv)
     server = LoopbackServer(
         args.reply,
@@ -667,6 +709,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         models=args.models or ["test-model"],
         framing=args.framing,
         stamp_tokens=args.stamp_tokens,
+        embedding_dimensions=args.embedding_dimensions,
         host=args.host,
         port=args.port,
     )

@@ -14,7 +14,13 @@ import pytest
 
 from nbllm._providers import local as local_module
 from tests.conformance import servers as servers_module
-from tests.conformance.findings import ANTHROPIC_SERVERS, FINDINGS, RESPONSES_SERVERS, ServerInfo
+from tests.conformance.findings import (
+    ANTHROPIC_SERVERS,
+    EMBEDDING_SERVERS,
+    FINDINGS,
+    RESPONSES_SERVERS,
+    ServerInfo,
+)
 from tests.conformance.servers import Server
 
 SERVER_NAMES = ["llamacpp_python", "llama_server", "litellm", "transformers"]
@@ -39,18 +45,23 @@ class Fleet:
         if name not in self.running:
             self.running[name] = self._start(name)
             server = self.running[name]
-            FINDINGS.servers[name] = ServerInfo(name, server.label)
+            if name in SERVER_NAMES:  # a table column (the embedding instances are not)
+                FINDINGS.servers[name] = ServerInfo(name, server.label)
         return self.running[name]
 
     def _start(self, name: str) -> Server:
-        if name == "llamacpp_python":
-            server = servers_module.start_llamacpp_python(self.logs)
-        elif name == "llama_server":
-            server = servers_module.start_llama_server(self.logs)
+        if name.startswith("llamacpp_python"):
+            server = servers_module.start_llamacpp_python(self.logs, embeddings=name.endswith("_embeddings"))
+        elif name.startswith("llama_server"):
+            server = servers_module.start_llama_server(self.logs, embeddings=name.endswith("_embeddings"))
         elif name == "transformers":
             server = servers_module.start_transformers(self.logs)
         else:
-            server = servers_module.start_litellm(self.logs, upstream=self.get("llamacpp_python"))
+            server = servers_module.start_litellm(
+                self.logs,
+                upstream=self.get("llamacpp_python"),
+                embeddings_upstream=self.get("llama_server_embeddings"),
+            )
         servers_module.wait_ready(server)
         return server
 
@@ -87,6 +98,26 @@ def messages_server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
 def responses_server(request: pytest.FixtureRequest, fleet: Fleet) -> Server:
     """The servers that also serve OpenAI's /v1/responses."""
     return fleet.get(request.param)
+
+
+def _embeddings_server(column: str, fleet: Fleet) -> tuple[str, Server]:
+    if column in ("llamacpp_python", "llama_server"):
+        return column, fleet.get(f"{column}_embeddings")
+    return column, fleet.get(column)
+
+
+@pytest.fixture(params=SERVER_NAMES)
+def embeddings_server(request: pytest.FixtureRequest, fleet: Fleet) -> tuple[str, Server]:
+    """Per table column, the server that answers embeddings there: the llama.cpp servers'
+    embedding instances, the gateway (its embedding model forwards to llama-server's), and
+    transformers serve itself (which has no embeddings endpoint)."""
+    return _embeddings_server(request.param, fleet)
+
+
+@pytest.fixture(params=sorted(EMBEDDING_SERVERS))
+def pooled_embeddings_server(request: pytest.FixtureRequest, fleet: Fleet) -> tuple[str, Server]:
+    """The columns whose server makes one vector per text of SmolLM2."""
+    return _embeddings_server(request.param, fleet)
 
 
 @pytest.fixture

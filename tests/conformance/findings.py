@@ -43,6 +43,8 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("responses_stream", "OpenAI Responses (`--api responses`), streamed"),
     ("responses_whole", "OpenAI Responses, whole"),
     ("responses_auto", "`--api auto`: Responses where served, else Chat Completions"),
+    ("embed", "`nbllm.embed`: one vector per text, batched; `%llm_provider test` checks it"),
+    ("embed_dimensions", "`nbllm.embed(..., dimensions=N)`"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
@@ -56,6 +58,8 @@ GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream",
 ANTHROPIC_BEHAVIOURS = {"anthropic_stream", "anthropic_whole", "anthropic_tools"}
 ANTHROPIC_SERVERS = {"llama_server", "litellm"}
 """The servers here that serve Anthropic's ``/v1/messages``."""
+EMBEDDING_SERVERS = {"llama_server", "litellm"}
+"""The servers here that make one vector per text of SmolLM2 (the dimensions row needs one)."""
 RESPONSES_BEHAVIOURS = {"responses_stream", "responses_whole"}
 RESPONSES_SERVERS = {"transformers", "litellm", "llama_server"}
 """The servers here that serve OpenAI's ``/v1/responses``."""

@@ -34,6 +34,8 @@ READY_TIMEOUT_S = 120.0
 GATEWAY_CANNED = "canned"
 GATEWAY_RATE_LIMITED = "rate-limited"
 GATEWAY_DEAD_UPSTREAM = "dead-upstream"
+GATEWAY_EMBEDDER = "embedder"
+"""The gateway's embedding model: SmolLM2 on the llama-server instance that serves embeddings."""
 CANNED_TEXT = "Hello from the gateway."
 GATEWAY_THINKER = "thinker"
 THINKER_THOUGHT = "The user asks for the capital of France. That is Paris."
@@ -93,20 +95,24 @@ def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> 
         return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
 
-def start_llamacpp_python(logs: Path) -> Server:
+def start_llamacpp_python(logs: Path, *, embeddings: bool = False) -> Server:
     """llama-cpp-python's FastAPI server, as the bundled local model runs it, but with its own key.
 
-    ``--interrupt_requests False``: by default a new request aborts the one in progress."""
+    ``--interrupt_requests False``: by default a new request aborts the one in progress. With
+    `embeddings`, a second instance that serves ``/v1/embeddings`` (``--embedding True``; it has
+    no setting for pooling, so SmolLM2, which names none, gets one vector per token)."""
     port, key = free_port(), new_key()
-    log = logs / "llamacpp_python.log"
+    name = "llamacpp_python" + ("_embeddings" if embeddings else "")
+    log = logs / f"{name}.log"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
         "--model_alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(CONTEXT_WINDOW), "--n_threads", "2", "--api_key", key,
         "--chat_format", "chatml-function-calling", "--interrupt_requests", "False",
+        *(["--embedding", "True"] if embeddings else []),
     ]  # fmt: skip
     return Server(
-        name="llamacpp_python",
+        name=name,
         title="llama-cpp-python server",
         version=importlib.metadata.version("llama-cpp-python"),
         base_url=f"http://127.0.0.1:{port}/v1",
@@ -116,22 +122,31 @@ def start_llamacpp_python(logs: Path) -> Server:
     )
 
 
-def start_llama_server(logs: Path) -> Server:
-    """llama.cpp's C++ server: four slots, each held to the same 2,048-token window as the others."""
+def start_llama_server(logs: Path, *, embeddings: bool = False) -> Server:
+    """llama.cpp's C++ server: four slots, each held to the same 2,048-token window as the others.
+    With `embeddings`, a second instance that serves ``/v1/embeddings`` (``--embeddings``, with
+    mean pooling: SmolLM2's GGUF names no pooling type, and without one llama-server refuses
+    OpenAI-style requests), as a user starts one. The chat rows keep their own instance."""
     binary = llama_server_path()
     port, key = free_port(), new_key()
-    log = logs / "llama_server.log"
+    name = "llama_server" + ("_embeddings" if embeddings else "")
+    log = logs / f"{name}.log"
     # `--version` prints e.g. "version: 0.5.0-dev (build 1, commit 0c1e570)" on stderr.
     said = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
     found = re.search(r"version: (\S+) .*commit (\w+)", said.stdout + said.stderr)
     version = f"{found.group(1)} ({found.group(2)})" if found else "?"
     command = [
         str(binary), "--model", str(bundled_model_path()), "--alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(port), "--parallel", "4",
-        "--kv-unified-per-slot", str(CONTEXT_WINDOW), "--threads", "2", "--api-key", key,
+        "--host", "127.0.0.1", "--port", str(port), "--threads", "2", "--api-key", key,
     ]  # fmt: skip
+    if embeddings:
+        # Its defaults otherwise (several slots sharing one KV cache). With --kv-unified-per-slot,
+        # every text of a batch but the first got a wrong vector (checked on this build).
+        command += ["--embeddings", "--pooling", "mean"]
+    else:
+        command += ["--parallel", "4", "--kv-unified-per-slot", str(CONTEXT_WINDOW)]
     return Server(
-        name="llama_server",
+        name=name,
         title="llama.cpp llama-server",
         version=version,
         base_url=f"http://127.0.0.1:{port}/v1",
@@ -141,9 +156,10 @@ def start_llama_server(logs: Path) -> Server:
     )
 
 
-def start_litellm(logs: Path, upstream: Server) -> Server:
-    """The LiteLLM proxy as a company gateway: SmolLM2 forwarded to `upstream`, plus models that
-    answer by themselves, hit a rate limit, or point at an upstream where nothing listens."""
+def start_litellm(logs: Path, upstream: Server, embeddings_upstream: Server) -> Server:
+    """The LiteLLM proxy as a company gateway: SmolLM2 forwarded to `upstream` (and, as
+    `GATEWAY_EMBEDDER`, to `embeddings_upstream` for embeddings), plus models that answer by
+    themselves, hit a rate limit, or point at an upstream where nothing listens."""
     port, key = free_port(), new_key()
     dead_port = free_port()
     config = logs / "litellm.yaml"
@@ -151,6 +167,10 @@ def start_litellm(logs: Path, upstream: Server) -> Server:
         f"""model_list:
   - model_name: {MODEL}
     litellm_params: {{model: openai/{MODEL}, api_base: "{upstream.base_url}", api_key: "{upstream.key}"}}
+  - model_name: {GATEWAY_EMBEDDER}
+    litellm_params: {{model: openai/{MODEL}, api_base: "{embeddings_upstream.base_url}",
+                      api_key: "{embeddings_upstream.key}"}}
+    model_info: {{mode: embedding}}
   - model_name: {GATEWAY_CANNED}
     litellm_params: {{model: openai/{GATEWAY_CANNED}, api_key: unused, mock_response: "{CANNED_TEXT}"}}
   - model_name: {GATEWAY_THINKER}

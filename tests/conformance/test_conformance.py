@@ -30,6 +30,7 @@ from tests.conformance.findings import (
     ANTHROPIC_BEHAVIOURS,
     ANTHROPIC_SERVERS,
     BEHAVIOUR_IDS,
+    EMBEDDING_SERVERS,
     FINDINGS,
     GATEWAY_ONLY,
     RESPONSES_BEHAVIOURS,
@@ -40,6 +41,7 @@ from tests.conformance.servers import (
     CONTEXT_WINDOW,
     GATEWAY_CANNED,
     GATEWAY_DEAD_UPSTREAM,
+    GATEWAY_EMBEDDER,
     GATEWAY_RATE_LIMITED,
     GATEWAY_THINKER,
     THINKER_ANSWER,
@@ -656,6 +658,106 @@ def test_api_auto(ip: Any, provider: Server, monkeypatch: pytest.MonkeyPatch) ->
         FINDINGS.ok(provider.name, "responses_auto")
 
 
+# -- embeddings -------------------------------------------------------------------------------
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "A dog slept on the rug.",
+    "Stock prices fell sharply today.",
+    "Paris is the capital of France.",
+    "Rain is expected tomorrow.",
+]
+PER_TOKEN = (
+    "Has no pooling setting, so a model whose GGUF names none (SmolLM2) gets one vector per token; "
+    "nbllm refuses the reply with an error that names the missing pooling (no silent wrong shapes), "
+    "and `%llm_provider test` fails the embeddings check with it."
+)
+NO_EMBEDDINGS = (
+    "Has no `/v1/embeddings` (HTTP 404); nbllm's error says the server serves no embeddings, and "
+    "`%llm_provider test` fails the embeddings check with it."
+)
+IGNORES_DIMENSIONS = (
+    "Ignores `dimensions` and sends full-length vectors; nbllm raises an error that says so instead "
+    "of returning vectors of the wrong length."
+)
+
+
+REFUSES_DIMENSIONS = (
+    "Refuses `dimensions` for a model it forwards as `openai/` (HTTP 400, UnsupportedParamsError); "
+    "nbllm's error says to leave the option out."
+)
+
+
+def register_embedder(ip: Any, column: str, server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server registered as a user registers an embedding model: flagged ``embeddings``."""
+    monkeypatch.setenv(KEY_ENV, server.key)
+    name = f"{column}_emb"
+    model = GATEWAY_EMBEDDER if column == "litellm" else server.model
+    added = run_magic(ip, server, "llm_provider", f"add {name} --url {server.base_url} --key-env {KEY_ENV}")
+    flagged = run_magic(ip, server, "llm_provider", f"model {name} add {model} --caps embeddings")
+    assert added.error is None and flagged.error is None, added.text + flagged.text
+    return f"{name}/{model}"
+
+
+def test_embeddings(ip: Any, embeddings_server: tuple[str, Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    column, server = embeddings_server
+    model = register_embedder(ip, column, server, monkeypatch)
+    checked = run_magic(ip, server, "llm_provider", f"test {model}")
+    check = doctor_lines(checked.text).get("embeddings")
+    assert check is not None, checked.text
+    try:
+        vectors = nbllm.embed(SENTENCES, model, batch_size=2)
+    except nbllm.ProtocolError as exc:
+        seen_error(server, exc)
+        assert column == "llamacpp_python", exc
+        assert "one per token" in str(exc) and "--pooling mean" in (exc.hint or "")
+        assert check[0] == "✗" and "one per token" in check[1], checked.text
+        FINDINGS.deviation(column, "embed", PER_TOKEN)
+        return
+    except nbllm.NotFoundError as exc:
+        seen_error(server, exc)
+        assert column == "transformers", exc
+        assert "serves no embeddings" in (exc.hint or "")
+        assert check[0] == "✗", checked.text
+        FINDINGS.deviation(column, "embed", NO_EMBEDDINGS)
+        return
+    finally:
+        shown = "\n".join(SEEN[server.name])
+        assert server.key not in shown + checked.text + repr(nbllm.history())
+    assert check[0] == "✓", checked.text
+    assert vectors.dtype == "float32" and vectors.shape[0] == len(SENTENCES) and vectors.shape[1] > 0
+    assert bool((abs(vectors).sum(axis=1) > 0).all())
+    record = nbllm.history()[-1]
+    assert (record.kind, record.texts, record.status, len(record.attempts)) == ("embed", 5, "ok", 3)
+    assert record.prompt_tokens > 0
+    # Batches are put back in order: a text embedded alone gets the vector it got in its batch.
+    alone = nbllm.embed(SENTENCES[3], model)
+    assert float(abs(alone - vectors[3]).max()) < 1e-3
+    FINDINGS.ok(column, "embed")
+
+
+def test_embedding_dimensions(
+    ip: Any, pooled_embeddings_server: tuple[str, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    column, server = pooled_embeddings_server
+    model = register_embedder(ip, column, server, monkeypatch)
+    full = nbllm.embed(["a short text"], model).shape[1]
+    try:
+        shorter = nbllm.embed(["a short text"], model, dimensions=8)
+    except nbllm.ProtocolError as exc:
+        seen_error(server, exc)
+        assert f"{full}-dimensional vectors although 8 dimensions" in str(exc)
+        FINDINGS.deviation(column, "embed_dimensions", IGNORES_DIMENSIONS)
+        return
+    except nbllm.BadRequestError as exc:
+        seen_error(server, exc)
+        assert "refused dimensions=" in (exc.hint or ""), exc
+        FINDINGS.deviation(column, "embed_dimensions", REFUSES_DIMENSIONS)
+        return
+    assert shorter.shape == (1, 8)
+    FINDINGS.ok(column, "embed_dimensions")
+
+
 async def test_cancel_mid_stream_then_call_again(provider: Server) -> None:
     events = nbllm.astream("Count from 1 to 200, one number per line.", qualified(provider), max_tokens=120)
     tokens = 0
@@ -763,6 +865,8 @@ def test_readme_table_matches_this_run() -> None:
         expected_rows[name] -= ANTHROPIC_BEHAVIOURS
     for name in set(SERVER_NAMES) - RESPONSES_SERVERS:
         expected_rows[name] -= RESPONSES_BEHAVIOURS
+    for name in set(SERVER_NAMES) - EMBEDDING_SERVERS:
+        expected_rows[name] -= {"embed_dimensions"}
     found = {server: set(rows) for server, rows in FINDINGS.results.items()}
     if found != expected_rows:
         pytest.skip("only part of the conformance suite ran, so the table cannot be checked")
