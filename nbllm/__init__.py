@@ -21,6 +21,7 @@ from nbllm._exceptions import (
     AuthenticationError,
     BadRequestError,
     CapabilityError,
+    CassetteMissError,
     ConfigError,
     ConfigFileError,
     ContextTooLongError,
@@ -51,7 +52,8 @@ from nbllm._exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from nbllm._api import achat, aembed, astream, chat, embed, history, panel, tool_schema
+    from nbllm._api import achat, aembed, astream, cassette, chat, embed, history, panel, tool_schema
+    from nbllm._calls.cassette import Cassette
     from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
         ChatResult,
@@ -70,7 +72,18 @@ if typing.TYPE_CHECKING:
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "nbllm._api": ("achat", "aembed", "astream", "chat", "embed", "history", "panel", "tool_schema"),
+    "nbllm._api": (
+        "achat",
+        "aembed",
+        "astream",
+        "cassette",
+        "chat",
+        "embed",
+        "history",
+        "panel",
+        "tool_schema",
+    ),
+    "nbllm._calls.cassette": ("Cassette",),
     "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
     "nbllm._calls.results": (
         "ChatResult",
@@ -118,6 +131,8 @@ __all__ = [
     "CallRecord",
     "Capabilities",
     "CapabilityError",
+    "Cassette",
+    "CassetteMissError",
     "ChatResult",
     "ConfigError",
     "ConfigFileError",
@@ -165,6 +180,7 @@ __all__ = [
     "achat",
     "aembed",
     "astream",
+    "cassette",
     "chat",
     "embed",
     "get_history",

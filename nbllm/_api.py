@@ -9,12 +9,14 @@ first used, so a plain script never loads ipywidgets.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
 from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
+from nbllm._calls.cassette import Cassette
 from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.history import CallRecord, get_history
 from nbllm._calls.loop_thread import loop_thread
@@ -230,6 +232,16 @@ def _vectors(result: EmbedResult, single: bool) -> Any:
     if not result.vectors:
         array = array.reshape(0, 0)
     return array[0] if single else array
+
+
+def cassette(path: str | os.PathLike[str], mode: str = "auto", speed: str = "fast") -> Cassette:
+    """A cassette: ``with nbllm.cassette("calls.yaml"):`` records the calls made inside it and
+    replays them on later runs. `mode` is ``record``, ``replay`` (never the network: a request
+    with no recording fails with `CassetteMissError`) or ``auto`` (replay what is recorded,
+    record what is missing); ``$NBLLM_CASSETTE_MODE`` overrides it. `speed` ``recorded`` plays
+    streams at their recorded pace. ``.activate()`` keeps it for the session, like
+    ``%llm_cassette``."""
+    return Cassette(path, mode=mode, speed=speed)
 
 
 def history() -> list[CallRecord]:

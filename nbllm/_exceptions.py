@@ -20,6 +20,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
     │   └── ToolError               a --tools name is not a usable Python function
     └── APIError                    a call to an endpoint failed
+        ├── CassetteMissError       a replaying cassette has no recording of the request
         ├── StatusError             the endpoint answered with an HTTP error status
         │   ├── BadRequestError         400, 422 and other 4xx not listed here
         │   │   └── ContextTooLongError the prompt does not fit the model's window
@@ -242,3 +243,8 @@ class EmptyReplyError(StreamError):
 class ToolChoiceIgnoredError(StreamError):
     """`tool_choice` named a function (or said ``required``) and the reply called none: the server
     ignored the choice. The reply's text is on the error's ``result``."""
+
+
+class CassetteMissError(APIError):
+    """A cassette replaying (``--mode replay``) has no recording of the request: nothing was
+    sent. The message shows the closest recorded request and how it differs."""

@@ -429,6 +429,7 @@ class _Call:
         result.reasoning_signature = state.signature
         result.tool_calls = state.tools.calls()
         result.request_id = state.request_id
+        result.replayed = state.replayed
         result.latency_s = time.perf_counter() - self.started
         if state.first_token_at is not None:
             result.ttft_s = state.first_token_at - self.started

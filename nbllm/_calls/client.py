@@ -23,6 +23,7 @@ from nbllm._calls.errors import (
     timeout_error,
     transport_reason,
 )
+from nbllm._calls.recording import REPLAYED_HEADER
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
@@ -60,6 +61,7 @@ async def exchange(
                 state.http_status = response.status_code
                 state.request_id = request_id_of(response.headers)
                 state.server = response.headers.get("server")
+                state.replayed = response.headers.get(REPLAYED_HEADER)
                 if response.status_code in (307, 308) and "location" in response.headers:
                     target = _redirect_target(response)
                     if urlsplit(target).scheme not in ("http", "https"):

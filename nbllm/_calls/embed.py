@@ -130,6 +130,8 @@ class _Embedding:
         self.started = time.perf_counter()
         self.started_at = datetime.now(timezone.utc)
         self.error_class: str | None = None
+        self.sources: set[str | None] = set()
+        """Where the batches' replies came from: None (the endpoint), ``cassette`` or ``cache``."""
 
     async def run(self) -> EmbedResult:
         batches = self.request.batches()
@@ -200,6 +202,7 @@ class _Embedding:
                 continue
             tried.latency_s = time.perf_counter() - state.started
             tried.http_status = state.http_status
+            self.sources.add(state.replayed)
             self._store(start, texts, vectors, tokens)
             return
 
@@ -254,6 +257,7 @@ class _Embedding:
                 attempts=list(self.attempts),
                 kind="embed",
                 texts=len(result.vectors),
+                replayed=next(iter(self.sources)) if len(self.sources) == 1 else None,
             )
         )
 

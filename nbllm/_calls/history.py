@@ -66,6 +66,8 @@ class CallRecord:
     fallbacks: list[str] = field(default_factory=list)
     request_id: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    replayed: str | None = None
+    """``cassette`` or ``cache`` when the reply was played back from a recording."""
     kind: Literal["chat", "embed"] = "chat"
     """A chat reply, or an embeddings call (`nbllm.embed`: its tokens are all input)."""
     texts: int = 0
@@ -109,6 +111,7 @@ class CallRecord:
             fallbacks=list(result.fallbacks),
             request_id=result.request_id,
             attempts=list(attempts),
+            replayed=result.replayed,
         )
 
 

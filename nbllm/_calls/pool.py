@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import certifi
 import httpx
 
+from nbllm._calls.tape import TapedClient
 from nbllm._constants import KEEPALIVE_EXPIRY_S
 from nbllm._providers.config import ProviderConfig
 
@@ -84,7 +85,7 @@ class _LoopClients:
             return old, None
         if old is not None:
             old.retired = True
-        client = httpx.AsyncClient(
+        client = TapedClient(  # every request passes the cassette / cache hook
             timeout=timeouts(provider),
             transport=transport,
             verify=tls_context(),

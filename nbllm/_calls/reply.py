@@ -80,6 +80,8 @@ class ReplyState:
     request_id: str | None = None
     http_status: int | None = None
     server: str | None = None
+    replayed: str | None = None
+    """``cassette`` or ``cache`` when the reply was played back from a recording."""
     """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
     tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
 

@@ -78,6 +78,9 @@ class ChatResult:
     error: str | None = None
     parsed: Any = None
     """The reply decoded from JSON, for a call made in JSON mode (``--json``)."""
+    replayed: str | None = None
+    """``cassette`` or ``cache`` when the reply was played back from a recording (its timings
+    are the playback's, not the model's)."""
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -101,12 +104,14 @@ class ChatResult:
             parts.append(f"{thinking_mark}{usage.reasoning_tokens} thinking + {mark}{answer} answer tokens")
         else:
             parts.append(f"{mark}{usage.completion_tokens} tokens")
-        if self.tokens_per_s:
+        if self.tokens_per_s and not self.replayed:  # a playback's speed says nothing of the model
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.retries:
             parts.append(f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}")
         if self.fallbacks:
             parts.append("fell back from " + ", ".join(self.fallbacks))
+        if self.replayed:
+            parts.append("replayed from the cassette" if self.replayed == "cassette" else "from the cache")
         if self.status != "ok":
             parts.append(self.status.upper())
         return " · ".join(parts)

@@ -208,6 +208,7 @@ def combine(rounds: Sequence[ChatResult]) -> ChatResult:
         fallbacks=list(dict.fromkeys(f for r in rounds for f in r.fallbacks)),
         request_id=last.request_id,
         error=last.error,
+        replayed=last.replayed if all(r.replayed == last.replayed for r in rounds) else None,
     )
 
 

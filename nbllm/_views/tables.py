@@ -201,7 +201,7 @@ class HistoryTable:
         return (
             record.started_at.astimezone().strftime("%H:%M:%S"),
             record.model,
-            record.status,
+            record.status + (f" ({record.replayed})" if record.replayed else ""),
             _seconds(record.ttft_s),
             _seconds(record.latency_s),
             _tokens(record, mark),

@@ -13,12 +13,14 @@ from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
+from nbllm.magics.recording import RecordingMagics
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbllm``: register the magics, then load saved providers if there are any."""
     ipython.register_magics(ProviderMagics)
     ipython.register_magics(PanelMagics)
+    ipython.register_magics(RecordingMagics)
     chat_magics = ChatMagics(shell=ipython)
     ipython.register_magics(chat_magics)
     if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works

@@ -22,6 +22,7 @@ from nbllm._providers.store import UNSET, Store, get_store
 from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
 from nbllm.magics.parsing import warn
+from nbllm.magics.recording import cassette_replaying
 
 
 class ProviderCommands:
@@ -166,7 +167,13 @@ class ProviderCommands:
 
     def cmd_local(self, args: Any) -> None:
         local = get_local_model()
-        if args.action == "start":
+        if args.action == "start" and cassette_replaying():
+            local.register_for_replay(self.store)
+            print(
+                f"Replaying from the cassette: the local model is not started; local/{MODEL_ALIAS} "
+                "answers from its recordings."
+            )
+        elif args.action == "start":
             print("Starting the local model server (a few seconds)...")
             server = local.start(args.model, args.ctx, store=self.store)
             print(f"Local model ready: %%chat local/{MODEL_ALIAS} (at {server.base_url}).")

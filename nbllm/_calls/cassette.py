@@ -1,0 +1,234 @@
+"""Cassettes: a notebook's real calls recorded once to a YAML file, replayed later (in CI, under
+nbval) with no server, no key and no network.
+
+Modes: ``record`` sends every request and records it (a fresh recording: the file is rewritten
+from the first exchange on); ``replay`` answers only from the file, and a request it has no
+recording of fails with `CassetteMissError` (never a network call); ``auto`` replays what the
+file held when it was opened and records what is missing. ``NBLLM_CASSETTE_MODE`` in the
+environment overrides the mode of every cassette, so CI can say ``replay`` and a person
+re-records with ``record``.
+
+A request matches a recording by method, URL and JSON body (see `recording.match_key`). The
+same request recorded several times (a 429, then the success) plays its recordings in order,
+and again from the first once all were played. Replies come back as fast as they can, or at
+their recorded pace with ``speed="recorded"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from nbllm._calls import tape
+from nbllm._calls.recording import (
+    Recording,
+    match_key,
+    recording_response,
+    request_body,
+    scrub_json,
+    scrub_url,
+    secrets_of,
+)
+from nbllm._exceptions import CassetteMissError, ConfigError, ConfigFileError
+from nbllm._providers.auth import find_key
+from nbllm._providers.store import get_store
+from nbllm._providers.yaml_text import load_yaml
+
+MODES = ("record", "replay", "auto")
+SPEEDS = ("fast", "recorded")
+MODE_ENV = "NBLLM_CASSETTE_MODE"
+FORMAT_VERSION = 1
+HEADER = (
+    "# nbllm cassette: HTTP exchanges recorded by %llm_cassette / nbllm.cassette(), replayed\n"
+    "# in their place. Keys and credential headers are never written. Re-record with\n"
+    "# NBLLM_CASSETTE_MODE=record.\n"
+)
+DIFF_LINES = 12
+"""How many lines of difference a miss shows."""
+
+
+def forced_mode() -> str | None:
+    """The mode ``NBLLM_CASSETTE_MODE`` forces (checked), or None."""
+    mode = os.environ.get(MODE_ENV, "").strip().lower()
+    if not mode:
+        return None
+    if mode not in MODES:
+        raise ConfigError(f"{MODE_ENV}={mode!r} is not a mode; choose from {', '.join(MODES)}")
+    return mode
+
+
+def resolved_keys() -> list[str]:
+    """Every registered provider's key, to mask wherever a server echoes one."""
+    keys = []
+    for provider in get_store().providers.values():
+        key, _ = find_key(provider)
+        if key is not None:
+            keys.append(key.get_secret_value())
+    return keys
+
+
+class Cassette:
+    """One cassette file, its mode and what it played and recorded this session. Use it as a
+    context manager (``with nbllm.cassette(path):``), or `activate` it for the session."""
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "auto", speed: str = "fast") -> None:
+        if mode not in MODES:
+            raise ConfigError(f"cassette mode {mode!r} is not one of {', '.join(MODES)}")
+        if speed not in SPEEDS:
+            raise ConfigError(f"cassette speed {speed!r} is not one of {', '.join(SPEEDS)}")
+        self.path = Path(path).expanduser()
+        self.asked_mode = mode
+        self.mode = forced_mode() or mode
+        self.speed = speed
+        self._lock = threading.Lock()
+        self.recordings: list[Recording] = [] if self.mode == "record" else self._load()
+        self._by_key: dict[str, list[int]] = defaultdict(list)
+        for index, recording in enumerate(self.recordings):
+            self._by_key[recording.match_key()].append(index)
+        self._plays: dict[str, int] = defaultdict(int)
+        self.played = 0
+        self.recorded = 0
+        self._previous: tape.Tape | None = None
+
+    # -- the file -----------------------------------------------------------------------
+
+    def _load(self) -> list[Recording]:
+        if not self.path.exists():
+            if self.mode == "replay":
+                raise ConfigFileError(
+                    f"no cassette at {self.path} to replay",
+                    hint=f"record it first: run the notebook once with {MODE_ENV}=record (or --mode auto)",
+                )
+            return []
+        try:
+            data = load_yaml(self.path.read_text(encoding="utf-8"), str(self.path)) or {}
+            entries = data.get("interactions") if isinstance(data, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError("it has no 'interactions' list")
+            return [Recording.from_dict(entry) for entry in entries]
+        except (OSError, ValueError) as exc:
+            raise ConfigFileError(
+                f"cannot read the cassette {self.path}: {exc}",
+                hint=f"re-record it with {MODE_ENV}=record, or fix the file",
+            ) from None
+
+    def _save(self) -> None:
+        document = {"version": FORMAT_VERSION, "interactions": [r.to_dict() for r in self.recordings]}
+        text = HEADER + yaml.safe_dump(
+            document, sort_keys=False, allow_unicode=True, width=2**31, default_flow_style=False
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, self.path)
+
+    # -- the hook -------------------------------------------------------------------------
+
+    async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
+        """The response to `request` (called by the transport hook): its recording played back,
+        or, when there is none and the mode allows it, the server's, recorded as it streams."""
+        secrets = secrets_of(request, resolved_keys())
+        body = scrub_json(request_body(request), secrets)
+        url = scrub_url(str(request.url), secrets)
+        key = match_key(request.method, url, body)
+        if self.mode != "record":
+            recording = self._next_recording(key)
+            if recording is not None:
+                return recording.response(request, "cassette", self.speed)
+            if self.mode == "replay":
+                raise self._miss(request.method, url, key)
+        request.headers["accept-encoding"] = "identity"  # recorded as sent, not compressed
+        response = await inner.handle_async_request(request)
+        return recording_response(response, request, secrets, self._add)
+
+    def _next_recording(self, key: str) -> Recording | None:
+        with self._lock:
+            indices = self._by_key.get(key)
+            if not indices:
+                return None
+            index = indices[self._plays[key] % len(indices)]
+            self._plays[key] += 1
+            self.played += 1
+            return self.recordings[index]
+
+    def _add(self, recording: Recording) -> None:
+        # Written, but not replayed in this session: a retry of the same request must reach the
+        # server again (a 429 recorded a moment ago is not the answer to its retry).
+        with self._lock:
+            self.recordings.append(recording)
+            self.recorded += 1
+            self._save()
+
+    def _miss(self, method: str, url: str, key: str) -> CassetteMissError:
+        with self._lock:
+            keys = [r.match_key() for r in self.recordings]
+        closest = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
+        if closest:
+            diff = difflib.unified_diff(
+                _lines(closest[0]), _lines(key), "recorded", "this request", lineterm="", n=1
+            )
+            shown = "\n".join(list(diff)[2 : 2 + DIFF_LINES])
+            detail = f"; the closest recorded request differs:\n{shown}"
+        else:
+            detail = "; the cassette holds no recordings"
+        return CassetteMissError(
+            f"the cassette {self.path.name} has no recording of {method} {url} (replay mode), so "
+            f"nothing was sent{detail}",
+            hint=f"re-record what is missing: %llm_cassette {self.path} --mode auto, or run with "
+            f"{MODE_ENV}=record",
+        )
+
+    # -- activation -----------------------------------------------------------------------
+
+    def activate(self) -> Cassette:
+        """Answer nbllm's requests from now on (replacing any other active cassette)."""
+        self._previous = tape.use("cassette", self)
+        return self
+
+    def deactivate(self) -> None:
+        """Stop answering requests (the cassette active before this one, if any, is again)."""
+        if tape.active("cassette") is self:
+            tape.use("cassette", self._previous)
+        self._previous = None
+
+    def __enter__(self) -> Cassette:
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def describe(self) -> str:
+        """One line: the file, its mode and speed, and what it replayed and recorded so far."""
+        forced = f" (forced by {MODE_ENV})" if self.mode != self.asked_mode else ""
+        return (
+            f"cassette {self.path}: mode {self.mode}{forced}, speed {self.speed}; {len(self.recordings)} "
+            f"recorded exchanges, {self.played} replayed and {self.recorded} recorded this session"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Cassette {self.describe()}>"
+
+    @property
+    def replaying_only(self) -> bool:
+        """Whether nothing reaches the network (``replay`` mode): servers need not run."""
+        return self.mode == "replay"
+
+
+def _lines(key: str) -> list[str]:
+    """A match key as lines to compare: the request line, then the body's fields one a line."""
+    first, _, body = key.partition("\n")
+    return [first, *body.replace(', "', ',\n"').splitlines()]
+
+
+def active_cassette() -> Cassette | None:
+    found = tape.active("cassette")
+    return found if isinstance(found, Cassette) else None

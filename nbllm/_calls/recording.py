@@ -1,0 +1,273 @@
+"""Recorded HTTP exchanges, shared by cassettes and the response cache: what one request and
+its response were (`Recording`), how a live response is recorded as it streams through, how a
+recording is played back as an `httpx.Response`, and how requests are matched.
+
+A recording holds what replaying needs and a reviewer can read: the method, the URL and the
+JSON body nbllm sent, and the response's status, the headers that change nbllm's behaviour,
+and its body: a server-sent event stream as one entry per event with the time it arrived (in
+seconds after the request), anything else as JSON (or text). Never a request header, and never
+a secret: every value that was sent as a credential, and any resolved key, is masked wherever
+it appears, and query parameters that carry keys are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from nbllm._calls.request import OWN_HEADERS
+from nbllm._providers.secret_text import MASK
+from nbllm._providers.urls import is_loopback
+
+REPLAYED_HEADER = "x-nbllm-replayed"
+"""Set on a played-back response: ``cassette`` or ``cache`` (the footer and history say so)."""
+
+KEPT_RESPONSE_HEADERS = (
+    "content-type",
+    "retry-after",
+    "retry-after-ms",
+    "location",
+    "x-request-id",
+    "request-id",
+    "apim-request-id",
+    "x-ms-request-id",
+    "server",
+)
+"""The response headers nbllm reads; the others are not recorded."""
+
+SECRET_QUERY_NAMES = frozenset(
+    {"key", "api_key", "api-key", "apikey", "token", "access_token", "sig", "code"}
+)
+"""Query parameters that carry credentials (Gemini's ``key``, SAS ``sig``): dropped from URLs."""
+
+ADDED_BODY_FIELDS = ("stream_options",)
+"""Request fields nbllm adds by itself, which do not change the answer: ignored in matching."""
+
+MIN_SECRET_CHARS = 4
+"""Shorter values are not masked: a local server's key "x" would mask letters everywhere."""
+
+SSE_TYPES = ("text/event-stream",)
+
+
+@dataclass
+class Recording:
+    """One request and its response, as stored."""
+
+    method: str
+    url: str
+    body: Any
+    status: int
+    headers: dict[str, str]
+    events: list[tuple[float, str]] | None = None
+    """For an event stream: (seconds after the request, the event's text), in order."""
+    content: Any = None
+    """For anything else: the decoded JSON (or the text when it is not JSON)."""
+    recorded_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        response: dict[str, Any] = {"status": self.status, "headers": self.headers}
+        if self.events is not None:
+            response["events"] = [{"at": round(at, 4), "data": text} for at, text in self.events]
+        else:
+            response["body"] = self.content
+        return {"request": {"method": self.method, "url": self.url, "body": self.body}, "response": response}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recording:
+        """The recording in `data` (a cassette entry); raises ValueError when it is not one."""
+        try:
+            request, response = data["request"], data["response"]
+            events = response.get("events")
+            return cls(
+                method=str(request["method"]).upper(),
+                url=str(request["url"]),
+                body=request.get("body"),
+                status=int(response["status"]),
+                headers={str(k).lower(): str(v) for k, v in (response.get("headers") or {}).items()},
+                events=None if events is None else [(float(e["at"]), str(e["data"])) for e in events],
+                content=response.get("body"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a recorded exchange ({exc})") from None
+
+    def match_key(self) -> str:
+        return match_key(self.method, self.url, self.body)
+
+    def response(self, request: httpx.Request, source: str, speed: str = "fast") -> httpx.Response:
+        """The recorded response, played back for `request` (events at their recorded times
+        when `speed` is ``recorded``)."""
+        headers = {**self.headers, REPLAYED_HEADER: source}
+        if self.events is None:
+            if isinstance(self.content, str):
+                content = self.content.encode()
+            else:
+                content = json.dumps(self.content).encode()
+            return httpx.Response(self.status, headers=headers, content=content, request=request)
+        return httpx.Response(
+            self.status, headers=headers, stream=_PlayedEvents(self.events, speed), request=request
+        )
+
+
+class _PlayedEvents(httpx.AsyncByteStream):
+    def __init__(self, events: list[tuple[float, str]], speed: str) -> None:
+        self.events, self.speed = events, speed
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        started = time.monotonic()
+        for at, text in self.events:
+            if self.speed == "recorded":
+                wait = at - (time.monotonic() - started)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            yield (text + "\n\n").encode()
+
+
+def secrets_of(request: httpx.Request, keys: Iterable[str] = ()) -> set[str]:
+    """The values to mask: every header nbllm did not set itself (credentials, configured
+    headers), a bearer token's token alone, and the given resolved keys."""
+    found = {k for k in keys if len(k) >= MIN_SECRET_CHARS}
+    own = {name.lower() for name in OWN_HEADERS}
+    for name, value in request.headers.items():
+        if name.lower() in own or name.lower() in ("host", "content-length", "accept-encoding", "connection"):
+            continue
+        for part in (value, value.partition(" ")[2]):
+            if len(part) >= MIN_SECRET_CHARS:
+                found.add(part)
+    return found
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def scrub_url(url: str, secrets: Iterable[str]) -> str:
+    """`url` without credential query parameters and with every secret masked."""
+    parts = urlsplit(url)
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in SECRET_QUERY_NAMES
+    ]
+    return mask(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")), secrets)
+
+
+def scrub_json(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` (decoded JSON) with every secret masked in its strings."""
+    secrets = list(secrets)
+    if not secrets:
+        return value
+    return json.loads(mask(json.dumps(value), secrets))
+
+
+def match_key(method: str, url: str, body: Any) -> str:
+    """What two requests must share to be the same: the method, the URL (a loopback server's
+    port aside, as it changes from run to run), and the body without the fields nbllm adds,
+    keys in order."""
+    parts = urlsplit(url)
+    netloc = (parts.hostname or "") if is_loopback(url) else parts.netloc
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in ADDED_BODY_FIELDS}
+    shown_body = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    return f"{method.upper()} {parts.scheme}://{netloc}{parts.path}?{query}\n{shown_body}"
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def request_body(request: httpx.Request) -> Any:
+    """The request's JSON body, decoded (its text when it is not JSON; None when empty)."""
+    raw = request.content
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
+
+
+class Recorder(httpx.AsyncByteStream):
+    """Passes a live response's body through while recording it; `on_complete` gets the
+    recording once the body was read to its end (a reply abandoned half-way is not recorded)."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        secrets: set[str],
+        on_complete: Any,
+    ) -> None:
+        self.response, self.request, self.secrets, self.on_complete = response, request, secrets, on_complete
+        self.started = time.monotonic()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        streaming = self.response.headers.get("content-type", "").startswith(SSE_TYPES)
+        events: list[tuple[float, str]] = []
+        buffer = b""
+        whole = bytearray()
+        async for chunk in self.response.aiter_raw():
+            yield chunk
+            if streaming:
+                buffer += chunk.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    if event.strip():
+                        events.append((time.monotonic() - self.started, event.decode("utf-8", "replace")))
+            else:
+                whole += chunk
+        if streaming and buffer.strip():
+            events.append((time.monotonic() - self.started, buffer.decode("utf-8", "replace").rstrip("\n")))
+        self.on_complete(self._recording(events if streaming else None, bytes(whole)))
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+    def _recording(self, events: list[tuple[float, str]] | None, whole: bytes) -> Recording:
+        secrets = self.secrets
+        content: Any = None
+        if events is None:
+            text = whole.decode("utf-8", errors="replace")
+            try:
+                content = scrub_json(json.loads(text), secrets)
+            except ValueError:
+                content = mask(text, secrets)
+        headers = {
+            name: mask(value, secrets)
+            for name, value in self.response.headers.items()
+            if name.lower() in KEPT_RESPONSE_HEADERS
+        }
+        return Recording(
+            method=self.request.method,
+            url=scrub_url(str(self.request.url), secrets),
+            body=scrub_json(request_body(self.request), secrets),
+            status=self.response.status_code,
+            headers=headers,
+            events=None if events is None else [(at, mask(text, secrets)) for at, text in events],
+            content=content,
+        )
+
+
+def recording_response(
+    response: httpx.Response, request: httpx.Request, secrets: set[str], on_complete: Any
+) -> httpx.Response:
+    """`response` with its body recorded as it is read (see `Recorder`). The headers pass
+    unchanged, so a compressed body stays compressed for httpx to decode."""
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=Recorder(response, request, secrets, on_complete),
+        request=request,
+        extensions=response.extensions,
+    )

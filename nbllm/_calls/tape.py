@@ -1,0 +1,72 @@
+"""The hook every nbllm request passes through on its way to the network: an httpx transport
+that hands the request to the active cassette or response cache (a `Tape`), or straight on.
+
+Only nbllm's own clients carry it (see `nbllm._calls.pool`): nothing in httpx, or in any other
+library the kernel has loaded, is patched. It wraps whichever transport httpx chose for the
+URL, so ``HTTPS_PROXY`` and ``NO_PROXY`` keep working while a cassette records.
+
+One cassette and one cache can be active at a time, for the whole process: the calls run on
+nbllm's background event loop, where a context variable set in a notebook cell would not be
+seen. A cassette, when active, answers first.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import httpx
+
+
+class Tape(Protocol):
+    """Something that answers requests from recordings, or records them."""
+
+    async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
+        """The response to `request`: played back, or from `inner` (the network), recorded."""
+        ...
+
+
+_LOCK = threading.Lock()
+_active: dict[str, Tape] = {}
+
+
+def use(slot: str, tape: Tape | None) -> Tape | None:
+    """Make `tape` the active ``cassette`` or ``cache`` (None turns it off); returns the one
+    it replaces."""
+    with _LOCK:
+        previous = _active.pop(slot, None)
+        if tape is not None:
+            _active[slot] = tape
+        return previous
+
+
+def active(slot: str) -> Tape | None:
+    return _active.get(slot)
+
+
+def _answering() -> Tape | None:
+    return _active.get("cassette") or _active.get("cache")
+
+
+class TapeTransport(httpx.AsyncBaseTransport):
+    """`inner`, with the active tape (if any) in front of it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        tape = _answering()
+        if tape is None:
+            return await self.inner.handle_async_request(request)
+        return await tape.handle(request, self.inner)
+
+
+class TapedClient(httpx.AsyncClient):
+    """An httpx client whose every request goes through `TapeTransport`.
+
+    httpx picks a transport per URL (a proxy's from the environment, or the default one);
+    this puts the hook in front of its choice. `_transport_for_url` is httpx's own (stable
+    since 0.18); `tests/test_cassettes.py` fails if it ever goes away."""
+
+    def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        return TapeTransport(super()._transport_for_url(url))
