@@ -452,23 +452,6 @@ async def test_events_of_one_read_become_one_token_event(gw: None) -> None:
     assert isinstance(events[-1], nbllm.DoneEvent) and events[-1].result.text == "Hello there"
 
 
-def test_tls_context_is_shared_and_honours_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> None:
-    import ssl
-
-    from nbllm._calls.pool import tls_context
-
-    default = tls_context()
-    assert tls_context() is default and default.verify_mode == ssl.CERT_REQUIRED
-    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
-    assert tls_context() is not default  # a company CA folder is used, as httpx does
-    monkeypatch.delenv("SSL_CERT_DIR")
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
-    with pytest.raises(FileNotFoundError):
-        tls_context()
-
-
 @respx.mock
 async def test_a_call_takes_its_routes_and_resolves_no_name_again(
     gw: None, monkeypatch: pytest.MonkeyPatch

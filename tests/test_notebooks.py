@@ -75,3 +75,17 @@ def test_a_fresh_run_leaks_no_key(path: Path, tmp_path: Path, monkeypatch: pytes
     assert all(c["execution_count"] is not None for c in code_cells(copy))
     assert SENTINEL_KEY not in text
     assert OPENROUTER_LIKE_KEY not in text and not SK_LIKE.findall(text)
+
+
+CASSETTES = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "cassettes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CASSETTES, ids=lambda p: p.name)
+def test_committed_cassettes_hold_no_key_or_credential_header(path: Path) -> None:
+    text = path.read_text()
+    assert SENTINEL_KEY not in text and not SK_LIKE.findall(text)
+    assert "authorization" not in text.lower() and "bearer " not in text.lower()
+
+
+def test_there_is_a_cassette_to_scan() -> None:
+    assert [p.name for p in CASSETTES] == ["09-replay.yaml"]

@@ -134,6 +134,35 @@ def test_endpoint_edits_apply_together(panel: Panel, store: nbllm.Store) -> None
     assert last_message(panel) == ("Saved 'gw'; the next %%chat uses it", True)
 
 
+def test_network_settings_show_and_apply_and_a_proxy_password_never_shows(
+    panel: Panel, store: nbllm.Store, tmp_path: Any
+) -> None:
+    tab = panel.providers
+    bundle = tmp_path / "corp.pem"
+    bundle.write_text("not checked until a call")
+    store.update_provider("gw", proxy=SecretStr("http://me:proxy-secret-pw@proxy.corp:3128"))
+    assert tab.provider_list.value == "gw"  # the panel followed the store's change
+    assert tab.proxy.value == "http://****@proxy.corp:3128"
+    assert "proxy-secret-pw" not in front_end_state(panel)
+    tab.trust.value = "certifi"
+    tab.ca_bundle.value = str(bundle)
+    tab.client_cert.value = "/etc/ssl/me.pem"
+    tab.apply_button.click()
+    config = store.provider("gw")
+    assert (config.trust, config.ca_bundle, config.client_cert) == ("certifi", str(bundle), "/etc/ssl/me.pem")
+    assert config.proxy is not None and config.proxy.get_secret_value().endswith(
+        "proxy-secret-pw@proxy.corp:3128"
+    )
+    tab.proxy.value = "http://other.corp:8080"
+    tab.apply_button.click()
+    assert store.provider("gw").proxy_url() == "http://other.corp:8080"
+    tab.url.value = "https://gw.example.com/v1"
+    tab.insecure.value = True  # not this machine: refused, and nothing changes
+    tab.apply_button.click()
+    assert not store.provider("gw").insecure and store.provider("gw").url == "http://127.0.0.1:9/v1"
+    assert "refused for hosts other than this machine" in last_message(panel)[0]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [

@@ -9,6 +9,7 @@ exchange and records what it saw in a `ReplyState`.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -19,8 +20,11 @@ from nbllm._calls.errors import (
     dropped_hint,
     error_from_response,
     protocol_error,
+    proxy_error,
     request_id_of,
     timeout_error,
+    tls_error,
+    tls_failure,
     transport_reason,
 )
 from nbllm._calls.recording import REPLAYED_HEADER
@@ -56,7 +60,7 @@ async def exchange(
     try:
         for _ in range(MAX_REDIRECTS + 1):
             request = client.build_request("POST", url, headers=headers, json=prepared.body)
-            response = await _send(client, request)
+            response = await send(client, request)
             try:
                 state.http_status = response.status_code
                 state.request_id = request_id_of(response.headers)
@@ -103,21 +107,35 @@ async def exchange(
         raise protocol_error(
             resolved, state, f"sent a reply nbllm cannot decode ({transport_reason(exc)})"
         ) from exc
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, ssl.SSLError) as exc:
+        # httpx lets some TLS alerts through raw: TLS 1.3 reports a missing client certificate
+        # at the first read, after the handshake seemed to succeed.
+        if state.http_status is None and isinstance(exc, Exception):
+            through_proxy = proxy_error(exc, resolved, url)
+            if through_proxy is not None:
+                raise through_proxy from exc
+        failure = tls_failure(exc)
+        if failure is not None and state.http_status is None:
+            raise tls_error(failure, resolved, urlsplit(url).netloc) from exc
         if state.http_status is not None:
             raise APIConnectionError(
                 f"the connection to {urlsplit(url).netloc} dropped mid-reply ({transport_reason(exc)})",
                 hint=dropped_hint(state),
                 request_id=state.request_id,
             ) from exc
+        hint = "check that the server is running and the URL's host and port are right "
+        hint += f"({resolved.provider.url})"
+        closed = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+        if closed and url.startswith("https://") and not resolved.provider.client_cert:
+            # A server that requires mutual TLS may just close the connection on a client without one.
+            hint += "; a gateway that closes HTTPS connections at once may require a client certificate "
+            hint += "(--client-cert PATH)"
         raise APIConnectionError(
-            f"connection to {urlsplit(url).netloc} failed: {transport_reason(exc)}",
-            hint="check that the server is running and the URL's host and port are right "
-            f"({resolved.provider.url})",
+            f"connection to {urlsplit(url).netloc} failed: {transport_reason(exc)}", hint=hint
         ) from exc
 
 
-async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
     """Send; once more at once when the pooled connection turns out to be closed.
 
     A kept-alive connection can die while idle in the pool: servers close idle ones, and

@@ -8,8 +8,12 @@ reported). Each finding says what to do next.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+import socket
+import ssl
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,8 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.client import send
 from nbllm._calls.embed import EmbedRequest, run_embed
-from nbllm._calls.errors import error_from_response
+from nbllm._calls.errors import error_from_response, proxy_error, tls_error, tls_failure
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.wire.headers import protocol_headers
@@ -96,12 +101,22 @@ async def list_models(
     url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
     try:
         async with lease(provider, transport) as client:
-            response = await client.get(url, headers=auth_headers(provider) | protocol_headers(provider))
+            request = client.build_request(
+                "GET", url, headers=auth_headers(provider) | protocol_headers(provider)
+            )
+            response = await send(client, request)  # resent once if the pooled connection was dead
+            await response.aread()
     except httpx.TimeoutException as exc:
         raise APITimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
-    except httpx.TransportError as exc:
-        raise APIConnectionError(
-            f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
+    except (httpx.TransportError, ssl.SSLError) as exc:
+        listing = Resolved(provider, "(models)", ModelSpec())
+        failure = tls_failure(exc)
+        raise (
+            proxy_error(exc, listing, url)
+            or (tls_error(failure, listing, urlsplit(url).netloc) if failure else None)
+            or APIConnectionError(
+                f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
+            )
         ) from exc
     listing = Resolved(provider, "(models)", ModelSpec())  # error_from_response wants a Resolved
     if response.status_code >= 300:
@@ -127,6 +142,7 @@ async def diagnose(
     report = DoctorReport(f"{name}/{model}" if model else name)
     _check_url(provider, report)
     _check_key(provider, report)
+    _check_network(provider, report)
     served = await _check_models(provider, model, report, transport)
     if not model:
         report.add(
@@ -181,6 +197,69 @@ def _check_key(provider: ProviderConfig, report: DoctorReport) -> None:
         report.add("transport", "warn", warning)
 
 
+def _check_network(provider: ProviderConfig, report: DoctorReport) -> None:
+    """What the connection will trust, which proxy it goes through, and how it authenticates."""
+    url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
+    proxy = provider.proxy_for(url)
+    try:
+        tls = (
+            f"TLS trusting {provider.network_trust().description}"
+            if url.startswith("https://")
+            else "plain HTTP"
+        )
+    except NbllmError as exc:
+        report.add("network", "fail", f"the TLS settings do not load: {exc.message}", exc.hint or "")
+        return
+    via = f"through the proxy {proxy}" if proxy else "directly (no proxy)"
+    report.add("network", "ok", f"connects {via}; {tls}; auth {provider.auth}")
+
+
+async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
+    """Which step of reaching `url` fails: DNS, TCP, proxy, TLS or HTTP, and what it said."""
+    target = urlsplit(url)
+    proxy = provider.proxy_for(url)
+    reach = urlsplit(provider.proxy_url() or _environment_proxy_url(url)) if proxy else target
+    host = reach.hostname or ""
+    port = reach.port or (443 if reach.scheme == "https" else 80)
+    try:
+        await asyncio.to_thread(socket.getaddrinfo, host, port)
+    except OSError as exc:
+        return "DNS", f"{host} does not resolve ({exc})"
+    try:
+        connection = await asyncio.to_thread(
+            socket.create_connection, (host, port), provider.connect_timeout_s
+        )
+    except OSError as exc:
+        what = "the proxy" if proxy else "the server"
+        return "TCP", f"cannot connect to {what} at {host}:{port} ({exc.strerror or exc})"
+    with connection:
+        if proxy:
+            return "proxy", f"the proxy {proxy} answers; the request through it failed"
+        if target.scheme != "https":
+            return "HTTP", "the server accepts connections; the HTTP exchange failed"
+        try:
+            context = provider.network_trust().verify
+            if isinstance(context, ssl.SSLContext):
+                await asyncio.to_thread(_handshake, context, connection, host)
+        except (ssl.SSLError, OSError) as exc:
+            return (
+                "TLS",
+                f"the TLS handshake with {host} failed ({getattr(exc, 'verify_message', None) or exc})",
+            )
+    return "HTTP", "DNS, TCP and TLS succeed; the HTTP exchange failed"
+
+
+def _handshake(context: ssl.SSLContext, connection: socket.socket, host: str) -> None:
+    with context.wrap_socket(connection, server_hostname=host):
+        pass
+
+
+def _environment_proxy_url(url: str) -> str:
+    proxies = urllib.request.getproxies_environment()
+    scheme = urlsplit(url).scheme
+    return proxies.get(scheme) or proxies.get("all") or ""
+
+
 async def _check_models(
     provider: ProviderConfig, model: str, report: DoctorReport, transport: httpx.AsyncBaseTransport | None
 ) -> list[str]:
@@ -188,6 +267,12 @@ async def _check_models(
         served = await list_models(provider, transport)
     except MissingKeyError as exc:
         report.add("models", "fail", exc.message, exc.hint or "")
+        return []
+    except (APIConnectionError, APITimeoutError) as exc:
+        url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
+        step, detail = await _failing_step(provider, url)
+        report.add("connection", "fail", f"{step}: {detail}", exc.hint or "")
+        report.add("models", "fail", f"GET /models: {exc.message}")
         return []
     except APIError as exc:
         verdict: Verdict = "fail" if exc.status in (401, 403) else "warn"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,9 +17,11 @@ from nbllm._calls.reply import ReplyState
 from nbllm._calls.retry import parse_retry_after
 from nbllm._calls.wire.reasoning import style_for
 from nbllm._exceptions import (
+    APIConnectionError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     ContextTooLongError,
     ModelNotFoundError,
     NotFoundError,
@@ -189,6 +192,13 @@ def error_from_response(
             "another header",
             **common,
         )
+    if status == 407:
+        return AuthenticationError(
+            f"{prefix} (the proxy on the way, not the server, refused)",
+            hint="the proxy asks for credentials: --proxy http://USER:${PROXY_PASSWORD}@HOST:PORT, "
+            "or put them in $HTTP_PROXY",
+            **common,
+        )
     if status == 403:
         return PermissionDeniedError(
             prefix,
@@ -305,6 +315,74 @@ def timeout_error(exc: httpx.TimeoutException, resolved: Resolved) -> APITimeout
         f"{resolved.qualified_name} sent nothing for {provider.read_timeout_s:g} s",
         hint="the server stalled; a slow model may need a longer --timeout",
     )
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed connection, if that is what it was."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # httpx -> httpcore -> ssl, without looping on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def tls_error(failure: ssl.SSLError, resolved: Resolved, host: str) -> APIConnectionError:
+    """A failed TLS handshake: which store was trusted (or which client certificate was
+    shown), and what to try."""
+    provider = resolved.provider
+    try:
+        trusted = provider.network_trust().description
+    except ConfigError as exc:
+        trusted = f"(settings that do not load: {exc.message})"
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        reason = failure.verify_message or failure.reason or str(failure)
+        return APIConnectionError(
+            f"the TLS certificate of {host} was not accepted ({reason}); nbllm trusted {trusted}",
+            hint="behind a company proxy that inspects TLS, trust its root certificate: --trust system "
+            "(the OS store, where IT installs it) or --ca-bundle PATH (a PEM file from IT); "
+            "$SSL_CERT_FILE and $REQUESTS_CA_BUNDLE are honoured too. --insecure is for local testing only",
+        )
+    shown = (
+        f"the client certificate {provider.client_cert}" if provider.client_cert else "no client certificate"
+    )
+    return APIConnectionError(
+        f"the TLS handshake with {host} failed ({failure.reason or failure}); nbllm trusted {trusted} "
+        f"and showed {shown}",
+        hint="a gateway that requires mutual TLS needs --client-cert PATH (and --client-key PATH); "
+        "check too that the URL is https:// for a TLS port",
+    )
+
+
+def proxy_error(exc: Exception, resolved: Resolved, url: str) -> APIConnectionError | None:
+    """A failure of the proxy rather than the server, said as such; None when no proxy was in
+    the way."""
+    proxy = resolved.provider.proxy_for(url)
+    if proxy is None:
+        return None
+    host = urlsplit(url).netloc
+    text = str(exc)
+    where = "--proxy" if resolved.provider.proxy else "$HTTPS_PROXY / $HTTP_PROXY"
+    if "407" in text:
+        return APIConnectionError(
+            f"the proxy {proxy} ({where}) asks for credentials (407 Proxy Authentication Required)",
+            hint="put them in the proxy URL, the password from the environment: "
+            "--proxy http://USER:${PROXY_PASSWORD}@HOST:PORT (or in $HTTPS_PROXY)",
+        )
+    if isinstance(exc, httpx.ProxyError):
+        return APIConnectionError(
+            f"the proxy {proxy} ({where}) would not connect to {host}: {clip(text, 200)}",
+            hint=f"check that the proxy allows {host}; hosts to reach directly go in $NO_PROXY",
+        )
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return APIConnectionError(
+            f"could not reach the proxy {proxy} ({where}) on the way to {host}: {transport_reason(exc)}",
+            hint="check the proxy's address and port; unset it (or add the host to $NO_PROXY) to "
+            "connect directly",
+        )
+    return None
 
 
 def transport_reason(exc: Exception) -> str:

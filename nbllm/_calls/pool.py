@@ -1,5 +1,7 @@
 """The HTTP clients: one pooled `httpx.AsyncClient` per (event loop, provider), with
-keep-alive, and the one TLS context they all share. Every client nbllm opens comes from here.
+keep-alive, verifying certificates as the provider's network settings say (built once per
+distinct setting, see `nbllm._providers.network`). Every client nbllm opens comes from here.
+Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``), never for this machine.
 
 An httpx client belongs to the event loop it first ran on, so clients are kept per loop. A
 loop's clients close when the loop shuts down its async generators (``asyncio.run``,
@@ -16,33 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
-import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-import certifi
 import httpx
 
 from nbllm._calls.tape import TapedClient
 from nbllm._constants import KEEPALIVE_EXPIRY_S
 from nbllm._providers.config import ProviderConfig
-
-
-def tls_context() -> ssl.SSLContext:
-    """A certificate-verifying TLS context shared by every client: building one loads the CA
-    bundle, which costs tens of milliseconds of CPU. Like httpx, it honours $SSL_CERT_FILE and
-    $SSL_CERT_DIR (company proxies), and uses certifi's bundle otherwise."""
-    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    if cafile or capath:
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    return ssl.create_default_context(cafile=certifi.where())
+from nbllm._providers.network import LOOPBACK_NAMES
 
 
 def timeouts(provider: ProviderConfig) -> httpx.Timeout:
@@ -54,6 +39,10 @@ def timeouts(provider: ProviderConfig) -> httpx.Timeout:
         write=provider.read_timeout_s,
         pool=provider.connect_timeout_s,
     )
+
+
+LOOPBACK_PATTERNS = tuple(f"all://[{host}]" if ":" in host else f"all://{host}" for host in LOOPBACK_NAMES)
+"""httpx mount patterns for this machine: mounted to no proxy (see `nbllm._providers.network`)."""
 
 
 @dataclass
@@ -88,7 +77,10 @@ class _LoopClients:
         client = TapedClient(  # every request passes the cassette / cache hook
             timeout=timeouts(provider),
             transport=transport,
-            verify=tls_context(),
+            verify=provider.network_trust().verify,
+            proxy=provider.proxy_url(),
+            # A server on this machine is never reached through a proxy from the environment.
+            mounts=dict.fromkeys(LOOPBACK_PATTERNS),
             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
         fresh = self.entries[provider.name] = _Entry(provider, transport, client)

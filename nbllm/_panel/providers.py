@@ -57,7 +57,9 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.title = widgets.HTML()
         self.url = widgets.Text(description="URL", layout=widgets.Layout(width="34em"))
         self.auth = widgets.Combobox(
-            description="auth", options=["bearer", "azure", "none", "header:x-api-key"], ensure_option=False
+            description="auth",
+            options=["bearer", "azure", "azure-ad", "none", "header:x-api-key"],
+            ensure_option=False,
         )
         self.api_version = widgets.Text(description="api-version", placeholder="Azure only")
         self.api = widgets.Dropdown(
@@ -80,6 +82,19 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         )
         self.privacy = widgets.Checkbox(
             description="private", indent=True, tooltip="Data stays in your control (shown with a shield)"
+        )
+        # The network: certificates, proxy, client certificate (see nbllm._providers.network).
+        self.trust = widgets.Dropdown(
+            description="trust",
+            options=[("default", None), ("OS store", "system"), ("certifi", "certifi")],
+            tooltip="Which certificates to trust; the OS store holds a company proxy's root",
+        )
+        self.ca_bundle = widgets.Text(description="CA bundle", placeholder="PEM file of CA certificates")
+        self.proxy = widgets.Text(description="proxy", placeholder="http://host:3128 (default: $HTTPS_PROXY)")
+        self.client_cert = widgets.Text(description="client cert", placeholder="PEM, for mutual TLS")
+        self.client_key = widgets.Text(description="client key", placeholder="its key, if apart")
+        self.insecure = widgets.Checkbox(
+            description="no certificate checks", indent=True, tooltip="For local testing only"
         )
         self.apply_button = widgets.Button(description="Apply", button_style="primary")
         self.apply_button.on_click(lambda _: self.apply())
@@ -123,6 +138,8 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 self.headers,
                 widgets.HBox([self.connect_timeout, self.read_timeout, self.rps]),
                 widgets.HBox([self.reasoning_style, self.privacy]),
+                widgets.HBox([self.trust, self.ca_bundle, self.insecure]),
+                widgets.HBox([self.proxy, self.client_cert, self.client_key]),
                 widgets.HBox([self.key, self.key_state, self.keyring, self.forget_key_button]),
                 widgets.HBox([self.apply_button, self.test_button]),
                 widgets.HTML("<b>Models</b>"),
@@ -188,6 +205,12 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.rps.value = "" if config.requests_per_second is None else f"{config.requests_per_second:g}"
         self.privacy.value = config.privacy
         self.reasoning_style.value = config.reasoning_style
+        self.trust.value = config.trust
+        self.ca_bundle.value = config.ca_bundle or ""
+        self.proxy.value = config.proxy_shown() or ""  # a password never reaches the page
+        self.client_cert.value = config.client_cert or ""
+        self.client_key.value = config.client_key or ""
+        self.insecure.value = config.insecure
         self.key_state.value = html.escape(key_status(config))
         self._show_models(config)
 
@@ -252,11 +275,26 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 requests_per_second=optional_float(self.rps.value, "requests per second"),
                 privacy=self.privacy.value,
                 reasoning_style=self.reasoning_style.value,
+                trust=self.trust.value,
+                ca_bundle=self.ca_bundle.value.strip() or None,
+                proxy=self._proxy_from_field(config),
+                client_cert=self.client_cert.value.strip() or None,
+                client_key=self.client_key.value.strip() or None,
+                insecure=self.insecure.value,
             )
         except NbllmError as exc:
             self.report(str(exc), False)
             return
         self.report(f"Saved {config.name!r}; the next %%chat uses it", True)
+
+    def _proxy_from_field(self, config: ProviderConfig) -> SecretStr | None:
+        """The proxy field's value; unchanged from its masked form, the stored one (password kept)."""
+        text = self.proxy.value.strip()
+        if not text:
+            return None
+        if text == config.proxy_shown():
+            return config.proxy
+        return SecretStr(text)
 
     def _key_typed(self, text: str) -> None:
         if self._syncing or not text:

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from nbllm import _constants
 from nbllm._exceptions import MissingKeyError
 from nbllm._providers.config import ProviderConfig, is_sensitive_header
+from nbllm._providers.entra import entra_token
 from nbllm._providers.urls import is_loopback
 
 VENDOR_KEY_VARS = {
@@ -111,6 +112,9 @@ def find_key(
 
 def key_status(config: ProviderConfig, environ: Mapping[str, str] | None = None) -> str:
     """Where the key comes from, for display; never the key."""
+    if config.auth == "azure-ad":
+        source = "its token provider" if config.token_provider else "DefaultAzureCredential"
+        return f"not used: Entra ID tokens from {source}"
     return find_key(config, environ)[1]
 
 
@@ -135,6 +139,8 @@ def auth_headers(
     """
     if config.auth == "none":
         return {}
+    if config.auth == "azure-ad":
+        return {"Authorization": f"Bearer {entra_token(config)}"}
     key, _ = find_key(config, environ)
     if key is None:
         declared = config.key_env or config.key_keyring

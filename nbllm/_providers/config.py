@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,7 +31,15 @@ from pydantic import (
 
 from nbllm import _constants
 from nbllm._exceptions import ConfigError
-from nbllm._providers.urls import is_azure, normalize_url
+from nbllm._providers.network import (
+    LOOPBACK_NAMES,
+    TRUST_STORES,
+    Trust,
+    environment_proxy,
+    mask_credentials,
+    trust_for,
+)
+from nbllm._providers.urls import host_of, is_azure, is_loopback, normalize_url
 
 CAPABILITY_NAMES = (
     "tools",
@@ -43,7 +52,7 @@ CAPABILITY_NAMES = (
     "include_usage",
 )
 CAPABILITY_ALIASES = {"cache": "prompt_cache", "usage": "include_usage", "stream": "streaming"}
-AUTH_STYLES_HELP = "bearer, azure, none or header:NAME (e.g. header:x-api-key)"
+AUTH_STYLES_HELP = "bearer, azure, azure-ad (Entra ID), none or header:NAME (e.g. header:x-api-key)"
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_VAR_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -245,6 +254,25 @@ class ProviderConfig(_Model):
     """The wire protocol: ``chat`` (OpenAI Chat Completions) or ``anthropic`` (Messages)."""
     reasoning_style: str | None = None
     """How --effort is sent (see `nbllm._calls.wire.reasoning`); None: as the host is known to want."""
+    trust: str | None = None
+    """Which certificates to trust: ``system`` (the OS store) or ``certifi``; None: the default
+    (see `nbllm._providers.network`)."""
+    ca_bundle: str | None = None
+    """A PEM file of CA certificates to trust instead (a company proxy's root, say)."""
+    insecure: bool = False
+    """No certificate checks: for local testing only."""
+    insecure_remote: bool = False
+    """Allow `insecure` for a host that is not this machine (refused otherwise)."""
+    client_cert: str | None = None
+    """A PEM client certificate for gateways that require mutual TLS."""
+    client_key: str | None = None
+    """The client certificate's private key, when it is not in the same file."""
+    token_provider: Callable[[], str] | None = Field(None, exclude=True)
+    """For ``auth: azure-ad``: a function returning an Entra ID token, called for each request
+    (never saved); without one, azure-identity's DefaultAzureCredential is asked."""
+    proxy: SecretStr | None = None
+    """A proxy for this provider (``http://user:pass@proxy:3128``; ``${VAR}`` is read from the
+    environment); None: ``$HTTPS_PROXY`` / ``$HTTP_PROXY`` / ``$NO_PROXY``, as httpx reads them."""
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +319,36 @@ class ProviderConfig(_Model):
             )
         return value
 
+    @field_validator("trust")
+    @classmethod
+    def _known_trust(cls, value: str | None) -> str | None:
+        if value is not None and value not in TRUST_STORES:
+            raise ValueError(f"trust {value!r} is not one of {', '.join(TRUST_STORES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _insecure_only_here(self) -> ProviderConfig:
+        if self.insecure and not self.insecure_remote and not is_loopback(self.url):
+            raise ValueError(
+                f"--insecure turns certificate checks off, so anyone on the way to {host_of(self.url)} "
+                "could read your key; it is refused for hosts other than this machine. Trust the "
+                "server's CA instead (--ca-bundle PATH or --trust system), or add --insecure-remote if "
+                "you really mean it"
+            )
+        if self.client_key and not self.client_cert:
+            raise ValueError("--client-key needs --client-cert (the certificate it belongs to)")
+        return self
+
+    def network_trust(self) -> Trust:
+        """What this provider's connections trust, and the client certificate they show."""
+        return trust_for(
+            insecure=self.insecure,
+            ca_bundle=self.ca_bundle,
+            trust=self.trust,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+        )
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
@@ -324,7 +382,7 @@ class ProviderConfig(_Model):
     @classmethod
     def _valid_auth(cls, value: str) -> str:
         style = value.strip()
-        if style.lower() in ("bearer", "azure", "none"):
+        if style.lower() in ("bearer", "azure", "azure-ad", "none"):
             return style.lower()
         head, _, header = style.partition(":")
         if head.lower() == "header" and _HEADER_NAME_RE.match(header):
@@ -387,11 +445,37 @@ class ProviderConfig(_Model):
             if is_sensitive_header(name) and not _VAR_RE.search(value)
         ]
 
+    def proxy_url(self) -> str | None:
+        """The proxy to use, ``${VAR}`` expanded (None: the environment's)."""
+        return expand_vars(self.proxy.get_secret_value(), "proxy") if self.proxy else None
+
+    def proxy_shown(self) -> str | None:
+        """The proxy as messages and tables show it: any user name and password masked."""
+        if self.proxy is None:
+            return None
+        return mask_credentials(self.proxy.get_secret_value())
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to `url` goes through (credentials masked), or None: this
+        machine is always reached directly."""
+        if (urlsplit(url).hostname or "") in LOOPBACK_NAMES:
+            return None
+        return self.proxy_shown() or environment_proxy(url)
+
+    def proxy_unsaved(self) -> bool:
+        """Whether the proxy URL holds a literal password, which a config file must not store."""
+        template = self.proxy.get_secret_value() if self.proxy else ""
+        return "@" in template.partition("://")[2].partition("/")[0] and not _VAR_RE.search(template)
+
     def saved_form(self) -> dict[str, Any]:
-        """What a config file holds: no literal key or secret header, defaults left out."""
-        saved = self.model_dump(mode="json", by_alias=True, exclude={"key", "headers"}, exclude_defaults=True)
+        """What a config file holds: no literal key, secret header or proxy password, defaults left out."""
+        saved = self.model_dump(
+            mode="json", by_alias=True, exclude={"key", "headers", "proxy"}, exclude_defaults=True
+        )
         unsaved = self.unsaved_headers()
         headers = {k: v for k, v in self.header_templates().items() if k not in unsaved}
+        if self.proxy is not None and not self.proxy_unsaved():
+            saved["proxy"] = self.proxy.get_secret_value()
         return {"name": self.name, "url": self.url, **saved} | ({"headers": headers} if headers else {})
 
 

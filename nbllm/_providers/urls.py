@@ -62,7 +62,7 @@ def normalize_url(url: str) -> str:
 def is_azure(url: str, auth: str = "bearer") -> bool:
     """Whether the endpoint follows Azure OpenAI's URL and header rules."""
     host = (urlsplit(url).hostname or "").lower()
-    return auth == "azure" or host.endswith(AZURE_HOST_SUFFIXES)
+    return auth in ("azure", "azure-ad") or host.endswith(AZURE_HOST_SUFFIXES)
 
 
 def messages_url(url: str) -> str:

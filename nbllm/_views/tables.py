@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbllm._calls.history import CallRecord, ModelSummary
+from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import key_status, mask_headers
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.urls import chat_url, models_url
@@ -118,6 +119,9 @@ class ProviderDetail:
             ),
             ("rate limit", f"{rps:g} requests/s" if rps else "none"),
             ("reasoning style", config.reasoning_style or ""),
+            ("trusts", _trusted(config)),
+            ("proxy", config.proxy_shown() or ""),
+            ("client cert", " + ".join(p for p in (config.client_cert, config.client_key) if p)),
             ("retries", str(config.retry.max_retries)),
             ("fallback", ", ".join(config.fallback)),
         ]
@@ -163,6 +167,16 @@ _HISTORY_HEADINGS = (
     "retries",
     "error",
 )
+
+
+def _trusted(config: ProviderConfig) -> str:
+    """The certificates the provider trusts (for an https URL), or why its settings do not load."""
+    if not config.url.startswith("https://"):
+        return ""
+    try:
+        return config.network_trust().description
+    except ConfigError as exc:
+        return f"(does not load: {exc.message})"
 
 
 def _seconds(value: float | None) -> str:

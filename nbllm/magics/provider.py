@@ -12,6 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.text import dedent
 
 from nbllm._constants import APIS, REASONING_STYLES
+from nbllm._providers.network import TRUST_STORES
 from nbllm.magics.parsing import parse_line, usage_errors
 
 # -- one parser per subcommand; their help is joined into %llm_provider? ------
@@ -76,6 +77,22 @@ from nbllm.magics.parsing import parse_line, usage_errors
     "deepseek (thinking on/off; its thinking goes back with tool calls) or template "
     "(chat_template_kwargs.enable_thinking, for Qwen3-style models on vLLM and llama.cpp). "
     "Default: openrouter.ai and api.deepseek.com get their own, other hosts openai.",
+)
+@argument(
+    "--trust",
+    choices=TRUST_STORES,
+    help="Certificates to trust: system (the OS store, where IT installs a company proxy's root) "
+    "or certifi. Default: $NBLLM_TRUST, else the OS store.",
+)
+@argument("--ca-bundle", metavar="PATH", help="Trust exactly the CA certificates in this PEM file.")
+@argument("--proxy", metavar="URL", help="A proxy for this provider; ${VAR} is read from the environment.")
+@argument(
+    "--client-cert", metavar="PATH", help="A client certificate (PEM) for gateways that require mutual TLS."
+)
+@argument("--client-key", metavar="PATH", help="The client certificate's private key, if in its own file.")
+@argument("--insecure", action="store_true", help="No certificate checks (local testing only; warns).")
+@argument(
+    "--insecure-remote", action="store_true", help="Allow --insecure for a host other than this machine."
 )
 def _add_args(line: str) -> None:
     """Register (or replace) a provider."""

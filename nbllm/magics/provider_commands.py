@@ -62,6 +62,13 @@ class ProviderCommands:
             "reasoning_style": args.reasoning_style,
             "models": models,
             "fallback": [m.strip() for m in (args.fallback or "").split(",") if m.strip()],
+            "trust": args.trust,
+            "ca_bundle": args.ca_bundle,
+            "proxy": SecretStr(args.proxy) if args.proxy else None,
+            "client_cert": args.client_cert,
+            "client_key": args.client_key,
+            "insecure": args.insecure,
+            "insecure_remote": args.insecure_remote,
         }
         if args.timeout is not None:
             fields["read_timeout_s"] = args.timeout
@@ -92,6 +99,17 @@ class ProviderCommands:
             warn(
                 f"header {header} holds a literal secret: it is saved in the notebook, and "
                 f"%llm_provider save leaves it out. Prefer writing it as {header}=${{VAR}}"
+            )
+        if config.insecure:
+            warn(
+                f"{config.name}: certificate checks are OFF (--insecure): anyone on the way can read "
+                "your key and the replies. Use it only for local testing; trust the server's CA with "
+                "--ca-bundle PATH instead"
+            )
+        if config.proxy_unsaved():
+            warn(
+                f"{config.name}: the proxy URL holds a password, so %llm_provider save leaves it out; "
+                "write it as http://USER:${PROXY_PASSWORD}@HOST:PORT to have it saved as a reference"
             )
         replaced = config.name in self.store.providers
         self.store.add_provider(config, replace=True)

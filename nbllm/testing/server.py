@@ -8,6 +8,7 @@ import json
 import re
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -160,6 +161,7 @@ class LoopbackServer:
         responses: bool = True,
         embedding_dimensions: int = 16,
         honours_dimensions: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -205,6 +207,14 @@ class LoopbackServer:
         self._reply_index = 0
         handler = type("Handler", (_Handler,), {"state": self})
         self._httpd = ThreadingHTTPServer((host, port), handler)
+        self.tls = ssl_context is not None
+        """Whether it serves HTTPS (``ssl_context``: a server-side context with its certificate)."""
+        if ssl_context is not None:
+            # The handshake happens in the request's thread, so a client that fails it does not
+            # hold up the accept loop.
+            self._httpd.socket = ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(SHUTDOWN_POLL_S,), name="nbllm-testing", daemon=True
@@ -217,8 +227,10 @@ class LoopbackServer:
 
     @property
     def base_url(self) -> str:
-        """The OpenAI-style base URL to register, ``http://127.0.0.1:PORT/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        """The OpenAI-style base URL to register, ``http://127.0.0.1:PORT/v1`` (the host it
+        listens on; ``https`` with an ``ssl_context``)."""
+        host = str(self._httpd.server_address[0])
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/v1"
 
     def enqueue(self, *faults: Fault | str) -> None:
         """Faults for the next requests, one per request, in order."""
