@@ -195,3 +195,33 @@ def test_provider_show_and_the_magic_take_the_network_settings(ip: Any, ca_file:
     with capture_output() as out:
         ip.run_line_magic("llm_provider", "add lab --url https://127.0.0.1:9/v1 --insecure")
     assert "certificate checks are OFF" in out.stderr
+
+
+def test_save_and_load_keep_the_network_settings_without_secrets(tmp_path: Path, ca_file: Path) -> None:
+    from nbllm._providers import persist
+
+    store = get_store()
+    store.add_provider(
+        ProviderConfig(
+            name="corp", url="https://gw.example.com/v1", trust="certifi", ca_bundle=str(ca_file),
+            client_cert="/etc/me.pem", client_key="/etc/me.key", proxy="http://me:${PROXY_PW}@proxy:3128",
+        )
+    )  # fmt: skip
+    store.add_provider(
+        ProviderConfig(
+            name="aoai", url="https://r.openai.azure.com", auth="azure-ad", api_version="2024-10-21",
+            token_provider=lambda: "never-saved-token",
+        )
+    )  # fmt: skip
+    path = tmp_path / "providers.yaml"
+    persist.save(store, path)
+    text = path.read_text()
+    assert "never-saved-token" not in text and "token_provider" not in text
+    store.clear()
+    persist.load(store, path)
+    corp, aoai = store.provider("corp"), store.provider("aoai")
+    assert (corp.trust, corp.ca_bundle, corp.client_cert, corp.client_key) == (
+        "certifi", str(ca_file), "/etc/me.pem", "/etc/me.key",
+    )  # fmt: skip
+    assert corp.proxy is not None and corp.proxy.get_secret_value() == "http://me:${PROXY_PW}@proxy:3128"
+    assert aoai.auth == "azure-ad" and aoai.token_provider is None

@@ -37,6 +37,10 @@ drawn from a hash of the text (`vector_for`), ``embedding_dimensions`` long (16 
 request's ``dimensions`` shortens them unless ``honours_dimensions=False`` (llama.cpp ignores
 it). Status faults, ``reset``, ``stall``, ``malformed`` and ``error_event`` apply there too.
 
+HTTPS (``ssl_context=``, a server-side context holding its certificate, e.g. from trustme):
+the server speaks TLS, and ``base_url`` says ``https``; ``host=`` picks the loopback address it
+listens on (``127.0.0.2`` is this machine too, but not exempt from proxies).
+
 Framing (``framing=``): ``"chunked"`` (the default) sends each server-sent event as its own
 HTTP chunk and keeps the connection alive, as uvicorn, vLLM, llama.cpp and OpenAI do;
 ``"bytes"`` splits every event into chunks of 1 to 3 bytes; ``"body"`` sends the stream
