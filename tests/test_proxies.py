@@ -169,3 +169,19 @@ async def test_the_doctor_names_an_unreachable_proxy() -> None:
     found = {f.check: f for f in report.findings}
     assert found["network"].detail.startswith("connects through the proxy http://127.0.0.1:")
     assert found["connection"].detail.startswith("TCP: cannot connect to the proxy at 127.0.0.1:")
+
+
+async def test_the_doctor_says_when_the_proxy_wants_credentials(auth_proxy: str, tmp_path: Path) -> None:
+    from nbllm._calls.doctor import diagnose
+
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    register("plain", f"http://{HOST}:9/v1", proxy=f"http://{auth_proxy}")
+    plain = {f.check: f for f in (await diagnose(get_store(), "plain/m")).findings}
+    assert plain["models"].verdict == "fail" and "407" in plain["models"].detail
+    assert "the proxy on the way" in plain["models"].detail
+    register("tunnel", f"https://{HOST}:9/v1", proxy=f"http://{auth_proxy}", ca_bundle=str(bundle))
+    tunnel = {f.check: f for f in (await diagnose(get_store(), "tunnel/m")).findings}
+    assert tunnel["connection"].detail.startswith("proxy: the proxy http://127.0.0.1:")
+    assert "asks for credentials" in tunnel["models"].detail

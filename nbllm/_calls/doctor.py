@@ -275,7 +275,7 @@ async def _check_models(
         report.add("models", "fail", f"GET /models: {exc.message}")
         return []
     except APIError as exc:
-        verdict: Verdict = "fail" if exc.status in (401, 403) else "warn"
+        verdict: Verdict = "fail" if exc.status in (401, 403, 407) else "warn"
         report.add("models", verdict, f"GET /models: {exc.message}", exc.hint or "")
         return []
     shown = ", ".join(served[:8]) + (" ..." if len(served) > 8 else "")
