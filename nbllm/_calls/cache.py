@@ -21,16 +21,11 @@ import httpx
 import platformdirs
 
 from nbllm._calls import tape
-from nbllm._calls.cassette import resolved_keys
 from nbllm._calls.recording import (
     Recording,
+    ScrubbedRequest,
     digest,
-    match_key,
     recording_response,
-    request_body,
-    scrub_json,
-    scrub_url,
-    secrets_of,
 )
 from nbllm._exceptions import ConfigError, ConfigFileError
 
@@ -84,13 +79,11 @@ class ResponseCache:
             ) from None
 
     async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
-        secrets = secrets_of(request, resolved_keys())
-        body = scrub_json(request_body(request), secrets)
-        url = scrub_url(str(request.url), secrets)
-        if request.method != "POST" or not (self.force or deterministic(url, body)):
+        scrubbed = ScrubbedRequest.of(request)
+        if request.method != "POST" or not (self.force or deterministic(scrubbed.url, scrubbed.body)):
             self.skipped += 1
             return await inner.handle_async_request(request)
-        key = digest(match_key(request.method, url, body))
+        key = digest(scrubbed.key)
         recording = self._get(key)
         if recording is not None:
             self.hits += 1
@@ -100,7 +93,7 @@ class ResponseCache:
         response = await inner.handle_async_request(request)
         if not 200 <= response.status_code < 300:
             return response
-        return recording_response(response, request, secrets, lambda done: self._put(key, done))
+        return recording_response(response, request, scrubbed, lambda done: self._put(key, done))
 
     def _get(self, key: str) -> Recording | None:
         with self._lock:

@@ -108,7 +108,9 @@ def plan_routes(
     return routes
 
 
-def _retryable(error: APIError, state: ReplyState) -> bool:
+def retryable(error: APIError, state: ReplyState) -> bool:
+    """Whether sending the same request again could end differently (chat calls and embedding
+    batches share this rule)."""
     if isinstance(error, ThinkingBudgetError | ContextTooLongError):  # the same request would fail the same
         return False
     if isinstance(error, StatusError):
@@ -121,7 +123,7 @@ def _retryable(error: APIError, state: ReplyState) -> bool:
 def _fallback_worthy(error: APIError, state: ReplyState) -> bool:
     if isinstance(error, StatusError):
         return error.status is not None and is_fallback_status(error.status)
-    return _retryable(error, state)
+    return retryable(error, state)
 
 
 def _incomplete_hint(state: ReplyState) -> str:
@@ -331,7 +333,7 @@ class _Call:
                     )
                     continue
                 can_fail_over = not last and not state.shown and _fallback_worthy(error, state)
-                if state.shown or not _retryable(error, state):
+                if state.shown or not retryable(error, state):
                     if can_fail_over:
                         raise _FailOver(error) from error
                     raise

@@ -30,16 +30,10 @@ import yaml
 from nbllm._calls import tape
 from nbllm._calls.recording import (
     Recording,
-    match_key,
+    ScrubbedRequest,
     recording_response,
-    request_body,
-    scrub_json,
-    scrub_url,
-    secrets_of,
 )
 from nbllm._exceptions import CassetteMissError, ConfigError, ConfigFileError
-from nbllm._providers.auth import find_key
-from nbllm._providers.store import get_store
 from nbllm._providers.yaml_text import load_yaml
 
 MODES = ("record", "replay", "auto")
@@ -63,16 +57,6 @@ def forced_mode() -> str | None:
     if mode not in MODES:
         raise ConfigError(f"{MODE_ENV}={mode!r} is not a mode; choose from {', '.join(MODES)}")
     return mode
-
-
-def resolved_keys() -> list[str]:
-    """Every registered provider's key, to mask wherever a server echoes one."""
-    keys = []
-    for provider in get_store().providers.values():
-        key, _ = find_key(provider)
-        if key is not None:
-            keys.append(key.get_secret_value())
-    return keys
 
 
 class Cassette:
@@ -136,19 +120,17 @@ class Cassette:
     async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
         """The response to `request` (called by the transport hook): its recording played back,
         or, when there is none and the mode allows it, the server's, recorded as it streams."""
-        secrets = secrets_of(request, resolved_keys())
-        body = scrub_json(request_body(request), secrets)
-        url = scrub_url(str(request.url), secrets)
-        key = match_key(request.method, url, body)
+        scrubbed = ScrubbedRequest.of(request)
+        key = scrubbed.key
         if self.mode != "record":
             recording = self._next_recording(key)
             if recording is not None:
                 return recording.response(request, "cassette", self.speed)
             if self.mode == "replay":
-                raise self._miss(request.method, url, key)
+                raise self._miss(request.method, scrubbed.url, key)
         request.headers["accept-encoding"] = "identity"  # recorded as sent, not compressed
         response = await inner.handle_async_request(request)
-        return recording_response(response, request, secrets, self._add)
+        return recording_response(response, request, scrubbed, self._add)
 
     def _next_recording(self, key: str) -> Recording | None:
         with self._lock:

@@ -13,7 +13,6 @@ import html
 import re
 import socket
 import ssl
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
 from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.network import environment_proxy_url
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store
 from nbllm._providers.urls import CHAT_SUFFIX, chat_url, embeddings_url, models_url
@@ -99,6 +99,7 @@ async def list_models(
 ) -> list[str]:
     """The model ids the endpoint lists at ``GET /models``."""
     url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
+    listing = Resolved(provider, "(models)", ModelSpec())  # what the error helpers take
     try:
         async with lease(provider, transport) as client:
             request = client.build_request(
@@ -109,7 +110,6 @@ async def list_models(
     except httpx.TimeoutException as exc:
         raise APITimeoutError(f"GET {url} timed out", hint="check the host and port") from exc
     except (httpx.TransportError, ssl.SSLError) as exc:
-        listing = Resolved(provider, "(models)", ModelSpec())
         failure = tls_failure(exc)
         raise (
             proxy_error(exc, listing, url)
@@ -118,7 +118,6 @@ async def list_models(
                 f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
             )
         ) from exc
-    listing = Resolved(provider, "(models)", ModelSpec())  # error_from_response wants a Resolved
     if response.status_code >= 300:
         raise error_from_response(response.status_code, response.text, response.headers, listing, url)
     try:
@@ -218,7 +217,7 @@ async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
     """Which step of reaching `url` fails: DNS, TCP, proxy, TLS or HTTP, and what it said."""
     target = urlsplit(url)
     proxy = provider.proxy_for(url)
-    reach = urlsplit(provider.proxy_url() or _environment_proxy_url(url)) if proxy else target
+    reach = urlsplit(provider.proxy_url() or environment_proxy_url(url) or url) if proxy else target
     host = reach.hostname or ""
     port = reach.port or (443 if reach.scheme == "https" else 80)
     try:
@@ -252,12 +251,6 @@ async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
 def _handshake(context: ssl.SSLContext, connection: socket.socket, host: str) -> None:
     with context.wrap_socket(connection, server_hostname=host):
         pass
-
-
-def _environment_proxy_url(url: str) -> str:
-    proxies = urllib.request.getproxies_environment()
-    scheme = urlsplit(url).scheme
-    return proxies.get(scheme) or proxies.get("all") or ""
 
 
 async def _check_models(

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from nbllm._calls.call import CallOptions, wait_for_turn
+from nbllm._calls.call import CallOptions, retryable, wait_for_turn
 from nbllm._calls.client import exchange
 from nbllm._calls.errors import json_object
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
 from nbllm._calls.pool import lease
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.results import EmbedResult, Usage
-from nbllm._calls.retry import is_retryable_status, retry_decision
+from nbllm._calls.retry import retry_decision
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.embeddings import Vector, prepare, read_vectors
 from nbllm._constants import EMBED_BATCH_SIZE, EMBED_CONCURRENCY
@@ -33,8 +33,6 @@ from nbllm._exceptions import (
     PromptError,
     ProtocolError,
     RateLimitError,
-    StatusError,
-    TransportError,
 )
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import host_of
@@ -191,7 +189,7 @@ class _Embedding:
                 tried.outcome, tried.error = type(error).__name__, error.message[:200]
                 asked = error.retry_after_s if isinstance(error, RateLimitError) else None
                 decision = retry_decision(attempt, policy, asked)
-                if not _retryable(error) or not decision.retry:
+                if not retryable(error, state) or not decision.retry:
                     where = f"batch {number} of {of} (texts {start}-{start + len(texts) - 1})"
                     error.message = f"{where}: {error.message}"
                     if error.hint and "--fallback" in error.hint:
@@ -266,14 +264,6 @@ async def _cancel(tasks: Sequence[asyncio.Future[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _retryable(error: APIError) -> bool:
-    if isinstance(error, ContextTooLongError):
-        return False
-    if isinstance(error, StatusError):
-        return error.status is not None and is_retryable_status(error.status)
-    return isinstance(error, TransportError)
 
 
 async def run_embed(

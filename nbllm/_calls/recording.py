@@ -24,7 +24,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from nbllm._calls.request import OWN_HEADERS
+from nbllm._providers.auth import find_key
 from nbllm._providers.secret_text import MASK
+from nbllm._providers.store import get_store
 from nbllm._providers.urls import is_loopback
 
 REPLAYED_HEADER = "x-nbllm-replayed"
@@ -130,6 +132,37 @@ class _PlayedEvents(httpx.AsyncByteStream):
             yield (text + "\n\n").encode()
 
 
+@dataclass(frozen=True)
+class ScrubbedRequest:
+    """A live request as recordings see it: its secrets, and its URL and body with them masked;
+    `key` is what it matches (see `match_key`)."""
+
+    method: str
+    url: str
+    body: Any
+    secrets: frozenset[str]
+
+    @classmethod
+    def of(cls, request: httpx.Request) -> ScrubbedRequest:
+        secrets = frozenset(secrets_of(request, resolved_keys()))
+        url = scrub_url(str(request.url), secrets)
+        return cls(request.method, url, scrub_json(request_body(request), secrets), secrets)
+
+    @property
+    def key(self) -> str:
+        return match_key(self.method, self.url, self.body)
+
+
+def resolved_keys() -> list[str]:
+    """Every registered provider's key, to mask wherever a server echoes one."""
+    keys = []
+    for provider in get_store().providers.values():
+        key, _ = find_key(provider)
+        if key is not None:
+            keys.append(key.get_secret_value())
+    return keys
+
+
 def secrets_of(request: httpx.Request, keys: Iterable[str] = ()) -> set[str]:
     """The values to mask: every header nbllm did not set itself (credentials, configured
     headers), a bearer token's token alone, and the given resolved keys."""
@@ -202,14 +235,8 @@ class Recorder(httpx.AsyncByteStream):
     """Passes a live response's body through while recording it; `on_complete` gets the
     recording once the body was read to its end (a reply abandoned half-way is not recorded)."""
 
-    def __init__(
-        self,
-        response: httpx.Response,
-        request: httpx.Request,
-        secrets: set[str],
-        on_complete: Any,
-    ) -> None:
-        self.response, self.request, self.secrets, self.on_complete = response, request, secrets, on_complete
+    def __init__(self, response: httpx.Response, request: ScrubbedRequest, on_complete: Any) -> None:
+        self.response, self.request, self.on_complete = response, request, on_complete
         self.started = time.monotonic()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -235,7 +262,7 @@ class Recorder(httpx.AsyncByteStream):
         await self.response.aclose()
 
     def _recording(self, events: list[tuple[float, str]] | None, whole: bytes) -> Recording:
-        secrets = self.secrets
+        secrets = self.request.secrets
         content: Any = None
         if events is None:
             text = whole.decode("utf-8", errors="replace")
@@ -250,8 +277,8 @@ class Recorder(httpx.AsyncByteStream):
         }
         return Recording(
             method=self.request.method,
-            url=scrub_url(str(self.request.url), secrets),
-            body=scrub_json(request_body(self.request), secrets),
+            url=self.request.url,
+            body=self.request.body,
             status=self.response.status_code,
             headers=headers,
             events=None if events is None else [(at, mask(text, secrets)) for at, text in events],
@@ -260,14 +287,14 @@ class Recorder(httpx.AsyncByteStream):
 
 
 def recording_response(
-    response: httpx.Response, request: httpx.Request, secrets: set[str], on_complete: Any
+    response: httpx.Response, request: httpx.Request, scrubbed: ScrubbedRequest, on_complete: Any
 ) -> httpx.Response:
     """`response` with its body recorded as it is read (see `Recorder`). The headers pass
     unchanged, so a compressed body stays compressed for httpx to decode."""
     return httpx.Response(
         response.status_code,
         headers=response.headers,
-        stream=Recorder(response, request, secrets, on_complete),
+        stream=Recorder(response, scrubbed, on_complete),
         request=request,
         extensions=response.extensions,
     )

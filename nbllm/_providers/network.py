@@ -48,16 +48,22 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 def environment_proxy(url: str) -> str | None:
+    """`environment_proxy_url` with any credentials masked, for messages."""
+    found = environment_proxy_url(url)
+    return mask_credentials(found) if found else None
+
+
+def environment_proxy_url(url: str) -> str | None:
     """The proxy ``$HTTPS_PROXY`` / ``$HTTP_PROXY`` / ``$ALL_PROXY`` give for `url`, unless
-    ``$NO_PROXY`` or the loopback rule exempts it; credentials masked."""
+    ``$NO_PROXY`` or the loopback rule exempts it."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     # proxy_bypass_environment reads $NO_PROXY as urllib and httpx do (typeshed omits it).
     if host in LOOPBACK_NAMES or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     proxies = urllib.request.getproxies_environment()
-    found = proxies.get(parts.scheme) or proxies.get("all")
-    return mask_credentials(found) if found else None
+    found: str | None = proxies.get(parts.scheme) or proxies.get("all")
+    return found
 
 
 def mask_credentials(url: str) -> str:
