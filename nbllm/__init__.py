@@ -40,6 +40,7 @@ from nbllm._exceptions import (
     ProviderExistsError,
     ProviderNotFoundError,
     RateLimitError,
+    SchemaMismatchError,
     ServerError,
     StatusError,
     StoppedError,
@@ -52,7 +53,19 @@ from nbllm._exceptions import (
 )
 
 if typing.TYPE_CHECKING:
-    from nbllm._api import achat, aembed, astream, cassette, chat, embed, history, panel, tool_schema
+    from nbllm._api import (
+        achat,
+        aembed,
+        amap,
+        astream,
+        cassette,
+        chat,
+        embed,
+        history,
+        map,  # noqa: F401 (nbllm.map: see ATTRIBUTE_ONLY)
+        panel,
+        tool_schema,
+    )
     from nbllm._calls.cassette import Cassette
     from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
@@ -66,7 +79,7 @@ if typing.TYPE_CHECKING:
         ToolCallEvent,
         Usage,
     )
-    from nbllm._providers.config import Capabilities, ModelSpec, ProviderConfig, RetryPolicy
+    from nbllm._providers.config import Capabilities, ModelSpec, Price, ProviderConfig, RetryPolicy
     from nbllm._providers.resolved import Resolved
     from nbllm._providers.store import Store, StoreEvent, get_store
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
@@ -75,11 +88,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "nbllm._api": (
         "achat",
         "aembed",
+        "amap",
         "astream",
         "cassette",
         "chat",
         "embed",
         "history",
+        "map",
         "panel",
         "tool_schema",
     ),
@@ -96,7 +111,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ToolCallEvent",
         "Usage",
     ),
-    "nbllm._providers.config": ("Capabilities", "ModelSpec", "ProviderConfig", "RetryPolicy"),
+    "nbllm._providers.config": ("Capabilities", "ModelSpec", "Price", "ProviderConfig", "RetryPolicy"),
     "nbllm._providers.resolved": ("Resolved",),
     "nbllm._providers.store": ("Store", "StoreEvent", "get_store"),
     "nbllm.magics": ("load_ipython_extension", "unload_ipython_extension"),
@@ -116,8 +131,13 @@ def __getattr__(name: str) -> typing.Any:
     return value
 
 
+ATTRIBUTE_ONLY = frozenset({"map"})
+"""Public as ``nbllm.map`` but left out of `__all__`, so ``from nbllm import *`` never hides the
+builtin of the same name."""
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | ATTRIBUTE_ONLY)
 
 
 __all__ = [
@@ -151,6 +171,7 @@ __all__ = [
     "NbllmError",
     "NotFoundError",
     "PermissionDeniedError",
+    "Price",
     "PromptError",
     "ProtocolError",
     "ProviderConfig",
@@ -160,6 +181,7 @@ __all__ = [
     "ReasoningEvent",
     "Resolved",
     "RetryPolicy",
+    "SchemaMismatchError",
     "ServerError",
     "StatusError",
     "StatusEvent",
@@ -179,6 +201,7 @@ __all__ = [
     "__version__",
     "achat",
     "aembed",
+    "amap",
     "astream",
     "cassette",
     "chat",

@@ -1,5 +1,5 @@
 """The public functions: `chat` (sync), `achat` (async), `astream` (events), `embed` and
-`aembed` (vectors), `history`, `panel`.
+`aembed` (vectors), `map` and `amap` (a prompt over a table's rows), `history`, `panel`.
 
 Every request option is an explicit keyword, checked before anything is sent: a wrong type or
 range, or an unknown name, is a `PromptError` that names it. The panel is imported when
@@ -8,24 +8,32 @@ first used, so a plain script never loads ipywidgets.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
+import pydantic
 from typing_extensions import Unpack
 
-from nbllm._calls.call import plan_routes, run_call, run_call_sync, stream_call, to_messages
+from nbllm._batch.progress import ProgressView
+from nbllm._batch.rows import read_rows, with_outputs
+from nbllm._batch.run import MapRun, MapSpec
+from nbllm._calls.call import plan_routes, run_call, stream_call, to_messages
 from nbllm._calls.cassette import Cassette
 from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.history import CallRecord, get_history
-from nbllm._calls.loop_thread import loop_thread
+from nbllm._calls.loop_thread import loop_thread, run_with_ui
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
 from nbllm._calls.results import ChatEvent, ChatResult, EmbedResult
 from nbllm._cells.tools import Tool
+from nbllm._cells.typed import check_schema, run_typed
+from nbllm._constants import MAP_CONCURRENCY, PROGRESS_TICK_S
 from nbllm._exceptions import PromptError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import get_store
+from nbllm._views.progress import progress_view
 
 Prompt = str | Sequence[dict[str, Any]]
 ToolSpec = Callable[..., Any] | dict[str, Any]
@@ -48,6 +56,7 @@ class RequestOptions(TypedDict, total=False):
     stream: bool | None
     effort: str | None
     check_context: bool
+    schema: type[pydantic.BaseModel] | None
 
 
 OPTION_NAMES = tuple(RequestOptions.__annotations__)
@@ -71,7 +80,10 @@ def _refuse_unknown(given: Mapping[str, Any], names: Sequence[str]) -> None:
         )
 
 
-def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[ChatRequest, list[Resolved]]:
+Built = tuple[ChatRequest, list[Resolved], type[pydantic.BaseModel] | None]
+
+
+def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> Built:
     _refuse_unknown(given, OPTION_NAMES)
     if not (isinstance(prompt, str) or (isinstance(prompt, Sequence) and not isinstance(prompt, bytes))):
         raise PromptError(f"the prompt should be text or a list of messages, not {type(prompt).__name__}")
@@ -90,6 +102,11 @@ def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[Ch
         raise PromptError(f"fallback should be model names ('a/m1,b/m2' or a list), not {fallback!r}")
     stop = options.pop("stop")
     tools = options.pop("tools")
+    schema = options.pop("schema")
+    if schema is not None:
+        schema = check_schema(schema)
+        if options["json_schema"] is not None or given.get("json"):
+            raise PromptError("give schema= or json/json_schema=, not both: schema= asks for JSON itself")
     json_mode = options.pop("json")
     if not isinstance(options["check_context"], bool):
         raise PromptError(f"check_context should be True or False, not {options['check_context']!r}")
@@ -100,7 +117,13 @@ def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> tuple[Ch
         json_mode=json_mode,
         **options,
     )
-    return request, plan_routes(model, fallback)
+    return request, plan_routes(model, fallback), schema
+
+
+async def _typed_or_plain(request: ChatRequest, routes: list[Resolved], schema: Any) -> ChatResult:
+    if schema is None:
+        return await run_call(request, routes)
+    return await run_typed(request, routes[0], schema, lambda asking: run_call(asking, routes))
 
 
 def _tool_schemas(tools: Sequence[ToolSpec] | None, choice: str | None) -> list[dict[str, Any]] | None:
@@ -114,7 +137,7 @@ def _tool_schemas(tools: Sequence[ToolSpec] | None, choice: str | None) -> list[
     names = [s.get("function", {}).get("name") for s in schemas]
     if choice is not None and choice not in TOOL_CHOICES and choice not in names:
         raise PromptError(
-            f"tool_choice {choice!r} names no tool given; the tools are {', '.join(map(str, names))}"
+            f"tool_choice {choice!r} names no tool given; the tools are {', '.join(str(n) for n in names)}"
         )
     return schemas
 
@@ -129,19 +152,22 @@ def chat(
     reply in `nbllm.last()`.
 
     Options (keyword only, see `RequestOptions`): system, fallback, temperature, max_tokens,
-    stop, seed, tools, tool_choice, json, json_schema, stream, effort, check_context.
+    stop, seed, tools, tool_choice, json, json_schema, stream, effort, check_context, schema.
     `tools` are Python functions (described from their signature and docstring, see
     `tool_schema`) or OpenAI tool schemas; the model's calls are on ``result.tool_calls``.
     `json=True` asks for JSON and decodes it into ``result.parsed``. `stream=None` streams
     when the model is flagged for it. `effort` ("none", "low", "medium", "high") tells a
     reasoning model how hard to think, in the shape its provider expects (its
     ``reasoning_style``); the thinking is on ``result.reasoning``, apart from ``result.text``.
-    A prompt that does not fit the model's declared context
+    `schema` (a pydantic model class) asks for a reply of its shape: as ``response_format`` for
+    a model flagged ``json_schema``, else in the prompt (with JSON mode when flagged ``json``);
+    the reply is validated into ``result.parsed`` (an instance), with one repair round before a
+    `SchemaMismatchError`. A prompt that does not fit the model's declared context
     window is refused before sending (`ContextTooLongError`) unless `check_context=False`.
     Raises an `nbllm.NbllmError` subclass on failure; the partial result is on the error's
     ``result``."""
-    request, routes = _build(prompt, model, options)
-    return run_call_sync(request, routes)
+    request, routes, schema = _build(prompt, model, options)
+    return loop_thread().run(_typed_or_plain(request, routes, schema))
 
 
 async def achat(
@@ -150,8 +176,8 @@ async def achat(
     **options: Unpack[RequestOptions],
 ) -> ChatResult:
     """`chat`, awaited on the caller's event loop."""
-    request, routes = _build(prompt, model, options)
-    return await run_call(request, routes)
+    request, routes, schema = _build(prompt, model, options)
+    return await _typed_or_plain(request, routes, schema)
 
 
 def astream(
@@ -162,7 +188,9 @@ def astream(
     """Yield `TokenEvent`, `ReasoningEvent` (thinking), `StatusEvent` and `ToolCallEvent` as
     the reply arrives, then
     `DoneEvent`. The options are `chat`'s, checked here, before the first event."""
-    request, routes = _build(prompt, model, options)
+    request, routes, schema = _build(prompt, model, options)
+    if schema is not None:
+        raise PromptError("schema= works with chat and achat, which validate the whole reply; not astream")
     return stream_call(request, routes)
 
 
@@ -254,3 +282,147 @@ def panel() -> Any:
     from nbllm._panel import Panel
 
     return Panel()
+
+
+class MapOptions(TypedDict, total=False):
+    """The keyword options of `map` and `amap` (see `map`)."""
+
+    schema: type[pydantic.BaseModel] | None
+    system: str | None
+    concurrency: int
+    rpm: float | None
+    tpm: int | None
+    max_cost: float | None
+    checkpoint: str | os.PathLike[str] | bool | None
+    output: str
+    fallback: str | Sequence[str] | None
+    progress: bool
+    temperature: float | None
+    max_tokens: int | None
+    seed: int | None
+    stop: str | Sequence[str] | None
+    effort: str | None
+
+
+MAP_REQUEST_OPTIONS = ("temperature", "max_tokens", "seed", "stop", "effort")
+
+
+def map(  # the name the issue gives it; this module uses no builtin map
+    template: str, data: Any, model: str | None = None, **options: Unpack[MapOptions]
+) -> Any:
+    """Ask `model` once per row of `data` and return the rows with the answers added.
+
+    `data` is a pandas or polars DataFrame, a list of dicts, or a list of strings (the column
+    ``text``); `template` fills ``{column}`` from each row, as ``%%chat`` fills ``{variable}``.
+    The result is the same kind of table with, per row: the answer (column `output`, or one
+    column per field of `schema`, a pydantic model: see `chat`), then ``status`` (``ok``,
+    ``error``, ``not run``, ``cancelled``), ``error``, ``tokens``, ``latency_s`` and ``cost``.
+    A row that fails does not fail the run. Options: schema, system, concurrency (8), rpm,
+    tpm, max_cost, checkpoint, output ("output"), fallback, progress (True), and the request
+    options temperature, max_tokens, seed, stop and effort.
+
+    `concurrency` rows are in flight at once. `rpm` and `tpm` cap requests and tokens per
+    minute for every call to the provider while the run lasts (other cells' calls count and
+    wait too); a 429 pauses the provider for the time the server asks. `max_cost` (dollars)
+    stops sending rows when the cost so far plus the rows in flight would pass it (the model
+    needs a ``--price``, or a server that reports cost).
+
+    Rows that end well are kept in a `checkpoint` (SQLite; by default one file per template,
+    model and parameters under the platform's cache dir; ``False`` for none), so a rerun asks
+    only the rows not done, and the summary says how many it skipped. The Stop button, or an
+    interrupt, stops sending rows and returns what is done: the other rows say ``not run`` (or
+    ``cancelled``, for an interrupt).
+
+    A Dask DataFrame (``dask.dataframe``) returns a lazy Dask DataFrame whose partitions run on
+    the cluster's workers (the ``dask`` extra). Keys are never sent: each worker reads its own
+    (``--key-env``'s variable, ``NBLLM_<NAME>_API_KEY`` or its keyring). `concurrency`, `rpm`,
+    `tpm` and `max_cost` are for the whole cluster: each partition gets them divided by the
+    partitions that run at once (the cluster's threads, at most the partitions). There,
+    `checkpoint` names a directory (shared storage on a multi-host cluster) holding one file per
+    partition; None keeps no checkpoint."""
+    spec = _map_spec(template, model, options)
+    checkpoint = options.get("checkpoint")
+    if type(data).__module__.split(".")[0] == "dask":
+        from nbllm._batch.dask_runner import map_dask
+
+        directory = None if checkpoint is None or isinstance(checkpoint, bool) else os.fspath(checkpoint)
+        return map_dask(data, spec, plan_routes(model, spec.fallback), directory)
+    run = MapRun(spec, read_rows(data), checkpoint=_checkpoint_arg(checkpoint))
+    view = progress_view(_title(run), run.stop, options.get("progress", True))
+
+    def tick() -> None:
+        view.update(run.progress)
+        view.poll()  # a Stop click, handled while this cell is busy
+
+    with view:
+        try:
+            outputs = run_with_ui(lambda _ui: run.run(), tick, PROGRESS_TICK_S)
+        except KeyboardInterrupt:
+            outputs = run.outputs()  # the rows done so far; the others say why they are missing
+    view.finish(run.progress)
+    return with_outputs(run.rows, outputs)
+
+
+async def amap(template: str, data: Any, model: str | None = None, **options: Unpack[MapOptions]) -> Any:
+    """`map`, awaited on the caller's event loop (``await nbllm.amap(...)`` in a notebook keeps
+    the kernel answering widgets, so the Stop button acts at once). Not for Dask DataFrames."""
+    spec = _map_spec(template, model, options)
+    if type(data).__module__.split(".")[0] == "dask":
+        raise PromptError("a Dask DataFrame goes to nbllm.map, which returns a lazy Dask DataFrame")
+    run = MapRun(spec, read_rows(data), checkpoint=_checkpoint_arg(options.get("checkpoint")))
+    view = progress_view(_title(run), run.stop, options.get("progress", True))
+    return await run_map_with_view(run, view)
+
+
+async def run_map_with_view(run: MapRun, view: ProgressView) -> Any:
+    """Run `run` on this loop, redrawing `view` a few times a second; the rows done so far
+    when cancelled (an interrupt in a kernel)."""
+
+    async def redraw() -> None:
+        while True:
+            view.update(run.progress)
+            await asyncio.sleep(PROGRESS_TICK_S)
+
+    ticker = asyncio.ensure_future(redraw())
+    try:
+        outputs = await run.run()
+    except asyncio.CancelledError:
+        outputs = run.outputs()
+    finally:
+        ticker.cancel()
+        view.finish(run.progress)
+    return with_outputs(run.rows, outputs)
+
+
+def _map_spec(template: str, model: str | None, options: MapOptions) -> MapSpec:
+    _refuse_unknown(options, tuple(MapOptions.__annotations__))
+    if model is not None and not isinstance(model, str):
+        raise PromptError(f"model should be a name such as 'provider/model', not {model!r}")
+    given: dict[str, Any] = dict(options)
+    request = {k: given.pop(k) for k in MAP_REQUEST_OPTIONS if given.get(k) is not None}
+    if isinstance(request.get("stop"), str):
+        request["stop"] = [request["stop"]]
+    fallback = given.get("fallback")
+    if isinstance(fallback, Sequence) and not isinstance(fallback, str):
+        fallback = list(fallback)
+    return MapSpec(
+        template=template,
+        model=model,
+        schema=given.get("schema"),
+        system=given.get("system"),
+        concurrency=given.get("concurrency", MAP_CONCURRENCY),
+        rpm=given.get("rpm"),
+        tpm=given.get("tpm"),
+        max_cost=given.get("max_cost"),
+        output=given.get("output", "output"),
+        request=request,
+        fallback=fallback,
+    )
+
+
+def _checkpoint_arg(checkpoint: str | os.PathLike[str] | bool | None) -> str | bool | None:
+    return checkpoint if checkpoint is None or isinstance(checkpoint, bool) else os.fspath(checkpoint)
+
+
+def _title(run: MapRun) -> str:
+    return f"nbllm.map: {len(run.rows.records)} rows to {run.resolved.qualified_name}"

@@ -130,3 +130,12 @@ is cheaper to retry."""
 EMBED_CONCURRENCY = 4
 """``/embeddings`` requests in flight at once for one `nbllm.embed` by default (the provider's
 --rps limit still applies to each)."""
+
+TYPICAL_REPLY_TOKENS = 256
+"""A request's reply size, for a tokens-per-minute budget, when it sets no max_tokens (the
+booking is corrected with the real count when the reply ends)."""
+
+MAP_CONCURRENCY = 8
+"""Rows of an `nbllm.map` run in flight at once, unless the call says otherwise."""
+PROGRESS_TICK_S = 0.25
+"""Shortest interval between updates of a batch run's progress bar."""

@@ -38,6 +38,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
             │   └── ThinkingBudgetError  a reasoning model spent its token limit thinking
             ├── ProtocolError       the reply is not the protocol the server should speak
             ├── EmptyReplyError     the reply ended well but held no text and no tool calls
+            ├── SchemaMismatchError a typed reply (schema=) did not match, even after a repair round
             └── ToolChoiceIgnoredError  a tool call was required (tool_choice) and none came
 """
 
@@ -238,6 +239,11 @@ class ProtocolError(StreamError):
 class EmptyReplyError(StreamError):
     """The reply ended properly but held no text and no tool calls: not a success. Servers do
     this for a prompt longer than their context window, or for a request they cannot serve."""
+
+
+class SchemaMismatchError(StreamError):
+    """A typed call's reply (``schema=``, ``--schema``) did not validate against its pydantic
+    model, even after one repair round; the last reply is on the error's ``result``."""
 
 
 class ToolChoiceIgnoredError(StreamError):

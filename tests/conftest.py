@@ -37,7 +37,7 @@ def ip():  # type: ignore[no-untyped-def]
 def fresh_session_state() -> Iterator[None]:
     """Each test starts with no history, conversations, last result, rate limiters, learned
     tokenizer endpoints or calls in flight, so no test sees what another left behind."""
-    from nbllm._calls import history, preflight, retry
+    from nbllm._calls import history, preflight, retry, throttle
     from nbllm._calls.wire.protocols import forget_learned
     from nbllm._cells.conversation import get_conversations
     from nbllm._cells.inflight import get_in_flight
@@ -47,6 +47,7 @@ def fresh_session_state() -> Iterator[None]:
     history._LAST.clear()
     preflight._tokenizer_path.clear()
     retry.reset_limiters()
+    throttle.reset_pacers()
     get_in_flight().clear()
     forget_learned()
     yield

@@ -18,11 +18,13 @@ def test_defaults_match_design() -> None:
         "vision": False,
         "prompt_cache": False,
         "json": False,
+        "json_schema": False,
         "reasoning": False,
         "embeddings": False,
         "streaming": True,
         "include_usage": True,
     }
+    assert ModelSpec().price is None
     assert config.reasoning_style is None  # decided by the host (see nbllm._calls.wire.reasoning)
 
 

@@ -24,16 +24,17 @@ LAYERS: dict[str, int] = {
     "_providers": 1,
     "_calls": 2,
     "_cells": 3,
-    "_views": 4,
-    "_panel": 5,
-    "magics": 6,
-    "_api": 7,
-    "__init__": 7,
+    "_batch": 4,
+    "_views": 5,
+    "_panel": 6,
+    "magics": 7,
+    "_api": 8,
+    "__init__": 8,
 }
 # Standalone: they must not import nbllm at all, so a test server or the CLI never drags
 # the package (and its import-time work) into a process that does not need it.
 STANDALONE = {"testing", "cli"}
-UI_FREE = {"_providers", "_calls", "_cells"}
+UI_FREE = {"_providers", "_calls", "_cells", "_batch"}
 UI_PACKAGES = {"IPython", "ipywidgets", "ipykernel", "traitlets", "anywidget"}
 
 

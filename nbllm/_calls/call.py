@@ -36,14 +36,14 @@ from nbllm._calls.results import (
 from nbllm._calls.retry import (
     is_fallback_status,
     is_retryable_status,
-    limiter_for,
     order_routes,
     parse_routes,
     retry_decision,
 )
+from nbllm._calls.throttle import Turn, pacer_for, reserve_turn
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_responses, prepare, tries_responses
-from nbllm._constants import CONTEXT_SUSPECT_FRACTION
+from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
 from nbllm._exceptions import (
     APIError,
     ContextTooLongError,
@@ -74,13 +74,16 @@ class CallOptions:
     transport: httpx.AsyncBaseTransport | None = None
 
 
-async def wait_for_turn(provider: ProviderConfig, sleep: Sleep) -> None:
-    """Wait until the provider's request-rate limit (--rps) lets one more request go, shared
-    with every other call to it."""
-    if provider.requests_per_second:
-        wait = limiter_for(provider.name, provider.requests_per_second).reserve()
-        if wait > 0:
-            await sleep(wait)
+async def wait_for_turn(
+    provider: ProviderConfig, sleep: Sleep, tokens: Callable[[], int] | None = None
+) -> Turn:
+    """Wait until every limit on the provider lets one more request go: its --rps, a batch
+    run's rpm and tpm, a 429's pause (see `nbllm._calls.throttle`); shared with every other
+    call to it. `tokens` estimates the request's size for a tpm budget."""
+    turn = reserve_turn(provider.name, provider.requests_per_second, tokens)
+    if turn.wait_s > 0:
+        await sleep(turn.wait_s)
+    return turn
 
 
 def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = None) -> list[dict[str, Any]]:
@@ -206,6 +209,7 @@ class _Call:
         self.state = ReplyState()
         self.done = False
         self.recorded = False
+        self.turn: Turn | None = None
 
     async def events(self) -> AsyncGenerator[ChatEvent, None]:
         try:
@@ -271,7 +275,7 @@ class _Call:
         attempt = 0
         while True:
             attempt += 1
-            await wait_for_turn(provider, self.options.sleep)
+            self.turn = await wait_for_turn(provider, self.options.sleep, self._size)
             asked_responses = tries_responses(provider)
             prepared = prepare(resolved, asking)
             self.state = state = ReplyState()
@@ -359,12 +363,20 @@ class _Call:
                     attempt + 1,
                     of,
                 )
+                if limited:  # the whole provider waits, not only this call: no storm of retries
+                    pacer_for(provider.name).hold(decision.wait_s)
                 await self.options.sleep(decision.wait_s)
                 continue
             tried.latency_s = time.perf_counter() - state.started
             tried.http_status = state.http_status
             self.result.finish_reason = state.finish_reason
             return
+
+    def _size(self) -> int:
+        """About how many tokens the request spends, for a tokens-per-minute budget: the prompt
+        and the reply's limit (or a typical reply)."""
+        prompt = default_counter().messages(self.request.messages)
+        return prompt + (self.request.max_tokens or TYPICAL_REPLY_TOKENS)
 
     def _too_long(self, resolved: Resolved, state: ReplyState) -> ContextTooLongError | None:
         """For an empty reply: the likely reason when the prompt fills much of the model's window
@@ -444,6 +456,13 @@ class _Call:
             prompt = counter.messages(self.request.messages)
             thinking = counter.count_text(result.reasoning) if result.reasoning else 0
             result.usage = Usage(prompt, counter.count_text(generated) + thinking, estimated=True)
+        price = self.routes[len(result.fallbacks)].spec.price
+        if state.reported_cost is not None:
+            result.cost, result.cost_reported = state.reported_cost, True
+        elif price is not None:
+            result.cost = price.cost(result.usage.prompt_tokens, result.usage.completion_tokens)
+        if self.turn is not None:
+            self.turn.settle(result.usage.total_tokens)
         if state.reasoning_tokens:
             result.usage.reasoning_tokens = min(state.reasoning_tokens, result.usage.completion_tokens)
         elif result.reasoning:

@@ -239,6 +239,7 @@ class _Embedding:
             prompt_tokens=self.counted_tokens + self.estimated_tokens,
             estimated=bool(self.estimated_tokens),
         )
+        price = self.resolved.spec.price
         self.history.add(
             CallRecord(
                 model=result.model,
@@ -256,6 +257,7 @@ class _Embedding:
                 kind="embed",
                 texts=len(result.vectors),
                 replayed=next(iter(self.sources)) if len(self.sources) == 1 else None,
+                cost=price.cost(result.usage.prompt_tokens, 0) if price else None,
             )
         )
 

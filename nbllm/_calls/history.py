@@ -72,6 +72,9 @@ class CallRecord:
     """A chat reply, or an embeddings call (`nbllm.embed`: its tokens are all input)."""
     texts: int = 0
     """For an embeddings call: how many texts it embedded (or tried to)."""
+    cost: float | None = None
+    """Dollars, reported by the server or estimated from the model's price (None: unknown)."""
+    cost_reported: bool = False
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -112,6 +115,8 @@ class CallRecord:
             request_id=result.request_id,
             attempts=list(attempts),
             replayed=result.replayed,
+            cost=result.cost,
+            cost_reported=result.cost_reported,
         )
 
 
@@ -124,6 +129,13 @@ class ModelSummary:
     p95_latency_s: float | None
     p50_ttft_s: float | None
     p95_ttft_s: float | None
+    cost: float | None = None
+    """Dollars across the model's calls whose cost is known (None: none is)."""
+
+
+def _total_cost(records: list[CallRecord]) -> float | None:
+    costs = [r.cost for r in records if r.cost is not None]
+    return sum(costs) if costs else None
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -193,6 +205,7 @@ class History:
                 p95_latency_s=percentile(latencies, 0.95),
                 p50_ttft_s=percentile(ttfts, 0.5),
                 p95_ttft_s=percentile(ttfts, 0.95),
+                cost=_total_cost(records),
             )
         return result
 

@@ -76,6 +76,8 @@ class ReplyState:
     first_answer_at: float | None = None
     """When the first text or tool call (not thinking) arrived."""
     reasoning_tokens: int | None = None
+    reported_cost: float | None = None
+    """The call's cost in dollars as the server reported it (OpenRouter's ``usage.cost``)."""
     """The server's count of thinking tokens, when it sent one."""
     request_id: str | None = None
     http_status: int | None = None

@@ -19,6 +19,16 @@ def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: f
     return completion_tokens / generating if generating > 0 else None
 
 
+def format_cost(dollars: float, *, estimated: bool = False) -> str:
+    """Dollars as a person reads them: cents for most calls, more digits for tiny ones."""
+    mark = "~" if estimated else ""
+    if dollars == 0:
+        return f"{mark}$0"
+    if dollars < 0.01:
+        return f"{mark}${dollars:.6f}".rstrip("0")
+    return f"{mark}${dollars:,.2f}" if dollars >= 1 else f"{mark}${dollars:.4f}"
+
+
 @dataclass
 class Usage:
     """Tokens of one call: the server's counts, or nbllm's estimate (``estimated``)."""
@@ -81,6 +91,11 @@ class ChatResult:
     replayed: str | None = None
     """``cassette`` or ``cache`` when the reply was played back from a recording (its timings
     are the playback's, not the model's)."""
+    cost: float | None = None
+    """Dollars: the server's reported cost, else the model's price (``--price``) times the
+    tokens; None when neither is known."""
+    cost_reported: bool = False
+    """Whether `cost` is the server's own figure rather than nbllm's estimate."""
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -104,6 +119,8 @@ class ChatResult:
             parts.append(f"{thinking_mark}{usage.reasoning_tokens} thinking + {mark}{answer} answer tokens")
         else:
             parts.append(f"{mark}{usage.completion_tokens} tokens")
+        if self.cost is not None:
+            parts.append(format_cost(self.cost, estimated=not self.cost_reported))
         if self.tokens_per_s and not self.replayed:  # a playback's speed says nothing of the model
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.retries:

@@ -17,6 +17,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
+
 from nbllm._calls.call import CallOptions, plan_routes, stream_call
 from nbllm._calls.loop_thread import Ui
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
@@ -43,9 +45,18 @@ from nbllm._cells.conversation import (
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
+from nbllm._cells.typed import check_schema, repair_messages, typed_request, validate
 from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
-from nbllm._exceptions import APIError, CapabilityError, NbllmError, PromptError, StoppedError, ToolError
+from nbllm._exceptions import (
+    APIError,
+    CapabilityError,
+    NbllmError,
+    PromptError,
+    SchemaMismatchError,
+    StoppedError,
+    ToolError,
+)
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
 
@@ -62,6 +73,8 @@ class ChatOptions:
     max_tokens: int | None = None
     seed: int | None = None
     json: bool = False
+    schema: str | None = None
+    """The name of a pydantic model in the namespace: the reply's shape (``--schema``)."""
     tools: list[str] = field(default_factory=list)
     tool_choice: str | None = None
     max_tool_rounds: int = MAX_TOOL_ROUNDS
@@ -86,6 +99,7 @@ class PreparedCell:
     user_message: Message
     plan: Plan
     tools: dict[str, Tool]
+    schema: type[pydantic.BaseModel] | None = None
 
     @property
     def resolved(self) -> Resolved:
@@ -95,7 +109,7 @@ class PreparedCell:
         """The request for one round. --tool-choice binds the first round only: after the tools'
         results the model decides (a forced choice on every round would loop to the limit)."""
         options = self.options
-        return ChatRequest(
+        request = ChatRequest(
             messages=messages,
             temperature=options.temperature,
             max_tokens=options.max_tokens,
@@ -107,6 +121,7 @@ class PreparedCell:
             effort=options.effort,
             check_context=options.check_context,
         )
+        return request if self.schema is None else typed_request(request, self.resolved, self.schema)
 
 
 def _flag_command(resolved: Resolved, flag: str) -> str:
@@ -156,6 +171,9 @@ def prepare_cell(
         prompt, system = Interpolated(body.strip()), options.system
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
+    schema = _schema_from_name(options.schema, namespace) if options.schema else None
+    if schema is not None and options.json:
+        raise PromptError("give --schema or --json, not both: --schema asks for JSON itself")
     choice = options.tool_choice
     if choice is not None and choice not in TOOL_CHOICES and choice not in tools:
         given, keywords = ", ".join(tools), "/".join(TOOL_CHOICES)
@@ -179,7 +197,16 @@ def prepare_cell(
         context_window=routes[0].spec.context_window,
         max_tokens=options.max_tokens,
     )
-    return PreparedCell(options, routes, conversation, system, user_message, plan, tools)
+    return PreparedCell(options, routes, conversation, system, user_message, plan, tools, schema)
+
+
+def _schema_from_name(name: str, namespace: Mapping[str, Any]) -> type[pydantic.BaseModel]:
+    if name not in namespace:
+        raise PromptError(
+            f"--schema {name!r} names nothing in the notebook",
+            hint="define it first, e.g. class Label(pydantic.BaseModel): label: str",
+        )
+    return check_schema(namespace[name])
 
 
 def combine(rounds: Sequence[ChatResult]) -> ChatResult:
@@ -209,6 +236,8 @@ def combine(rounds: Sequence[ChatResult]) -> ChatResult:
         request_id=last.request_id,
         error=last.error,
         replayed=last.replayed if all(r.replayed == last.replayed for r in rounds) else None,
+        cost=sum(costs) if (costs := [r.cost for r in rounds if r.cost is not None]) else None,
+        cost_reported=all(r.cost_reported for r in rounds),
     )
 
 
@@ -355,6 +384,8 @@ class CellRun:
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
                 self.turn.append(tool_message)
                 messages.append(tool_message)
+        if cell.schema is not None:
+            return await self._typed_outcome(ui, messages, cell.schema)
         combined = combine(self.rounds)
         value: Any = combined
         if cell.options.json:  # the call decoded it, or failed saying why
@@ -362,6 +393,38 @@ class CellRun:
         if self.commit:
             cell.conversation.add_turn(self.turn)
         return CellOutcome(combined, None, value)
+
+    async def _typed_outcome(
+        self, ui: Ui, messages: list[Message], schema: type[pydantic.BaseModel]
+    ) -> CellOutcome:
+        """Validate the reply against --schema; one repair round, shown in the cell, if it fails."""
+        try:
+            instance = validate(schema, self.rounds[-1].text)
+        except ValueError as exc:
+            ui.post(
+                self.view.status,
+                StatusEvent("retry", f"the reply does not match {schema.__name__}; repairing"),
+            )
+            repair = repair_messages(messages[:-1], self.rounds[-1].text, str(exc))
+            self.rounds.append(await self._one_round(ui, self.cell.request(repair, with_tools=False)))
+            self.turn.append(assistant_message(self.rounds[-1]))
+            try:
+                instance = validate(schema, self.rounds[-1].text)
+            except ValueError as again:
+                combined = combine(self.rounds)
+                combined.status = "error"
+                error = SchemaMismatchError(
+                    f"{combined.model}'s reply does not match {schema.__name__}, even after a repair "
+                    f"round: {again}",
+                    hint="flag the model json_schema if its server supports structured outputs, or "
+                    "simplify the schema; the reply is in nbllm.last().text",
+                )
+                return CellOutcome(combined, error)
+        combined = combine(self.rounds)
+        combined.parsed = instance
+        if self.commit:
+            self.cell.conversation.add_turn(self.turn)
+        return CellOutcome(combined, None, instance)
 
     def _sends_reasoning_back(self, result: ChatResult) -> bool:
         answered = next((r for r in self.cell.routes if r.qualified_name == result.model), None)

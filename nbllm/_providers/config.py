@@ -46,6 +46,7 @@ CAPABILITY_NAMES = (
     "vision",
     "prompt_cache",
     "json",
+    "json_schema",
     "reasoning",
     "embeddings",
     "streaming",
@@ -131,6 +132,9 @@ class Capabilities(_Model):
     vision: bool = False
     prompt_cache: bool = False
     json_mode: bool = Field(False, alias="json")
+    json_schema: bool = False
+    """The server constrains replies to a JSON schema (structured outputs); a typed call
+    (``schema=``) then sends its schema as ``response_format``, not only in the prompt."""
     reasoning: bool = False
     """The model thinks before it answers (its thinking may stream apart); --effort needs it."""
     embeddings: bool = False
@@ -162,6 +166,7 @@ class Capabilities(_Model):
             "vision": self.vision,
             "prompt_cache": self.prompt_cache,
             "json": self.json_mode,
+            "json_schema": self.json_schema,
             "reasoning": self.reasoning,
             "embeddings": self.embeddings,
             "streaming": self.streaming,
@@ -177,6 +182,51 @@ def _to_aliases(flags: Mapping[str, bool]) -> dict[str, bool]:
     return {("json" if k == "json_mode" else k): v for k, v in flags.items()}
 
 
+class Price(_Model):
+    """A model's price in dollars per million tokens, read (prompt) and written (completion).
+    YAML and ``--price`` take it as ``IN,OUT``, e.g. ``2.5,10``."""
+
+    _what: ClassVar[str] = "price"
+
+    input_per_million: float = Field(ge=0, allow_inf_nan=False)
+    output_per_million: float = Field(ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pair(cls, data: Any) -> Any:
+        return _price_fields(data)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollars for a call with these token counts."""
+        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+    def __str__(self) -> str:
+        return f"{self.input_per_million:g},{self.output_per_million:g}"
+
+
+def _price_fields(data: Any) -> Any:
+    """``IN,OUT`` text or a two-item list as `Price`'s two fields; anything else as given."""
+    if isinstance(data, str):
+        data = [part.strip() for part in data.split(",")]
+    if isinstance(data, list | tuple):
+        if len(data) != 2:
+            raise ValueError(f"give two prices, IN,OUT (dollars per million tokens), not {data!r}")
+        try:
+            read, written = (float(part) for part in data)
+        except (TypeError, ValueError):
+            raise ValueError(f"prices should be numbers, IN,OUT (e.g. 2.5,10), not {data!r}") from None
+        return {"input_per_million": read, "output_per_million": written}
+    return data
+
+
+def parse_price(text: str) -> Price:
+    """``IN,OUT`` (dollars per million prompt and completion tokens) as a `Price`."""
+    try:
+        return Price(**_price_fields(text))
+    except ValueError as exc:
+        raise ConfigError(f"--price: {exc}") from None
+
+
 class ModelSpec(_Model):
     """One model a provider serves. The id is the key in `ProviderConfig.models`."""
 
@@ -184,6 +234,8 @@ class ModelSpec(_Model):
 
     context_window: int | None = None
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    price: Price | None = None
+    """What the provider charges, to estimate each call's cost (a server-reported cost wins)."""
 
     @model_validator(mode="before")
     @classmethod

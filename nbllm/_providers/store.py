@@ -23,7 +23,7 @@ from nbllm._exceptions import (
     UnknownModelError,
 )
 from nbllm._observers import Observers
-from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.config import ModelSpec, Price, ProviderConfig
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.secret_text import looks_like_key
 
@@ -157,8 +157,10 @@ class Store:
         *,
         context_window: int | _Unset | None = UNSET,
         flags: Mapping[str, bool] | None = None,
+        price: Price | _Unset | None = UNSET,
     ) -> ModelSpec:
-        """Change a model's context window (None clears it) and/or some capability flags."""
+        """Change a model's context window (None clears it), some capability flags and/or its
+        price (None clears it)."""
         with self._lock:
             config = self.provider(provider)
             self._require_model(config, model)
@@ -166,6 +168,8 @@ class Store:
             changes: dict[str, Any] = {}
             if not isinstance(context_window, _Unset):
                 changes["context_window"] = context_window
+            if not isinstance(price, _Unset):
+                changes["price"] = price
             if flags:
                 changes["capabilities"] = spec.capabilities.with_flags(flags)
             updated: ModelSpec = spec.replace(**changes)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbllm._calls.history import CallRecord, ModelSummary
+from nbllm._calls.results import format_cost
 from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import key_status, mask_headers
 from nbllm._providers.config import ProviderConfig
@@ -164,6 +165,7 @@ _HISTORY_HEADINGS = (
     "tokens",
     "thinking",
     "tok/s",
+    "cost",
     "retries",
     "error",
 )
@@ -221,6 +223,7 @@ class HistoryTable:
             _tokens(record, mark),
             _thinking(record),
             speed,
+            "" if record.cost is None else format_cost(record.cost, estimated=not record.cost_reported),
             str(record.retries) if record.retries else "",
             error[:120],
         )
@@ -229,6 +232,8 @@ class HistoryTable:
         lines = []
         for summary in self.summaries.values():
             line = f"{summary.model}: {summary.calls} calls, {summary.errors} errors"
+            if summary.cost is not None:
+                line += f", {format_cost(summary.cost)} in all"
             if summary.p50_latency_s is not None:
                 line += f", latency p50 {summary.p50_latency_s:.2f} s / p95 {summary.p95_latency_s:.2f} s"
             lines.append(line)

@@ -25,7 +25,7 @@ from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
 from nbllm._calls.loop_thread import DirectUi, Ui, run_with_ui
-from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._constants import EFFORTS, LIVE_ENV, MAP_CONCURRENCY, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 if TYPE_CHECKING:
@@ -96,6 +96,25 @@ class ChatMagics(Magics):
     @argument("--max-tokens", type=int, metavar="N", help="Longest reply, in tokens.")
     @argument("--seed", type=int, metavar="N", help="Sampling seed, where the server supports one.")
     @argument("--json", action="store_true", help="JSON mode; -o VAR receives the parsed object.")
+    @argument(
+        "--schema",
+        metavar="MODEL",
+        help="A pydantic model in the notebook: the reply's shape; -o VAR receives the instance.",
+    )
+    @argument(
+        "--map",
+        metavar="DF",
+        help="Run the cell as a template over every row of DF ({column}); -o VAR receives the table.",
+    )
+    @argument("--concurrency", type=int, metavar="N", help="With --map: rows in flight at once (default 8).")
+    @argument("--rpm", type=float, metavar="N", help="With --map: requests per minute to the provider.")
+    @argument("--tpm", type=int, metavar="N", help="With --map: tokens per minute to the provider.")
+    @argument("--max-cost", type=float, metavar="USD", help="With --map: stop sending rows past this cost.")
+    @argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="With --map: the checkpoint file (default: one in the cache dir; 'none' keeps none).",
+    )
     @argument(
         "--effort",
         choices=EFFORTS,
@@ -180,6 +199,15 @@ class ChatMagics(Magics):
         )
         if args.tool_choice is not None and not args.tools:
             raise UsageError("--tool-choice goes with --tools; name the functions the model may call")
+        map_only = [
+            f for f in ("concurrency", "rpm", "tpm", "max_cost", "checkpoint") if getattr(args, f) is not None
+        ]
+        if map_only and not args.map:
+            raise UsageError(f"--{map_only[0].replace('_', '-')} goes with --map DF")
+        if args.map and (args.tools or args.compare or args.json):
+            raise UsageError(
+                "--map runs one call per row: it takes --schema, not --tools, --compare or --json"
+            )
         options = ChatOptions(
             model=args.model,
             conversation=args.conversation,
@@ -189,6 +217,7 @@ class ChatMagics(Magics):
             max_tokens=args.max_tokens,
             seed=args.seed,
             json=args.json,
+            schema=args.schema,
             tools=_split_names(args.tools),
             tool_choice=args.tool_choice,
             max_tool_rounds=rounds,
@@ -228,6 +257,9 @@ class ChatMagics(Magics):
         with usage_errors(line):
             options = self._options(line)
             ensure_a_provider(get_store(), print)
+            args = parse_line(self.chat, line)
+            if args.map:
+                return self._map_job(args, options, cell, namespace)
             if options.compare:
                 return self._compare_job(options, cell, namespace)
             prepared = prepare_cell(options, cell, namespace)
@@ -295,6 +327,53 @@ class ChatMagics(Magics):
                 }
 
         return _Job(view.tick, lambda ui: run_compare(prepared, view, ui), conclude)
+
+    def _map_job(self, args: Any, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job:
+        """``%%chat --map DF``: the cell as a template over DF's rows, with a progress bar."""
+        from nbllm._batch.rows import read_rows, with_outputs
+        from nbllm._batch.run import MapRun, MapSpec
+        from nbllm._cells.typed import check_schema
+        from nbllm._views.progress import progress_view
+
+        if args.map not in namespace:
+            raise UsageError(f"--map {args.map!r} names nothing in the notebook; give a DataFrame's name")
+        if options.schema is not None and options.schema not in namespace:
+            raise UsageError(f"--schema {options.schema!r} names nothing in the notebook")
+        request = {"temperature": options.temperature, "max_tokens": options.max_tokens, "seed": options.seed}
+        spec = MapSpec(
+            template=cell.strip(),
+            model=options.model,
+            schema=check_schema(namespace[options.schema]) if options.schema else None,
+            system=options.system,
+            concurrency=args.concurrency or MAP_CONCURRENCY,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            max_cost=args.max_cost,
+            request={k: v for k, v in request.items() if v is not None},
+            fallback=options.fallback,
+        )
+        checkpoint: str | bool | None = args.checkpoint
+        if isinstance(checkpoint, str) and checkpoint.lower() == "none":
+            checkpoint = False
+        run = MapRun(spec, read_rows(namespace[args.map]), checkpoint=checkpoint, namespace=namespace)
+        view = progress_view(
+            f"%%chat --map {args.map}: {len(run.rows.records)} rows to {run.resolved.qualified_name}",
+            run.stop,
+        )
+
+        def store_rows() -> Any:
+            view.finish(run.progress)
+            table = with_outputs(run.rows, run.outputs())
+            if options.output:
+                namespace[options.output] = table
+            return table
+
+        def conclude(_: Any) -> None:
+            table = store_rows()
+            if not options.output:
+                display(table)
+
+        return _Job(lambda: view.update(run.progress), lambda _ui: run.run(), conclude, store_rows)
 
     # -- %llm_history --------------------------------------------------------------
 

@@ -128,6 +128,11 @@ def _default_args(line: str) -> None:
 @argument("model", help="Model id, verbatim (may contain / and :); add accepts ID=CONTEXT_WINDOW.")
 @argument("--context", type=int, metavar="N", help="Context window in tokens.")
 @argument("--caps", metavar="LIST", help="Capabilities to turn on (tools,json) or off (no-tools).")
+@argument(
+    "--price",
+    metavar="IN,OUT",
+    help="Dollars per million prompt and completion tokens, for cost estimates (e.g. 2.5,10); none clears.",
+)
 def _model_args(line: str) -> None:
     """Add, change or remove one model of a provider."""
 

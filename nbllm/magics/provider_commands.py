@@ -16,7 +16,14 @@ from nbllm._calls.loop_thread import loop_thread
 from nbllm._exceptions import ConfigError
 from nbllm._providers import persist
 from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
-from nbllm._providers.config import ModelSpec, ProviderConfig, parse_capability_names, split_model_arg
+from nbllm._providers.config import (
+    ModelSpec,
+    Price,
+    ProviderConfig,
+    parse_capability_names,
+    parse_price,
+    split_model_arg,
+)
 from nbllm._providers.local import MODEL_ALIAS, get_local_model
 from nbllm._providers.store import UNSET, Store, get_store
 from nbllm._providers.yaml_text import field_names_are_text, load_yaml
@@ -149,12 +156,15 @@ class ProviderCommands:
             model_id, window = split_model_arg(args.model)
             if args.context is not None:
                 window = args.context
-            spec = ModelSpec(context_window=window, capabilities=caps)
+            spec = ModelSpec(context_window=window, capabilities=caps, price=_price(args.price))
             self.store.add_model(args.provider, model_id, spec)
             print(f"Added model {args.provider}/{model_id}.")
         elif args.action == "set":
             new_window = UNSET if args.context is None else args.context
-            self.store.update_model(args.provider, args.model, context_window=new_window, flags=caps)
+            new_price = UNSET if args.price is None else _price(args.price)
+            self.store.update_model(
+                args.provider, args.model, context_window=new_window, flags=caps, price=new_price
+            )
             print(f"Updated model {args.provider}/{args.model}.")
         else:
             self.store.remove_model(args.provider, args.model)
@@ -217,3 +227,10 @@ def _parse_headers(items: list[str]) -> dict[str, str]:
 
 def _env_has(name: str) -> bool:
     return bool(os.environ.get(name))
+
+
+def _price(text: str | None) -> Price | None:
+    """``--price IN,OUT`` as a `Price`; ``none`` (or nothing) clears it."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    return parse_price(text)

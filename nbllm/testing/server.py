@@ -162,6 +162,8 @@ class LoopbackServer:
         embedding_dimensions: int = 16,
         honours_dimensions: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        usage_cost: float | None = None,
+        latency_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -185,6 +187,13 @@ class LoopbackServer:
         self.honours_dimensions = honours_dimensions
         """Whether a request's ``dimensions`` shortens them (False: ignored, as llama.cpp does)."""
         """Whether ``/v1/responses`` is served (False: it answers 404, as most servers do)."""
+        self.usage_cost = usage_cost
+        """Dollars each reply's usage reports as ``cost`` (OpenRouter's field); None: no cost."""
+        if latency_s < 0:
+            raise ValueError("latency_s cannot be negative")
+        self.latency_s = latency_s
+        """Seconds the server thinks before the first byte of every chat reply (a model's queue
+        and prompt processing), for batch-run measurements."""
         self.reply = reply
         self.echo = echo
         self.tool_calls = list(tool_calls or [])
@@ -397,6 +406,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._wait(fault.seconds)
             if fault and self._status_fault(fault, body):
                 return
+            if self.state.latency_s:
+                self._wait(self.state.latency_s)
             if anthropic:
                 send_anthropic(self, body, fault)
             elif responses:
@@ -472,6 +483,8 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
+        if self.state.usage_cost is not None:
+            usage["cost"] = self.state.usage_cost
         if self.state.reasoning:
             usage["completion_tokens_details"] = {"reasoning_tokens": thinking}
         return usage

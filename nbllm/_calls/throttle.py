@@ -1,0 +1,144 @@
+"""Pacing shared by every call to one provider: the provider's own request rate (``--rps``),
+the request and token budgets a batch run sets (``nbllm.map(rpm=, tpm=)``) and the pause a
+429 asks for.
+
+A batch run's budgets are registered on the provider for as long as the run lasts, so a
+``%%chat`` cell sent meanwhile waits its turn like one more row. A 429 pauses the whole
+provider for the time the server asked (or the backoff), so a hundred rows in flight do not
+each retry into the same limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from nbllm._calls.retry import RateLimiter, limiter_for
+
+WINDOW_S = 60.0
+"""Tokens per minute are counted over a sliding minute."""
+REQUEST_PACE_MARGIN = 1.005
+"""Requests go a hair slower than the budget, so a server counting a sliding minute never
+sees one more than allowed when a request is delayed and the next is not."""
+
+
+class TokenWindow:
+    """At most `per_minute` tokens sent in any sliding minute. A reservation holds its
+    estimate until `settle` corrects it with the tokens the call really used."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._entries: list[list[float]] = []  # [send time, tokens], by send time
+        self._lock = threading.Lock()
+
+    def reserve(self, tokens: int) -> tuple[float, list[float]]:
+        """Book `tokens` at the earliest time they fit; return the wait and the booking."""
+        with self._lock:
+            now = self._clock()
+            self._entries = [e for e in self._entries if e[0] > now - WINDOW_S]
+            used = sum(e[1] for e in self._entries)
+            at = now
+            for entry in self._entries:  # the oldest expire first
+                if used + tokens <= self.per_minute:
+                    break
+                used -= entry[1]
+                at = max(at, entry[0] + WINDOW_S)
+            booking = [at, float(tokens)]
+            bisect.insort(self._entries, booking)
+            return at - now, booking
+
+    def settle(self, booking: list[float], tokens: int) -> None:
+        """Replace a booking's estimate with the tokens the call used."""
+        with self._lock:
+            booking[1] = float(tokens)
+
+
+@dataclass
+class Pacer:
+    """One provider's shared pacing state."""
+
+    held_until: float = 0.0
+    """Monotonic time before which nothing is sent (a 429's pause)."""
+    request_budgets: list[RateLimiter] = field(default_factory=list)
+    token_budgets: list[TokenWindow] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for `seconds` (a later pause never shortens an earlier one)."""
+        with self.lock:
+            self.held_until = max(self.held_until, time.monotonic() + seconds)
+
+    def held_for(self) -> float:
+        return max(0.0, self.held_until - time.monotonic())
+
+
+_pacers: dict[str, Pacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(provider: str) -> Pacer:
+    with _pacers_lock:
+        return _pacers.setdefault(provider, Pacer())
+
+
+def reset_pacers() -> None:
+    """Forget every provider's pauses and budgets (a fresh session's state; used by tests)."""
+    with _pacers_lock:
+        _pacers.clear()
+
+
+@dataclass
+class Turn:
+    """When a request may go, and the token booking to settle once its usage is known."""
+
+    wait_s: float
+    bookings: list[tuple[TokenWindow, list[float]]]
+
+    def settle(self, tokens: int) -> None:
+        for window, booking in self.bookings:
+            window.settle(booking, tokens)
+
+
+def reserve_turn(
+    provider: str, requests_per_second: float | None, tokens: Callable[[], int] | None = None
+) -> Turn:
+    """Book one request against every limit on `provider`; `tokens` estimates its size, and is
+    asked only when a token budget is set (counting a prompt's tokens is not free)."""
+    pacer = pacer_for(provider)
+    waits = [pacer.held_for()]
+    if requests_per_second:
+        waits.append(limiter_for(provider, requests_per_second).reserve())
+    with pacer.lock:
+        budgets, windows = list(pacer.request_budgets), list(pacer.token_budgets)
+    waits += [limiter.reserve() for limiter in budgets]
+    size = tokens() if windows and tokens is not None else 0
+    bookings = [(window, window.reserve(size)[1]) for window in windows]
+    now = time.monotonic()
+    waits += [booking[0] - now for _, booking in bookings]
+    return Turn(max(waits), bookings)
+
+
+@contextmanager
+def budgets(provider: str, rpm: float | None, tpm: int | None) -> Iterator[None]:
+    """Hold every call to `provider` to `rpm` requests and `tpm` tokens a minute while inside."""
+    pacer = pacer_for(provider)
+    limiter = RateLimiter(rpm / 60.0 / REQUEST_PACE_MARGIN) if rpm else None
+    window = TokenWindow(tpm) if tpm else None
+    with pacer.lock:
+        if limiter:
+            pacer.request_budgets.append(limiter)
+        if window:
+            pacer.token_budgets.append(window)
+    try:
+        yield
+    finally:
+        with pacer.lock:
+            if limiter:
+                pacer.request_budgets.remove(limiter)
+            if window:
+                pacer.token_budgets.remove(window)

@@ -1,0 +1,161 @@
+"""Typed outputs: a pydantic model as the shape of the reply (``schema=``, ``%%chat --schema``).
+
+How the schema reaches the model depends on its flags: a model flagged ``json_schema``
+(structured outputs) gets it as ``response_format``, so the server constrains the reply;
+any other model gets it in the prompt, with JSON mode when flagged ``json``. Either way the
+reply is validated, and a reply that does not match gets one repair round: the model sees
+its own reply and the validation errors and answers again. A second mismatch is a
+`SchemaMismatchError` carrying the last result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pydantic
+
+from nbllm._calls.request import ChatRequest
+from nbllm._calls.results import ChatResult
+from nbllm._exceptions import PromptError, ProtocolError, SchemaMismatchError
+from nbllm._providers.resolved import Resolved
+
+Message = dict[str, Any]
+REPAIR_ERRORS_SHOWN = 5
+"""Validation errors quoted back to the model in the repair round (the rest are counted)."""
+
+
+def check_schema(schema: Any) -> type[pydantic.BaseModel]:
+    """`schema` if it is a pydantic model class; a `PromptError` that says what to give otherwise."""
+    if isinstance(schema, type) and issubclass(schema, pydantic.BaseModel):
+        return schema
+    shown = schema.__name__ if isinstance(schema, type) else type(schema).__name__
+    raise PromptError(
+        f"schema should be a pydantic model class, not {shown}",
+        hint="e.g. class Label(pydantic.BaseModel): label: Literal['spam', 'ham']; then schema=Label",
+    )
+
+
+def json_schema_of(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The named JSON schema ``response_format`` carries (OpenAI's ``{name, schema}``)."""
+    return {"name": schema.__name__, "schema": schema.model_json_schema()}
+
+
+def instruction(schema: type[pydantic.BaseModel]) -> str:
+    """What the prompt says when the server cannot be told the schema itself."""
+    return "Reply with only a JSON object, no other text, that matches this JSON schema: " + json.dumps(
+        schema.model_json_schema(), separators=(",", ":")
+    )
+
+
+def typed_request(request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel]) -> ChatRequest:
+    """`request` asking for a reply of `schema`'s shape, in the way `resolved`'s flags allow."""
+    flags = resolved.spec.capabilities
+    if flags.json_schema:
+        return replace(request, json_schema=json_schema_of(schema), json_mode=False)
+    return replace(request, messages=with_instruction(request.messages, schema), json_mode=flags.json_mode)
+
+
+def with_instruction(messages: list[Message], schema: type[pydantic.BaseModel]) -> list[Message]:
+    """The messages with the schema instruction at the end of the system message (one is made)."""
+    text = instruction(schema)
+    if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+        first = dict(messages[0], content=f"{messages[0]['content']}\n\n{text}")
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def reply_json(text: str) -> str:
+    """The JSON in a reply, without a Markdown code fence around it."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.partition("\n")[2].rsplit("```", 1)[0].strip()
+    return text
+
+
+def validate(schema: type[pydantic.BaseModel], text: str) -> pydantic.BaseModel:
+    """The reply as an instance of `schema`; `ValueError` listing what is wrong otherwise."""
+    try:
+        return schema.model_validate_json(reply_json(text))
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        lines = [f"{'.'.join(map(str, e['loc'])) or '(the reply)'}: {e['msg']}" for e in errors]
+        more = len(lines) - REPAIR_ERRORS_SHOWN
+        shown = "; ".join(lines[:REPAIR_ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        raise ValueError(shown) from None
+
+
+def repair_messages(messages: list[Message], reply: str, problem: str) -> list[Message]:
+    """The conversation again, with the bad reply and what is wrong with it."""
+    return [
+        *messages,
+        {"role": "assistant", "content": reply},
+        {
+            "role": "user",
+            "content": f"That reply does not match the JSON schema: {problem}. "
+            "Reply again with only the corrected JSON object.",
+        },
+    ]
+
+
+def merge(first: ChatResult, second: ChatResult) -> ChatResult:
+    """The repair round's result, carrying the tokens, time and cost of both rounds."""
+    merged = replace(second, usage=replace(second.usage))
+    merged.usage.prompt_tokens += first.usage.prompt_tokens
+    merged.usage.completion_tokens += first.usage.completion_tokens
+    merged.usage.estimated = first.usage.estimated or second.usage.estimated
+    merged.latency_s = (first.latency_s or 0.0) + (second.latency_s or 0.0)
+    merged.ttft_s = first.ttft_s
+    merged.retries = first.retries + second.retries + 1
+    if first.cost is not None or second.cost is not None:
+        merged.cost = (first.cost or 0.0) + (second.cost or 0.0)
+        merged.cost_reported = first.cost_reported and second.cost_reported
+    return merged
+
+
+Run = Callable[[ChatRequest], Awaitable[ChatResult]]
+
+
+async def run_typed(
+    request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel], run: Run
+) -> ChatResult:
+    """Ask for `schema`'s shape with `run`, repair once, and return the result with the model
+    instance on ``parsed``. Raises `SchemaMismatchError` (the last result on ``.result``)."""
+    asking = typed_request(request, resolved, schema)
+    first = await _attempt(asking, run)
+    try:
+        first.parsed = validate(schema, first.text)
+        return first
+    except ValueError as exc:
+        problem = str(exc)
+    second = await _attempt(
+        replace(asking, messages=repair_messages(asking.messages, first.text, problem)), run
+    )
+    result = merge(first, second)
+    try:
+        result.parsed = validate(schema, second.text)
+        return result
+    except ValueError as exc:
+        result.status = "error"
+        result.error = f"the reply does not match {schema.__name__}: {exc}"
+        error = SchemaMismatchError(
+            f"{result.model}'s reply does not match {schema.__name__}, even after a repair round: {exc}",
+            hint="flag the model json_schema if its server supports structured outputs, simplify the "
+            "schema, or use a stronger model; the reply is in the error's .result.text",
+            request_id=result.request_id,
+        )
+        error.result = result
+        raise error from None
+
+
+async def _attempt(request: ChatRequest, run: Run) -> ChatResult:
+    """One round; a reply JSON mode could not decode still gets its repair round."""
+    try:
+        return await run(request)
+    except ProtocolError as error:
+        partial = error.result
+        if not isinstance(partial, ChatResult) or not partial.text:
+            raise
+        return partial
