@@ -33,8 +33,8 @@ def outputs_text(path: Path) -> str:
     return json.dumps([c["outputs"] for c in code_cells(path)])
 
 
-def test_there_are_nine_tutorials() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
+def test_there_are_ten_tutorials() -> None:
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -181,8 +181,7 @@ class MapRun:
         for index, key in enumerate(self.keys):
             if key in saved:
                 self.outcomes[index] = self._from_saved(saved[key])
-                self.progress.skipped += 1
-                self.progress.add_cost(saved[key].get("cost"))
+                self.progress.skipped += 1  # paid for by an earlier run: not this run's cost
 
     def _from_saved(self, saved: dict[str, Any]) -> dict[str, Any]:
         outcome = dict(saved)

@@ -10,13 +10,18 @@ from typing import Any, Literal
 
 Status = Literal["ok", "error", "cancelled", "incomplete"]
 
+SHORTEST_SPEED_WINDOW_S = 0.005
+"""Tokens over less time than this after the first one are not a speed (a whole reply parsed
+at once would read as millions of tokens a second)."""
+
 
 def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: float | None) -> float | None:
     """Generation speed: tokens over the time after the first token (the wait is not speed)."""
     if not latency_s or not completion_tokens:
         return None
     generating = latency_s - (ttft_s or 0.0)
-    return completion_tokens / generating if generating > 0 else None
+    # A reply that came whole (unstreamed) has no time after its first token worth the name.
+    return completion_tokens / generating if generating >= SHORTEST_SPEED_WINDOW_S else None
 
 
 def format_cost(dollars: float, *, estimated: bool = False) -> str:
