@@ -139,6 +139,12 @@ def split_tokens(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
+class _Listener(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a client opening 32 connections at
+    # once (a batch run) had some reset before the accept loop took them.
+    request_queue_size = 128
+
+
 class LoopbackServer:
     """The server's state; create it with `serve`."""
 
@@ -215,7 +221,7 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._reply_index = 0
         handler = type("Handler", (_Handler,), {"state": self})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd = _Listener((host, port), handler)
         self.tls = ssl_context is not None
         """Whether it serves HTTPS (``ssl_context``: a server-side context with its certificate)."""
         if ssl_context is not None:
