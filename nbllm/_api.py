@@ -331,7 +331,9 @@ def map(  # the name the issue gives it; this module uses no builtin map
     model and parameters under the platform's cache dir; ``False`` for none), so a rerun asks
     only the rows not done, and the summary says how many it skipped. The Stop button, or an
     interrupt, stops sending rows and returns what is done: the other rows say ``not run`` (or
-    ``cancelled``, for an interrupt).
+    ``cancelled``, for an interrupt). In a notebook the Stop button comes with ``await
+    nbllm.amap(...)`` and ``%%chat --map``, which leave the kernel free to hear it; a plain
+    ``nbllm.map(...)`` cell stops with the kernel's interrupt (■) and still returns the rows.
 
     A Dask DataFrame (``dask.dataframe``) returns a lazy Dask DataFrame whose partitions run on
     the cluster's workers (the ``dask`` extra). Keys are never sent: each worker reads its own
@@ -348,17 +350,13 @@ def map(  # the name the issue gives it; this module uses no builtin map
         directory = None if checkpoint is None or isinstance(checkpoint, bool) else os.fspath(checkpoint)
         return map_dask(data, spec, plan_routes(model, spec.fallback), directory)
     run = MapRun(spec, read_rows(data), checkpoint=_checkpoint_arg(checkpoint))
-    view = progress_view(_title(run), run.stop, options.get("progress", True))
-
-    def tick() -> None:
-        view.update(run.progress)
-        view.poll()  # a Stop click, handled while this cell is busy
-
-    with view:
-        try:
-            outputs = run_with_ui(lambda _ui: run.run(), tick, PROGRESS_TICK_S)
-        except KeyboardInterrupt:
-            outputs = run.outputs()  # the rows done so far; the others say why they are missing
+    # A plain cell keeps the kernel's loop busy: a Stop click would wait until the end, so
+    # the bar offers the interrupt instead (amap and %%chat --map have the button).
+    view = progress_view(_title(run), None, options.get("progress", True))
+    try:
+        outputs = run_with_ui(lambda _ui: run.run(), lambda: view.update(run.progress), PROGRESS_TICK_S)
+    except KeyboardInterrupt:
+        outputs = run.outputs()  # the rows done so far; the others say why they are missing
     view.finish(run.progress)
     return with_outputs(run.rows, outputs)
 

@@ -4,7 +4,6 @@ when asked, a few times a second at most, and end with the run's summary."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import sys
 from collections.abc import Callable
@@ -13,8 +12,9 @@ from typing import Any, TextIO
 from nbllm._batch.progress import Progress
 
 TEXT_BAR_WIDTH = 30
-UI_EVENTS_PER_POLL = 10
-"""Front-end messages handled per redraw of the bar while its cell is busy."""
+INTERRUPT_HINT = "to stop: interrupt the kernel (■); the rows done are kept"
+"""Shown instead of a Stop button where the kernel cannot hear one: a plain (not awaited)
+cell keeps the kernel's event loop busy, so a click would wait until the run ended."""
 
 
 def in_notebook() -> bool:
@@ -28,59 +28,35 @@ def in_notebook() -> bool:
 
 
 class WidgetProgress:
-    """An ipywidgets bar, the counters under it, and a Stop button that stops dispatching."""
+    """An ipywidgets bar, the counters under it, and a Stop button that stops dispatching (or,
+    where the kernel could not hear the button, a word on the interrupt instead)."""
 
-    def __init__(self, title: str, stop: Callable[[], None]) -> None:
+    def __init__(self, title: str, stop: Callable[[], None] | None) -> None:
         import ipywidgets as widgets
         from IPython.display import display
 
         self.bar = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info")
         self.label = widgets.HTML()
-        self.stop_button = widgets.Button(
-            description="Stop", button_style="danger", tooltip="Stop sending rows"
-        )
-        self.stop_button.add_class("nbllm-map-stop")
+        heading = f"<b>{html.escape(title)}</b>"
+        row: list[Any] = [self.bar]
+        self.stop_button: Any = None
+        if stop is None:
+            heading += f" <i>({html.escape(INTERRUPT_HINT)})</i>"
+        else:
+            button = widgets.Button(description="Stop", button_style="danger", tooltip="Stop sending rows")
+            button.add_class("nbllm-map-stop")
 
-        def on_stop(_: Any) -> None:
-            stop()
-            self.stop_button.disabled = True
-            self.stop_button.description = "Stopping"
+            def on_stop(_: Any) -> None:
+                stop()
+                button.disabled = True
+                button.description = "Stopping"
 
-        self.stop_button.on_click(on_stop)
-        self.box = widgets.VBox(
-            [
-                widgets.HTML(f"<b>{html.escape(title)}</b>"),
-                widgets.HBox([self.bar, self.stop_button]),
-                self.label,
-            ]
-        )
+            button.on_click(on_stop)
+            row.append(button)
+            self.stop_button = button
+        self.box = widgets.VBox([widgets.HTML(heading), widgets.HBox(row), self.label])
         self.box.add_class("nbllm-map")
         display(self.box)
-        self._events: Callable[[int], Any] | None = None
-        self._polling: contextlib.AbstractContextManager[Any] | None = None
-
-    def __enter__(self) -> WidgetProgress:
-        """While inside, `poll` can handle widget messages in a busy cell (jupyter-ui-poll)."""
-        try:
-            from jupyter_ui_poll import ui_events
-        except ImportError:
-            return self
-        self._polling = ui_events()
-        self._events = self._polling.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._polling is not None:
-            self._polling.__exit__(*exc)
-            self._polling = self._events = None
-
-    def poll(self) -> None:
-        """Handle the front end's pending widget messages (a Stop click) while the cell that
-        runs the batch is still busy, which would otherwise hold them until it ends."""
-        if self._events is None:
-            return
-        with contextlib.suppress(Exception):  # never let the bar's plumbing break the run
-            self._events(UI_EVENTS_PER_POLL)
 
     def update(self, progress: Progress) -> None:
         self.bar.max = max(progress.to_ask, 1)
@@ -91,25 +67,13 @@ class WidgetProgress:
     def finish(self, progress: Progress) -> None:
         self.update(progress)
         self.bar.bar_style = "success" if not (progress.errors or progress.stopped) else "warning"
-        self.stop_button.disabled = True
-        self.stop_button.description = "Done" if not progress.stopped else "Stopped"
+        if self.stop_button is not None:
+            self.stop_button.disabled = True
+            self.stop_button.description = "Done" if not progress.stopped else "Stopped"
         self.label.value = html.escape(progress.summary())
 
 
-class _NoEvents:
-    """No widget messages to handle (a terminal, or no bar)."""
-
-    def __enter__(self) -> _NoEvents:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def poll(self) -> None:
-        pass
-
-
-class TextProgress(_NoEvents):
+class TextProgress:
     """A one-line bar redrawn in place (``\\r``), then the summary on its own line."""
 
     def __init__(self, title: str, stream: TextIO | None = None) -> None:
@@ -131,7 +95,7 @@ class TextProgress(_NoEvents):
         self.stream.flush()
 
 
-class QuietProgress(_NoEvents):
+class QuietProgress:
     """No bar (``progress=False``): only the counters on the result."""
 
     def update(self, progress: Progress) -> None:
@@ -142,9 +106,10 @@ class QuietProgress(_NoEvents):
 
 
 def progress_view(
-    title: str, stop: Callable[[], None], shown: bool = True
+    title: str, stop: Callable[[], None] | None, shown: bool = True
 ) -> WidgetProgress | TextProgress | QuietProgress:
-    """The bar that suits where this runs."""
+    """The bar that suits where this runs; `stop` None where a Stop button could not be heard
+    (a plain cell, see `INTERRUPT_HINT`)."""
     if not shown:
         return QuietProgress()
     if in_notebook():
