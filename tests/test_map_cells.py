@@ -165,3 +165,13 @@ def test_dask_workers_never_get_the_key_and_say_which_variable_to_set(cluster: A
             lazy.compute()
         assert server.requests == []
     assert "sk-test-secret-1234" not in str(caught.value)
+
+
+def test_the_provider_list_shows_prices_only_when_a_model_has_one(ip: Any, capsys: Any) -> None:
+    ip.run_line_magic("llm_provider", "add p --url http://127.0.0.1:9/v1 --auth none --model m --model n")
+    ip.run_line_magic("llm_provider", "list")
+    assert "price" not in capsys.readouterr().out
+    ip.run_line_magic("llm_provider", "model p set m --price 0.15,0.6")
+    ip.run_line_magic("llm_provider", "show p")
+    shown = capsys.readouterr().out
+    assert "price in / out per M" in shown and "$0.15 / $0.6" in shown

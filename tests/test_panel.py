@@ -256,6 +256,20 @@ def test_a_bad_context_window_is_refused_and_reverted(panel: Panel, store: nbllm
     assert row.context.value == "8192"
 
 
+def test_a_price_is_edited_refused_and_cleared_in_the_row(panel: Panel, store: nbllm.Store) -> None:
+    row = panel.providers.row("m1")
+    row.price.value = "2.5, 10"
+    price = store.provider("gw").models["m1"].price
+    assert price is not None and (price.input_per_million, price.output_per_million) == (2.5, 10)
+    assert last_message(panel) == ("gw/m1: price $2.5 in, $10 out per million tokens", True)
+    row.price.value = "cheap"
+    text, ok = last_message(panel)
+    assert not ok and "IN,OUT" in text
+    assert row.price.value == "2.5,10"  # reverted to what the store holds
+    row.price.value = ""
+    assert store.provider("gw").models["m1"].price is None
+
+
 def test_add_and_remove_models(panel: Panel, store: nbllm.Store) -> None:
     tab = panel.providers
     tab.new_model.value = "qwen2.5-coder:7b=32768"

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -72,7 +72,6 @@ class Recording:
     """For an event stream: (seconds after the request, the event's text), in order."""
     content: Any = None
     """For anything else: the decoded JSON (or the text when it is not JSON)."""
-    recorded_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         response: dict[str, Any] = {"status": self.status, "headers": self.headers}

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from nbllm._exceptions import NbllmError
-from nbllm._providers.config import CAPABILITY_NAMES, ModelSpec
+from nbllm._providers.config import CAPABILITY_NAMES, ModelSpec, parse_price
 from nbllm._providers.store import Store
 
 Report = Callable[[str, bool], None]
@@ -30,8 +30,12 @@ def parse_window(text: str) -> Any:
     return int(cleaned) if cleaned.isdigit() else text
 
 
+def price_text(spec: ModelSpec) -> str:
+    return "" if spec.price is None else str(spec.price)
+
+
 class ModelRow(widgets.HBox):  # type: ignore[misc]
-    """One model: id, context window, capability checkboxes, Remove."""
+    """One model: id, context window, price, capability checkboxes, Remove."""
 
     def __init__(self, store: Store, provider: str, model: str, spec: ModelSpec, report: Report) -> None:
         self.store, self.provider, self.model, self.report = store, provider, model, report
@@ -45,6 +49,13 @@ class ModelRow(widgets.HBox):  # type: ignore[misc]
             layout=widgets.Layout(width="14em"),
         )
         self.context.add_class("nbllm-context")
+        self.price = widgets.Text(
+            placeholder="IN,OUT $/M tokens",
+            continuous_update=False,
+            description="price",
+            layout=widgets.Layout(width="16em"),
+        )
+        self.price.add_class("nbllm-price")
         self.flags = {
             name: widgets.Checkbox(description=name, indent=False, layout=widgets.Layout(width="auto"))
             for name in CAPABILITY_NAMES
@@ -55,7 +66,8 @@ class ModelRow(widgets.HBox):  # type: ignore[misc]
         self.remove_button = widgets.Button(description="Remove", button_style="warning")
         self.remove_button.on_click(lambda _: self.remove())
         self.context.observe(lambda change: self._window_changed(change["new"]), "value")
-        super().__init__([self.label, self.context, *self.flags.values(), self.remove_button])
+        self.price.observe(lambda change: self._price_changed(change["new"]), "value")
+        super().__init__([self.label, self.context, self.price, *self.flags.values(), self.remove_button])
         self.add_class("nbllm-model-row")
         self.show(spec)
 
@@ -64,6 +76,7 @@ class ModelRow(widgets.HBox):  # type: ignore[misc]
         self._syncing = True
         try:
             self.context.value = window_text(spec)
+            self.price.value = price_text(spec)
             for name, on in spec.capabilities.as_flags().items():
                 self.flags[name].value = on
         finally:
@@ -84,6 +97,24 @@ class ModelRow(widgets.HBox):  # type: ignore[misc]
         else:
             shown = window_text(self._current() or ModelSpec()) or "unknown"
             self.report(f"{self.provider}/{self.model}: context window {shown}", True)
+
+    def _price_changed(self, text: str) -> None:
+        """``IN,OUT`` dollars per million tokens; blank clears the price."""
+        if self._syncing:
+            return
+        try:
+            price = parse_price(text) if text.strip() else None
+            self.store.update_model(self.provider, self.model, price=price)
+        except NbllmError as exc:
+            self.report(f"{self.provider}/{self.model}: {exc.message}", False)
+            self._revert()
+        else:
+            shown = "cleared"
+            if price is not None:
+                shown = (
+                    f"${price.input_per_million:g} in, ${price.output_per_million:g} out per million tokens"
+                )
+            self.report(f"{self.provider}/{self.model}: price {shown}", True)
 
     def _flag_changed(self, name: str, on: bool) -> None:
         if self._syncing:

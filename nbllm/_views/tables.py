@@ -30,6 +30,7 @@ class _Row:
     privacy: str
     key: str
     default: str
+    price: str = ""
 
 
 def _rows(providers: list[ProviderConfig], default: str | None) -> list[_Row]:
@@ -43,11 +44,25 @@ def _rows(providers: list[ProviderConfig], default: str | None) -> list[_Row]:
             mark = DEFAULT_MARK if default == f"{config.name}/{model_id}" else ""
             window = f"{spec.context_window:,}" if spec.context_window else "?"
             caps = ", ".join(spec.capabilities.enabled())
-            rows.append(_Row(config.name, model_id, window, caps, shield, status, mark))
+            price = (
+                f"${spec.price.input_per_million:g} / ${spec.price.output_per_million:g}"
+                if spec.price
+                else ""
+            )
+            rows.append(_Row(config.name, model_id, window, caps, shield, status, mark, price))
     return rows
 
 
-_HEADINGS = ("provider", "model", "context", "capabilities", "privacy", "key", "default")
+_HEADINGS = (
+    "provider",
+    "model",
+    "context",
+    "capabilities",
+    "privacy",
+    "key",
+    "default",
+    "price in / out per M",
+)
 
 
 def _text_table(rows: list[tuple[str, ...]], headings: tuple[str, ...]) -> str:
@@ -71,17 +86,21 @@ class ProviderList:
     """Every provider and model, with the default marked."""
 
     def __init__(self, providers: list[ProviderConfig], default: str | None) -> None:
-        self._rows = [tuple(vars(r).values()) for r in _rows(providers, default)]
+        rows = _rows(providers, default)
+        # The price column only when some model has a price: most catalogs have none.
+        columns = len(_HEADINGS) if any(r.price for r in rows) else len(_HEADINGS) - 1
+        self._headings = _HEADINGS[:columns]
+        self._rows = [tuple(vars(r).values())[:columns] for r in rows]
 
     def __repr__(self) -> str:
         if not self._rows:
             return "No providers registered. Add one with %llm_provider add NAME --url URL"
-        return _text_table(self._rows, _HEADINGS)
+        return _text_table(self._rows, self._headings)
 
     def _repr_html_(self) -> str:
         if not self._rows:
             return f"<p>{html.escape(repr(self))}</p>"
-        return _html_table(self._rows, _HEADINGS)
+        return _html_table(self._rows, self._headings)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

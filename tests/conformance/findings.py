@@ -45,6 +45,8 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("responses_auto", "`--api auto`: Responses where served, else Chat Completions"),
     ("embed", "`nbllm.embed`: one vector per text, batched; `%llm_provider test` checks it"),
     ("embed_dimensions", "`nbllm.embed(..., dimensions=N)`"),
+    ("schema", "typed reply (`schema=`, flagged `json_schema`): validated into the pydantic model"),
+    ("map", "`nbllm.map`: 8 rows, 4 in flight, one status per row"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),

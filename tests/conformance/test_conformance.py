@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
@@ -458,6 +459,46 @@ def test_json_mode(ip: Any, provider: Server) -> None:
     assert outcome.error is None, outcome.text
     assert isinstance(ip.user_ns["answer"], dict | list) and result.parsed == ip.user_ns["answer"]
     FINDINGS.ok(provider.name, "json_mode")
+
+
+class Capital(pydantic.BaseModel):
+    city: str
+    country: str
+
+
+def test_typed_reply(provider: Server) -> None:
+    """With the model flagged json_schema, the schema goes as response_format and the server
+    should constrain its reply to it; nbllm validates it into the pydantic model."""
+    nbllm.get_store().update_model(provider.name, provider.model, flags={"json_schema": True})
+    prompt = "What is the capital of France? Give the city and the country."
+    try:
+        result = nbllm.chat(prompt, qualified(provider), schema=Capital, max_tokens=48, temperature=0)
+    except nbllm.SchemaMismatchError as error:
+        seen_error(provider, error)
+        assert "Capital" in error.message and error.result.text
+        FINDINGS.deviation(
+            provider.name,
+            "schema",
+            "does not hold the reply to the JSON schema in response_format; nbllm asks once more "
+            "with the validation errors, then raises SchemaMismatchError with the reply",
+        )
+        return
+    assert isinstance(result.parsed, Capital) and result.parsed.city
+    FINDINGS.ok(provider.name, "schema")
+
+
+def test_map_rows(provider: Server) -> None:
+    rows = [{"n": n} for n in range(8)]
+    started = time.perf_counter()
+    out = nbllm.map(
+        "Say the number {n}.", rows, model=qualified(provider), concurrency=4, max_tokens=12,
+        checkpoint=False, progress=False,
+    )  # fmt: skip
+    FINDINGS.measure(provider.name, "map_8_rows_s", time.perf_counter() - started)
+    assert [row["status"] for row in out] == ["ok"] * 8, [row["error"] for row in out]
+    assert all(row["output"] and row["tokens"] > 0 for row in out)
+    assert sum(1 for record in nbllm.history() if record.status == "ok") == 8
+    FINDINGS.ok(provider.name, "map")
 
 
 # -- reasoning --------------------------------------------------------------------------------
