@@ -194,7 +194,9 @@ def test_an_interrupt_returns_the_rows_done_so_far_marked(monkeypatch: pytest.Mo
         monkeypatch.setattr(api, "run_with_ui", interrupted)
         out = nbllm.map("{text}", rows, model=model, concurrency=1, checkpoint=False, progress=False)
     assert out["status"].iloc[0] == "ok"
-    assert "cancelled" in set(out["status"])
+    statuses = list(out["status"])
+    assert statuses.count("cancelled") == 1  # the row being asked when the interrupt came
+    assert statuses[statuses.index("cancelled") + 1 :] == ["not run"] * (7 - statuses.index("cancelled"))
     assert len(out) == 8
 
 
@@ -209,6 +211,14 @@ def test_max_cost_stops_dispatching_before_the_budget_is_passed() -> None:
     assert out["cost"].sum() == pytest.approx(0.03)
     assert set(out["status"][3:]) == {"not run"}
     assert "max_cost" in out["error"].iloc[-1]
+
+
+def test_max_cost_without_a_price_says_it_could_not_apply(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(echo=True) as server:
+        model = register(server)
+        out = nbllm.map("{text}", ["a", "b"], model=model, max_cost=1.0, checkpoint=False)
+    assert [row["status"] for row in out] == ["ok", "ok"]
+    assert "max_cost did not apply" in capsys.readouterr().err
 
 
 def test_rpm_spaces_requests_at_the_server() -> None:

@@ -175,3 +175,27 @@ def test_the_provider_list_shows_prices_only_when_a_model_has_one(ip: Any, capsy
     ip.run_line_magic("llm_provider", "show p")
     shown = capsys.readouterr().out
     assert "price in / out per M" in shown and "$0.15 / $0.6" in shown
+
+
+def test_a_cluster_shares_rates_among_partitions_at_once_and_the_cost_among_all() -> None:
+    from nbllm._batch.dask_runner import share
+    from nbllm._batch.run import MapSpec
+
+    spec = MapSpec("{x}", concurrency=32, rpm=600, tpm=90_000, max_cost=8.0)
+    part = share(spec, at_once=4, partitions=16)
+    assert (part.concurrency, part.rpm, part.tpm, part.max_cost) == (8, 150, 22_500, 0.5)
+
+
+def test_dask_in_this_process_keeps_the_notebooks_own_provider_and_key() -> None:
+    import dask
+    import dask.dataframe as dd
+
+    with serve(judge, api_key="sk-test-secret-1234") as server, dask.config.set(scheduler="synchronous"):
+        config = nbllm.ProviderConfig(
+            name="keyed", url=server.base_url, key="sk-test-secret-1234", models={"m": {}}
+        )
+        nbllm.get_store().add_provider(config)
+        frame = dd.from_pandas(pandas.DataFrame({"note": ["bad", "good"]}), npartitions=2)
+        out = nbllm.map("{note}", frame, model="keyed/m", schema=Sentiment).compute()
+    assert out["sentiment"].tolist() == ["negative", "positive"]
+    assert nbllm.get_store().provider("keyed").key is not None  # not replaced by a keyless copy

@@ -8,7 +8,8 @@ partitions with a `MissingKeyError` naming the variable to set there.
 
 The run's ``concurrency``, ``rpm`` and ``tpm`` are for the whole cluster: each partition
 gets its share, the budget divided by the partitions that can run at once (the cluster's
-worker threads, at most the number of partitions). Checkpoints are one SQLite file per
+worker threads, at most the number of partitions); ``max_cost`` is a total, so each partition
+gets an equal part of it. Checkpoints are one SQLite file per
 partition in the directory the caller names (shared storage, for workers on several hosts).
 """
 
@@ -41,8 +42,9 @@ def running_at_once(partitions: int) -> int:
     return max(1, min(partitions, threads))
 
 
-def share(spec: MapSpec, at_once: int) -> MapSpec:
-    """The spec one partition runs with: the cluster's budgets divided among `at_once`."""
+def share(spec: MapSpec, at_once: int, partitions: int) -> MapSpec:
+    """The spec one partition runs with: the rates (concurrency, rpm, tpm) divided among the
+    `at_once` partitions that run together, the cost budget among all `partitions`."""
     return MapSpec(
         template=spec.template,
         model=spec.model,
@@ -51,7 +53,7 @@ def share(spec: MapSpec, at_once: int) -> MapSpec:
         concurrency=max(1, math.ceil(spec.concurrency / at_once)),
         rpm=spec.rpm / at_once if spec.rpm else None,
         tpm=max(1, spec.tpm // at_once) if spec.tpm else None,
-        max_cost=spec.max_cost / at_once if spec.max_cost else None,
+        max_cost=spec.max_cost / partitions if spec.max_cost else None,
         output=spec.output,
         request=dict(spec.request),
         fallback=spec.fallback,
@@ -64,7 +66,7 @@ def map_dask(frame: Any, spec: MapSpec, resolved: list[Resolved], checkpoint_dir
 
     providers = {r.provider.name: r.provider.saved_form() for r in resolved}
     at_once = running_at_once(frame.npartitions)
-    partition_spec = share(spec, at_once)
+    partition_spec = share(spec, at_once, frame.npartitions)
     template_row = frame._meta
     columns = [*template_row.columns, *spec.output_columns()]
     meta = pandas.DataFrame({name: pandas.Series(dtype="object") for name in columns})
@@ -98,7 +100,12 @@ def run_partition(
     if part.empty:  # Dask's meta pass, or an empty partition
         return with_outputs(Rows([], "pandas", part), [])
     store = get_store()
-    for saved in providers.values():
+    for name, saved in providers.items():
+        known = store.providers.get(name)
+        if known is not None and known.saved_form() == saved:
+            # A worker thread in the notebook's own process: its provider, key and all.
+            _require_key(known)
+            continue
         config = ProviderConfig(**saved)
         _require_key(config)
         store.add_provider(config, replace=True)

@@ -29,6 +29,8 @@ class Progress:
     """Why dispatching stopped early (the Stop button, max_cost, an interrupt), or None."""
     checkpoint: str | None = None
     """The checkpoint file, named so the user can find or delete it."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about how the run went (a limit that could not apply)."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -87,7 +89,7 @@ class Progress:
             text += f". Stopped: {self.stopped}"
         if self.checkpoint:
             text += f". Checkpoint: {self.checkpoint}"
-        return text + "."
+        return text + "." + "".join(f" Note: {note}." for note in self.notes)
 
 
 class ProgressView(Protocol):

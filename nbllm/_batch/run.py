@@ -126,6 +126,8 @@ class MapRun:
             len(rows.records), checkpoint=str(self.checkpoint.path) if self.checkpoint is not None else None
         )
         self._stop: str | None = None
+        self._asking: set[int] = set()
+        """Rows sent and not yet answered (an interrupt cancels these)."""
         self._row_costs: collections.deque[float] = collections.deque(maxlen=50)
 
     def _prompt(self, row: Mapping[str, Any]) -> str:
@@ -157,6 +159,11 @@ class MapRun:
             raise
         finally:
             self.progress.stopped = self._stop
+            if self.spec.max_cost is not None and self.progress.cost is None and self.progress.finished_rows:
+                self.progress.notes.append(
+                    f"max_cost did not apply: {self.resolved.qualified_name} has no price (%llm_provider "
+                    "model ... set --price IN,OUT) and the server reported no cost"
+                )
             self._close()
         return self.outputs()
 
@@ -168,11 +175,15 @@ class MapRun:
 
     def outputs(self) -> list[dict[str, Any]]:
         """Every row's output columns: its answer, or why there is none (also mid-run)."""
-        return [outcome if outcome is not None else self._not_run() for outcome in self.outcomes]
+        return [
+            outcome if outcome is not None else self._missing(index)
+            for index, outcome in enumerate(self.outcomes)
+        ]
 
-    def _not_run(self) -> dict[str, Any]:
-        status = "cancelled" if self._stop == "interrupted" else "not run"
-        return self._row_outcome(None, status, self._stop or "not run")
+    def _missing(self, index: int) -> dict[str, Any]:
+        if index in self._asking:
+            return self._row_outcome(None, "cancelled", f"{self._stop or 'stopped'} while it was being asked")
+        return self._row_outcome(None, "not run", self._stop or "not run")
 
     def _resume(self) -> None:
         if self.checkpoint is None:
@@ -197,10 +208,13 @@ class MapRun:
                 return
             index = pending.popleft()
             self.progress.in_flight += 1
+            self._asking.add(index)
             try:
                 self.outcomes[index] = await self._ask(index)
             finally:
                 self.progress.in_flight -= 1
+                if self.outcomes[index] is not None:
+                    self._asking.discard(index)
 
     def _over_budget(self) -> bool:
         """Whether one more row could take the cost past max_cost, counting the rows in flight

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import html
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from nbllm._batch.progress import Progress
+from nbllm._constants import PROGRESS_TICK_S
 
 TEXT_BAR_WIDTH = 30
 INTERRUPT_HINT = "to stop: interrupt the kernel (■); the rows done are kept"
@@ -25,6 +27,23 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class Due:
+    """At most one redraw per `PROGRESS_TICK_S`, whoever asks how often."""
+
+    def __init__(self) -> None:
+        self._last = -PROGRESS_TICK_S
+
+    def now(self) -> bool:
+        at = time.monotonic()
+        if at - self._last < PROGRESS_TICK_S:
+            return False
+        self._last = at
+        return True
+
+    def force(self) -> None:
+        self._last = -PROGRESS_TICK_S
 
 
 class WidgetProgress:
@@ -56,15 +75,19 @@ class WidgetProgress:
             self.stop_button = button
         self.box = widgets.VBox([widgets.HTML(heading), widgets.HBox(row), self.label])
         self.box.add_class("nbllm-map")
+        self._due = Due()
         display(self.box)
 
     def update(self, progress: Progress) -> None:
+        if not self._due.now():
+            return
         self.bar.max = max(progress.to_ask, 1)
         self.bar.value = progress.finished_rows
         self.bar.bar_style = "warning" if progress.errors else "info"
         self.label.value = html.escape(progress.line())
 
     def finish(self, progress: Progress) -> None:
+        self._due.force()
         self.update(progress)
         self.bar.bar_style = "success" if not (progress.errors or progress.stopped) else "warning"
         if self.stop_button is not None:
@@ -80,8 +103,11 @@ class TextProgress:
         self.stream = stream or sys.stderr
         self.title = title
         self._last = ""
+        self._due = Due()
 
     def update(self, progress: Progress) -> None:
+        if not self._due.now():
+            return
         filled = TEXT_BAR_WIDTH * progress.finished_rows // max(progress.to_ask, 1)
         line = f"{self.title} [{'#' * filled}{'.' * (TEXT_BAR_WIDTH - filled)}] {progress.line()}"
         if line != self._last:
@@ -90,6 +116,7 @@ class TextProgress:
             self._last = line
 
     def finish(self, progress: Progress) -> None:
+        self._due.force()
         self.update(progress)
         self.stream.write("\n" + progress.summary() + "\n")
         self.stream.flush()
