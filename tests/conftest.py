@@ -41,6 +41,7 @@ def fresh_session_state() -> Iterator[None]:
     from nbllm._calls.wire.protocols import forget_learned
     from nbllm._cells.conversation import get_conversations
     from nbllm._cells.inflight import get_in_flight
+    from nbllm._cells.typed import forget_refusals
 
     nbllm.get_history().clear()
     get_conversations().clear()
@@ -50,4 +51,5 @@ def fresh_session_state() -> Iterator[None]:
     throttle.reset_pacers()
     get_in_flight().clear()
     forget_learned()
+    forget_refusals()
     yield

@@ -106,6 +106,25 @@ def test_the_schema_goes_as_response_format_only_to_a_model_flagged_for_it() -> 
     assert loose["messages"][0]["role"] == "system" and '"confidence"' in loose["messages"][0]["content"]
 
 
+def test_a_server_that_refuses_the_schema_field_is_asked_with_the_schema_in_the_prompt() -> None:
+    refusal = (
+        "1 validation error: ('body', 'response_format', 'type'): "
+        "Input should be 'text' or 'json_object', got 'json_schema'"
+    )
+    with serve(classify) as server:
+        model = register(server, capabilities="json,json_schema")
+        server.enqueue(Fault("server_error", status=500, message=refusal))
+        first = nbllm.chat("Classify: win", model=model, schema=Label)
+        second = nbllm.chat("Classify: hi", model=model, schema=Label)
+        bodies = [r.body for r in server.requests]
+    assert first.parsed == Label(label="spam", confidence=0.9) and second.parsed.label == "ham"
+    assert len(bodies) == 3  # the refused request was not retried as a server failure
+    assert bodies[0]["response_format"]["type"] == "json_schema"
+    assert [b["response_format"] for b in bodies[1:]] == [{"type": "json_object"}] * 2
+    assert nbllm.history()[0].error_class == "BadRequestError"
+    assert "--caps no-json_schema" in nbllm.history()[0].error_message or first.retries == 1
+
+
 def test_a_failing_row_is_a_row_with_its_error_and_the_run_goes_on() -> None:
     with serve(echo=True) as server:
         nbllm.get_store().add_provider(

@@ -46,6 +46,7 @@ from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_response
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
 from nbllm._exceptions import (
     APIError,
+    BadRequestError,
     ContextTooLongError,
     EmptyReplyError,
     IncompleteStreamError,
@@ -114,8 +115,8 @@ def plan_routes(
 def retryable(error: APIError, state: ReplyState) -> bool:
     """Whether sending the same request again could end differently (chat calls and embedding
     batches share this rule)."""
-    if isinstance(error, ThinkingBudgetError | ContextTooLongError):  # the same request would fail the same
-        return False
+    if isinstance(error, ThinkingBudgetError | BadRequestError):  # the same request would fail the same
+        return False  # (also a server's 500 that nbllm knows is a refused request)
     if isinstance(error, StatusError):
         return error.status is not None and is_retryable_status(error.status)
     if isinstance(error, IncompleteStreamError):

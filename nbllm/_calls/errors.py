@@ -244,6 +244,16 @@ def error_from_response(
             "(http://host:8000/v1), or give the full .../chat/completions path",
             **common,
         )
+    if status in (400, 422, 500) and "response_format" in body and "json_schema" in body:
+        # llama-cpp-python's server refuses the json_schema type with a validation error, as a
+        # 500 (and LiteLLM passes it on): the same request would fail the same way.
+        return BadRequestError(
+            prefix,
+            hint=f"the server does not take a JSON schema in response_format (structured outputs); "
+            f"turn the flag off: %llm_provider model {provider.name} set {model} --caps no-json_schema "
+            "(schema= then puts the schema in the prompt)",
+            **common,
+        )
     if "too large to process" in lowered:
         # llama.cpp's llama-server, for a text longer than its compute batch (embeddings), as a 500:
         # retrying cannot help.

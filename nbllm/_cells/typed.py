@@ -5,7 +5,9 @@ How the schema reaches the model depends on its flags: a model flagged ``json_sc
 any other model gets it in the prompt, with JSON mode when flagged ``json``. Either way the
 reply is validated, and a reply that does not match gets one repair round: the model sees
 its own reply and the validation errors and answers again. A second mismatch is a
-`SchemaMismatchError` carrying the last result.
+`SchemaMismatchError` carrying the last result. A server that refuses the schema in
+``response_format`` (llama-cpp-python's does) is asked again with it in the prompt, and is
+not sent one again this session.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pydantic
 
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatResult
-from nbllm._exceptions import PromptError, ProtocolError, SchemaMismatchError
+from nbllm._exceptions import BadRequestError, PromptError, ProtocolError, SchemaMismatchError
 from nbllm._providers.resolved import Resolved
 
 Message = dict[str, Any]
@@ -50,10 +52,19 @@ def instruction(schema: type[pydantic.BaseModel]) -> str:
     )
 
 
+_REFUSED_SCHEMAS: set[str] = set()
+"""Models (qualified names) whose server refused a schema in response_format this session."""
+
+
+def forget_refusals() -> None:
+    """Forget which servers refused schemas (a fresh session's state; used by tests)."""
+    _REFUSED_SCHEMAS.clear()
+
+
 def typed_request(request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel]) -> ChatRequest:
     """`request` asking for a reply of `schema`'s shape, in the way `resolved`'s flags allow."""
     flags = resolved.spec.capabilities
-    if flags.json_schema:
+    if flags.json_schema and resolved.qualified_name not in _REFUSED_SCHEMAS:
         return replace(request, json_schema=json_schema_of(schema), json_mode=False)
     return replace(request, messages=with_instruction(request.messages, schema), json_mode=flags.json_mode)
 
@@ -124,7 +135,18 @@ async def run_typed(
     """Ask for `schema`'s shape with `run`, repair once, and return the result with the model
     instance on ``parsed``. Raises `SchemaMismatchError` (the last result on ``.result``)."""
     asking = typed_request(request, resolved, schema)
-    first = await _attempt(asking, run)
+    try:
+        first = await _attempt(asking, run)
+    except BadRequestError as error:
+        if asking.json_schema is None or "response_format" not in error.message:
+            raise
+        # The model is flagged json_schema but its server refuses the field: ask again with the
+        # schema in the prompt, and do so from now on in this session (the error told the user
+        # how to fix the flag).
+        _REFUSED_SCHEMAS.add(resolved.qualified_name)
+        asking = typed_request(request, resolved, schema)
+        first = await _attempt(asking, run)
+        first.retries += 1
     try:
         first.parsed = validate(schema, first.text)
         return first
