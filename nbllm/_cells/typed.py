@@ -162,14 +162,14 @@ async def run_typed(
     except ValueError as exc:
         result.status = "error"
         result.error = f"the reply does not match {schema.__name__}: {exc}"
-        error = SchemaMismatchError(
+        mismatch = SchemaMismatchError(
             f"{result.model}'s reply does not match {schema.__name__}, even after a repair round: {exc}",
             hint="flag the model json_schema if its server supports structured outputs, simplify the "
             "schema, or use a stronger model; the reply is in the error's .result.text",
             request_id=result.request_id,
         )
-        error.result = result
-        raise error from None
+        mismatch.result = result
+        raise mismatch from None
 
 
 async def _attempt(request: ChatRequest, run: Run) -> ChatResult:
