@@ -21,7 +21,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,18 @@ def test_panel_and_streaming_in_a_real_browser(
         app.close()
 
 
+def in_app(app_name: str, root: Path, tmp_path: Path, flow: Callable[[JupyterApp], None]) -> None:
+    """Run `flow` against a fresh JupyterLab or Notebook serving `root`; a failure carries the
+    server's log."""
+    app = JupyterApp(app_name, root, {"NBLLM_CONFIG_DIR": str(tmp_path / "config")})
+    try:
+        flow(app)
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n--- jupyter {app_name} log ---\n{app.log()}") from exc
+    finally:
+        app.close()
+
+
 THOUGHTS = " ".join(f"thought{i:02d}" for i in range(60))
 ANSWER_WORDS = " ".join(f"answer{i:02d}" for i in range(30))
 
@@ -307,10 +319,49 @@ def test_thinking_streams_in_a_real_browser(app_name: str, browser: Any, tmp_pat
             "%%chat thinker/m --effort low\nWhy is the sky blue?",
         ]
         write_notebook(root / "thinking.ipynb", sources)
-        app = JupyterApp(app_name, root, {"NBLLM_CONFIG_DIR": str(tmp_path / "config")})
-        try:
-            run_thinking_flow(app, browser, thinker, app_name)
-        except Exception as exc:
-            raise AssertionError(f"{exc}\n--- jupyter {app_name} log ---\n{app.log()}") from exc
-        finally:
-            app.close()
+        in_app(app_name, root, tmp_path, lambda app: run_thinking_flow(app, browser, thinker, app_name))
+
+
+def run_map_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
+    """A batch run from a cell: the progress bar fills while the rows go, the Stop button stops
+    it, and the table the cell stored says which rows were not run."""
+    with opened(app, browser, "map.ipynb", f"{label}-map", 1300) as (_, notebook):
+        notebook.run_first(0)
+        notebook.run(1)
+        notebook.wait_idle(1)
+        notebook.run(2)
+        bar = notebook.cell(2).locator(".nbllm-map .widget-label, .nbllm-map .widget-html-content").last
+        bar.wait_for(timeout=20_000)
+        deadline = time.monotonic() + 20
+        while not re.search(r"\b([3-9]|\d\d)/40 rows", notebook.output(2)):
+            assert time.monotonic() < deadline, f"the bar did not move: {notebook.output(2)!r}"
+            time.sleep(0.1)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-map-running.png"))
+        notebook.cell(2).locator(".nbllm-map-stop").click()
+        notebook.wait_idle(2, timeout_s=20)
+        assert "Stopped: stopped with the Stop button" in notebook.output(2)
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-map-stopped.png"))
+        notebook.run(3)
+        notebook.wait_idle(3)
+        counts = notebook.output(3)
+        assert "'not run'" in counts and "'ok'" in counts, counts
+    asked = [r for r in endpoint.requests if r.method == "POST"]
+    assert 3 <= len(asked) < 40
+
+
+@pytest.mark.parametrize("app_name", ["lab", "notebook"])
+def test_a_batch_run_shows_progress_and_stops_in_a_real_browser(
+    app_name: str, browser: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with serve(echo=True, latency_s=0.15) as slow:
+        sources = [
+            "%load_ext nbllm\nimport pandas\nrows = pandas.DataFrame({'n': range(40)})",
+            f"%llm_provider add slow --url {slow.base_url} --auth none --model m",
+            "%%chat slow/m --map rows -o out --concurrency 1 --checkpoint none\nSay {n}.",
+            "print(out.status.value_counts().to_dict())",
+        ]
+        write_notebook(root / "map.ipynb", sources)
+        in_app(app_name, root, tmp_path, lambda app: run_map_flow(app, browser, slow, app_name))

@@ -292,6 +292,8 @@ def test_bad_input_is_refused_before_anything_is_sent() -> None:
         model = register(server)
         with pytest.raises(nbllm.InterpolationError):
             nbllm.map("{missing}", FRAME, model=model, checkpoint=False, progress=False)
+        with pytest.raises(nbllm.InterpolationError, match="row 1"):
+            nbllm.map("{a}", [{"a": 1}, {"b": 2}], model=model, checkpoint=False, progress=False)
         with pytest.raises(nbllm.PromptError, match="already has column"):
             nbllm.map("{text}", FRAME.assign(status=1), model=model, checkpoint=False, progress=False)
         with pytest.raises(nbllm.PromptError, match="concurrency"):

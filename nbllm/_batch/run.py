@@ -32,7 +32,7 @@ from nbllm._calls.throttle import budgets
 from nbllm._cells.interpolate import interpolate
 from nbllm._cells.typed import check_schema, run_typed
 from nbllm._constants import MAP_CONCURRENCY
-from nbllm._exceptions import APIError, NbllmError, PromptError
+from nbllm._exceptions import APIError, InterpolationError, NbllmError, PromptError
 from nbllm._providers.resolved import Resolved
 
 REQUEST_FIELDS = ("temperature", "max_tokens", "seed", "stop", "effort")
@@ -117,7 +117,7 @@ class MapRun:
         self.resolved = self.routes[0]
         self.namespace = namespace or {}
         self.call_options = call_options or CallOptions()
-        self.prompts = [self._prompt(row) for row in rows.records]
+        self.prompts = [self._prompt(index, row) for index, row in enumerate(rows.records)]
         run_key = spec.run_key(self.resolved)
         self.keys = [fingerprint(run_key, row) for row in rows.records]
         self.checkpoint = self._open_checkpoint(checkpoint, run_key)
@@ -130,9 +130,16 @@ class MapRun:
         """Rows sent and not yet answered (an interrupt cancels these)."""
         self._row_costs: collections.deque[float] = collections.deque(maxlen=50)
 
-    def _prompt(self, row: Mapping[str, Any]) -> str:
+    def _prompt(self, index: int, row: Mapping[str, Any]) -> str:
+        """Row `index`'s prompt; a template that cannot be filled is refused before anything is
+        sent (it would fail the same way row after row), naming the row."""
         scope = collections.ChainMap(dict(row), dict(self.namespace)) if self.namespace else row
-        return interpolate(self.spec.template, scope).text
+        try:
+            return interpolate(self.spec.template, scope).text
+        except InterpolationError as error:
+            raise InterpolationError(
+                f"row {index}: {error.message}", hint=f"the row's columns are {', '.join(map(str, row))}"
+            ) from None
 
     @staticmethod
     def _open_checkpoint(checkpoint: str | Path | bool | None, run_key: str) -> Checkpoint | None:

@@ -227,6 +227,11 @@ class HistoryTable:
         self.records = records
         self.summaries = summaries or {}
         self._rows = [self._row(r) for r in records]
+        self._headings: tuple[str, ...] = _HISTORY_HEADINGS
+        if not any(r.cost is not None for r in records):  # the cost column only when one is known
+            at = _HISTORY_HEADINGS.index("cost")
+            self._headings = _HISTORY_HEADINGS[:at] + _HISTORY_HEADINGS[at + 1 :]
+            self._rows = [row[:at] + row[at + 1 :] for row in self._rows]
 
     @staticmethod
     def _row(record: CallRecord) -> tuple[str, ...]:
@@ -261,13 +266,13 @@ class HistoryTable:
     def __repr__(self) -> str:
         if not self._rows:
             return "No calls yet. Run a %%chat cell, then %llm_history shows its timing here."
-        return "\n".join([_text_table(self._rows, _HISTORY_HEADINGS), "", *self._summary_lines()]).rstrip()
+        return "\n".join([_text_table(self._rows, self._headings), "", *self._summary_lines()]).rstrip()
 
     def _repr_html_(self) -> str:
         if not self._rows:
             return f"<p>{html.escape(repr(self))}</p>"
         summary = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
-        return _html_table(self._rows, _HISTORY_HEADINGS) + (f"<ul>{summary}</ul>" if summary else "")
+        return _html_table(self._rows, self._headings) + (f"<ul>{summary}</ul>" if summary else "")
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
