@@ -250,6 +250,27 @@ def test_rpm_spaces_requests_at_the_server() -> None:
     assert min(gaps) > 0.08  # 600 a minute: one each 0.1 s, however many are in flight
 
 
+def test_concurrency_is_shared_with_other_calls_to_the_provider() -> None:
+    rows = [f"row {i}" for i in range(6)]
+    with serve(echo=True, latency_s=0.2) as server:
+        model = register(server)
+
+        async def a_run_and_a_cells_call() -> str:
+            run = asyncio.ensure_future(
+                nbllm.amap("{text}", rows, model=model, concurrency=2, checkpoint=False, progress=False)
+            )
+            await asyncio.sleep(0.05)  # the run has both its slots
+            other = await nbllm.achat("a cell's call", model=model)
+            await run
+            return other.text
+
+        assert loop_thread().run(a_run_and_a_cells_call()) == "a cell's call"
+        spans = [(r.at, r.done_at or r.at) for r in server.requests]
+    changes = sorted([(at, 1) for at, _ in spans] + [(done, -1) for _, done in spans])
+    assert len(spans) == 7
+    assert max(itertools.accumulate(delta for _, delta in changes)) == 2  # never a third in flight
+
+
 def test_a_429_pauses_every_call_to_the_provider_not_only_the_one_that_got_it() -> None:
     rows = [f"row {i}" for i in range(4)]
     with serve(echo=True) as server:

@@ -1,9 +1,10 @@
 """One batch run: a prompt template over many rows, on the call engine.
 
 Each row is one call (`nbllm._calls.call`), so rows get the provider's retries, fallbacks,
-history records and rate limits like any other call; `concurrency` rows are in flight at
-once, and the run's `rpm` and `tpm` are registered on the provider while it lasts (see
-`nbllm._calls.throttle`). A row that fails is a row with status ``error``: the run goes on.
+history records and rate limits like any other call. The run's `concurrency`, `rpm` and `tpm`
+are registered on the provider while it lasts (see `nbllm._calls.throttle`): every call to it
+counts against them, so a cell's call waits its turn rather than adding one more in flight.
+A row that fails is a row with status ``error``: the run goes on.
 
 Rows are sent unstreamed: a batch shows rows, not tokens, and one body per row costs the
 kernel less than an event per token.
@@ -159,7 +160,7 @@ class MapRun:
         pending = collections.deque(i for i, outcome in enumerate(self.outcomes) if outcome is None)
         workers = min(self.spec.concurrency, len(pending))
         try:
-            with budgets(self.resolved.provider.name, self.spec.rpm, self.spec.tpm):
+            with budgets(self.resolved.provider.name, self.spec.concurrency, self.spec.rpm, self.spec.tpm):
                 await asyncio.gather(*(self._worker(pending) for _ in range(workers)))
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.stop("interrupted")

@@ -40,7 +40,7 @@ from nbllm._calls.retry import (
     parse_routes,
     retry_decision,
 )
-from nbllm._calls.throttle import Turn, pacer_for, reserve_turn
+from nbllm._calls.throttle import Turn, in_flight, pacer_for, reserve_turn
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_responses, prepare, tries_responses
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
@@ -284,6 +284,7 @@ class _Call:
             self.attempts.append(tried)
             try:
                 async with (
+                    in_flight(provider.name),
                     lease(provider, self.options.transport) as client,
                     exchange(client, resolved, prepared, state) as response,
                 ):

@@ -22,6 +22,7 @@ from nbllm._calls.pool import lease
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.results import EmbedResult, Usage
 from nbllm._calls.retry import retry_decision
+from nbllm._calls.throttle import in_flight
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.embeddings import Vector, prepare, read_vectors
 from nbllm._constants import EMBED_BATCH_SIZE, EMBED_CONCURRENCY
@@ -175,6 +176,7 @@ class _Embedding:
                 self.result.requests += 1
             try:
                 async with (
+                    in_flight(provider.name),
                     lease(provider, self.options.transport) as client,
                     exchange(client, self.resolved, prepared, state) as response,
                 ):

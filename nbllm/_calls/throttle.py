@@ -1,6 +1,6 @@
 """Pacing shared by every call to one provider: the provider's own request rate (``--rps``),
-the request and token budgets a batch run sets (``nbllm.map(rpm=, tpm=)``) and the pause a
-429 asks for.
+the requests in flight, requests and tokens per minute a batch run sets (``nbllm.map(
+concurrency=, rpm=, tpm=)``) and the pause a 429 asks for.
 
 A batch run's budgets are registered on the provider for as long as the run lasts, so a
 ``%%chat`` cell sent meanwhile waits its turn like one more row. A 429 pauses the whole
@@ -10,17 +10,20 @@ each retry into the same limit.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from nbllm._calls.retry import RateLimiter, limiter_for
 
 WINDOW_S = 60.0
 """Tokens per minute are counted over a sliding minute."""
+SLOT_POLL_S = 0.01
+"""How often a call waiting for an in-flight slot looks again."""
 REQUEST_PACE_MARGIN = 1.005
 """Requests go a hair slower than the budget, so a server counting a sliding minute never
 sees one more than allowed when a request is delayed and the next is not."""
@@ -59,6 +62,15 @@ class TokenWindow:
 
 
 @dataclass
+class Slots:
+    """At most `limit` requests in flight at once (counted under the pacer's lock, so calls on
+    any thread or event loop share it)."""
+
+    limit: int
+    used: int = 0
+
+
+@dataclass
 class Pacer:
     """One provider's shared pacing state."""
 
@@ -66,6 +78,7 @@ class Pacer:
     """Monotonic time before which nothing is sent (a 429's pause)."""
     request_budgets: list[RateLimiter] = field(default_factory=list)
     token_budgets: list[TokenWindow] = field(default_factory=list)
+    slot_budgets: list[Slots] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, seconds: float) -> None:
@@ -123,13 +136,42 @@ def reserve_turn(
     return Turn(max(waits), bookings)
 
 
-@contextmanager
-def budgets(provider: str, rpm: float | None, tpm: int | None) -> Iterator[None]:
-    """Hold every call to `provider` to `rpm` requests and `tpm` tokens a minute while inside."""
+@asynccontextmanager
+async def in_flight(provider: str) -> AsyncIterator[None]:
+    """Hold one of the provider's in-flight slots (while a batch run sets some) for one request."""
     pacer = pacer_for(provider)
+    if not pacer.slot_budgets:  # the usual case: no batch run going
+        yield
+        return
+    while True:
+        with pacer.lock:
+            taken = list(pacer.slot_budgets)
+            if all(slots.used < slots.limit for slots in taken):
+                for slots in taken:
+                    slots.used += 1
+                break
+        # Waiting is rare (a cell's call while a run fills every slot), so a short poll beats
+        # a condition shared across threads and event loops.
+        await asyncio.sleep(SLOT_POLL_S)
+    try:
+        yield
+    finally:
+        with pacer.lock:
+            for slots in taken:
+                slots.used -= 1
+
+
+@contextmanager
+def budgets(provider: str, concurrency: int | None, rpm: float | None, tpm: int | None) -> Iterator[None]:
+    """Hold every call to `provider` to `concurrency` requests in flight, `rpm` requests and
+    `tpm` tokens a minute while inside."""
+    pacer = pacer_for(provider)
+    slots = Slots(concurrency) if concurrency else None
     limiter = RateLimiter(rpm / 60.0 / REQUEST_PACE_MARGIN) if rpm else None
     window = TokenWindow(tpm) if tpm else None
     with pacer.lock:
+        if slots:
+            pacer.slot_budgets.append(slots)
         if limiter:
             pacer.request_budgets.append(limiter)
         if window:
@@ -138,6 +180,8 @@ def budgets(provider: str, rpm: float | None, tpm: int | None) -> Iterator[None]
         yield
     finally:
         with pacer.lock:
+            if slots:
+                pacer.slot_budgets.remove(slots)
             if limiter:
                 pacer.request_budgets.remove(limiter)
             if window:
