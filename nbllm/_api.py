@@ -321,8 +321,8 @@ def map(  # the name the issue gives it; this module uses no builtin map
     tpm, max_cost, checkpoint, output ("output"), fallback, progress (True), and the request
     options temperature, max_tokens, seed, stop and effort.
 
-    `concurrency` rows are in flight at once. `rpm` and `tpm` cap requests and tokens per
-    minute for every call to the provider while the run lasts (other cells' calls count and
+    `concurrency` caps the requests in flight, `rpm` and `tpm` the requests and tokens per
+    minute, for every call to the provider while the run lasts (other cells' calls count and
     wait too); a 429 pauses the provider for the time the server asks. `max_cost` (dollars)
     stops sending rows when the cost so far plus the rows in flight would pass it (the model
     needs a ``--price``, or a server that reports cost).
