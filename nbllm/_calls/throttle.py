@@ -95,8 +95,11 @@ _pacers_lock = threading.Lock()
 
 
 def pacer_for(provider: str) -> Pacer:
-    with _pacers_lock:
-        return _pacers.setdefault(provider, Pacer())
+    pacer = _pacers.get(provider)  # every call asks: no lock, no new object once it exists
+    if pacer is None:
+        with _pacers_lock:
+            pacer = _pacers.setdefault(provider, Pacer())
+    return pacer
 
 
 def reset_pacers() -> None:
@@ -117,12 +120,17 @@ class Turn:
             window.settle(booking, tokens)
 
 
+NO_WAIT = Turn(0.0, [])
+
+
 def reserve_turn(
     provider: str, requests_per_second: float | None, tokens: Callable[[], int] | None = None
 ) -> Turn:
     """Book one request against every limit on `provider`; `tokens` estimates its size, and is
     asked only when a token budget is set (counting a prompt's tokens is not free)."""
     pacer = pacer_for(provider)
+    if not (requests_per_second or pacer.request_budgets or pacer.token_budgets or pacer.held_until):
+        return NO_WAIT  # the usual call: nothing to wait for, nothing to settle
     waits = [pacer.held_for()]
     if requests_per_second:
         waits.append(limiter_for(provider, requests_per_second).reserve())
