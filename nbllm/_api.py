@@ -337,9 +337,10 @@ def map(  # the name the issue gives it; this module uses no builtin map
 
     A Dask DataFrame (``dask.dataframe``) returns a lazy Dask DataFrame whose partitions run on
     the cluster's workers (the ``dask`` extra). Keys are never sent: each worker reads its own
-    (``--key-env``'s variable, ``NBLLM_<NAME>_API_KEY`` or its keyring). `concurrency`, `rpm`,
-    `tpm` and `max_cost` are for the whole cluster: each partition gets them divided by the
-    partitions that run at once (the cluster's threads, at most the partitions). There,
+    (``--key-env``'s variable, ``NBLLM_<NAME>_API_KEY`` or its keyring). `concurrency`, `rpm`
+    and `tpm` are for the whole cluster: each partition gets them divided by the partitions that
+    run at once (the cluster's threads, at most the partitions); `max_cost`, a total, is divided
+    among all the partitions. There,
     `checkpoint` names a directory (shared storage on a multi-host cluster) holding one file per
     partition; None keeps no checkpoint."""
     spec = _map_spec(template, model, options)
