@@ -14,8 +14,8 @@ import asyncio
 import bisect
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from nbllm._calls.retry import RateLimiter, limiter_for
@@ -144,28 +144,40 @@ def reserve_turn(
     return Turn(max(waits), bookings)
 
 
-@asynccontextmanager
-async def in_flight(provider: str) -> AsyncIterator[None]:
-    """Hold one of the provider's in-flight slots (while a batch run sets some) for one request."""
-    pacer = pacer_for(provider)
-    if not pacer.slot_budgets:  # the usual case: no batch run going
-        yield
-        return
-    while True:
-        with pacer.lock:
-            taken = list(pacer.slot_budgets)
-            if all(slots.used < slots.limit for slots in taken):
-                for slots in taken:
-                    slots.used += 1
-                break
-        # Waiting is rare (a cell's call while a run fills every slot), so a short poll beats
-        # a condition shared across threads and event loops.
-        await asyncio.sleep(SLOT_POLL_S)
-    try:
-        yield
-    finally:
-        with pacer.lock:
-            for slots in taken:
+def in_flight(provider: str) -> AbstractAsyncContextManager[None]:
+    """One of the provider's in-flight slots for one request, while a batch run sets some;
+    otherwise (the usual case) nothing to hold, at no cost."""
+    pacer = _pacers.get(provider)
+    if pacer is None or not pacer.slot_budgets:
+        return NO_SLOT
+    return _Slot(pacer)
+
+
+NO_SLOT: AbstractAsyncContextManager[None] = nullcontext()
+
+
+class _Slot:
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self.taken: list[Slots] = []
+
+    async def __aenter__(self) -> None:
+        pacer = self.pacer
+        while True:
+            with pacer.lock:
+                budgets = list(pacer.slot_budgets)
+                if all(slots.used < slots.limit for slots in budgets):
+                    for slots in budgets:
+                        slots.used += 1
+                    self.taken = budgets
+                    return
+            # Waiting is rare (a cell's call while a run fills every slot), so a short poll
+            # beats a condition shared across threads and event loops.
+            await asyncio.sleep(SLOT_POLL_S)
+
+    async def __aexit__(self, *exc: object) -> None:
+        with self.pacer.lock:
+            for slots in self.taken:
                 slots.used -= 1
 
 
