@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 
 import nbllm
 from nbllm._providers import persist
-from nbllm.testing import serve
+from nbllm.testing import Fault, serve
 
 
 class Sentiment(pydantic.BaseModel):
@@ -58,6 +58,22 @@ def test_chat_schema_repairs_once_in_the_cell(ip: Any) -> None:
         ip.run_cell_magic("chat", "p/m --schema Sentiment -o verdict --new", "hm")
         assert len(server.requests) == 2
     assert ip.user_ns["verdict"].sentiment == "positive"
+
+
+def test_chat_schema_asks_again_in_the_prompt_when_the_server_refuses_the_field(ip: Any) -> None:
+    refusal = "1 validation error: body.response_format.type: 'json_schema' is not 'text' or 'json_object'"
+    with serve(judge) as server:
+        ip.run_line_magic(
+            "llm_provider", f"add p --url {server.base_url} --auth none --model m --caps json_schema"
+        )
+        ip.user_ns["Sentiment"] = Sentiment
+        server.enqueue(Fault("server_error", status=500, message=refusal))
+        ip.run_cell_magic("chat", "p/m --schema Sentiment -o verdict --new", "a bad day")
+        formats = [r.body.get("response_format", {}).get("type") for r in server.requests]
+        prompt = server.requests[-1].body["messages"][0]
+    assert ip.user_ns["verdict"] == Sentiment(sentiment="negative")
+    assert formats == ["json_schema", None]  # refused once, not retried as a server failure
+    assert prompt["role"] == "system" and "JSON schema" in prompt["content"]
 
 
 def test_map_magic_mistakes_are_usage_errors(ip: Any) -> None:

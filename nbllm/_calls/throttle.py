@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbllm._calls.retry import RateLimiter, limiter_for
 
@@ -186,23 +187,19 @@ def budgets(provider: str, concurrency: int | None, rpm: float | None, tpm: int 
     """Hold every call to `provider` to `concurrency` requests in flight, `rpm` requests and
     `tpm` tokens a minute while inside."""
     pacer = pacer_for(provider)
-    slots = Slots(concurrency) if concurrency else None
-    limiter = RateLimiter(rpm / 60.0 / REQUEST_PACE_MARGIN) if rpm else None
-    window = TokenWindow(tpm) if tpm else None
+    added: list[tuple[list[Any], Any]] = []  # (the pacer's list, the budget put in it)
+    if concurrency:
+        added.append((pacer.slot_budgets, Slots(concurrency)))
+    if rpm:
+        added.append((pacer.request_budgets, RateLimiter(rpm / 60.0 / REQUEST_PACE_MARGIN)))
+    if tpm:
+        added.append((pacer.token_budgets, TokenWindow(tpm)))
     with pacer.lock:
-        if slots:
-            pacer.slot_budgets.append(slots)
-        if limiter:
-            pacer.request_budgets.append(limiter)
-        if window:
-            pacer.token_budgets.append(window)
+        for budgets_of_a_kind, budget in added:
+            budgets_of_a_kind.append(budget)
     try:
         yield
     finally:
         with pacer.lock:
-            if slots:
-                pacer.slot_budgets.remove(slots)
-            if limiter:
-                pacer.request_budgets.remove(limiter)
-            if window:
-                pacer.token_budgets.remove(window)
+            for budgets_of_a_kind, budget in added:
+                budgets_of_a_kind.remove(budget)

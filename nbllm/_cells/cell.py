@@ -45,15 +45,22 @@ from nbllm._cells.conversation import (
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
-from nbllm._cells.typed import check_schema, repair_messages, typed_request, validate
+from nbllm._cells.typed import (
+    check_schema,
+    learn_refusal,
+    mismatch,
+    repair_messages,
+    typed_request,
+    validate,
+)
 from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import (
     APIError,
+    BadRequestError,
     CapabilityError,
     NbllmError,
     PromptError,
-    SchemaMismatchError,
     StoppedError,
     ToolError,
 )
@@ -360,7 +367,17 @@ class CellRun:
         rounds_left = cell.options.max_tool_rounds
         while True:
             request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
-            result = await self._one_round(ui, request)
+            try:
+                result = await self._one_round(ui, request)
+            except BadRequestError as refusal:
+                if cell.schema is None or not learn_refusal(refusal, request, cell.resolved):
+                    raise
+                # The server refused the schema as response_format: the same round, with it in
+                # the prompt (as every later typed call to the model this session).
+                refused = StatusEvent("retry", "the server refused the schema; asking with it in the prompt")
+                ui.post(self.view.status, refused)
+                request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
+                result = await self._one_round(ui, request)
             self.rounds.append(result)
             reply = assistant_message(result, with_reasoning=self._sends_reasoning_back(result))
             self.turn.append(reply)
@@ -413,13 +430,7 @@ class CellRun:
             except ValueError as again:
                 combined = combine(self.rounds)
                 combined.status = "error"
-                error = SchemaMismatchError(
-                    f"{combined.model}'s reply does not match {schema.__name__}, even after a repair "
-                    f"round: {again}",
-                    hint="flag the model json_schema if its server supports structured outputs, or "
-                    "simplify the schema; the reply is in nbllm.last().text",
-                )
-                return CellOutcome(combined, error)
+                return CellOutcome(combined, mismatch(combined, schema, str(again)))
         combined = combine(self.rounds)
         combined.parsed = instance
         if self.commit:

@@ -138,12 +138,8 @@ async def run_typed(
     try:
         first = await _attempt(asking, run)
     except BadRequestError as error:
-        if asking.json_schema is None or "response_format" not in error.message:
+        if not learn_refusal(error, asking, resolved):
             raise
-        # The model is flagged json_schema but its server refuses the field: ask again with the
-        # schema in the prompt, and do so from now on in this session (the error told the user
-        # how to fix the flag).
-        _REFUSED_SCHEMAS.add(resolved.qualified_name)
         asking = typed_request(request, resolved, schema)
         first = await _attempt(asking, run)
         first.retries += 1
@@ -162,14 +158,29 @@ async def run_typed(
     except ValueError as exc:
         result.status = "error"
         result.error = f"the reply does not match {schema.__name__}: {exc}"
-        mismatch = SchemaMismatchError(
-            f"{result.model}'s reply does not match {schema.__name__}, even after a repair round: {exc}",
-            hint="flag the model json_schema if its server supports structured outputs, simplify the "
-            "schema, or use a stronger model; the reply is in the error's .result.text",
-            request_id=result.request_id,
-        )
-        mismatch.result = result
-        raise mismatch from None
+        raise mismatch(result, schema, str(exc)) from None
+
+
+def mismatch(result: ChatResult, schema: type[pydantic.BaseModel], problem: str) -> SchemaMismatchError:
+    """The error for a reply that still does not match after its repair round (`result` on it)."""
+    error = SchemaMismatchError(
+        f"{result.model}'s reply does not match {schema.__name__}, even after a repair round: {problem}",
+        hint="flag the model json_schema if its server supports structured outputs, simplify the "
+        "schema, or use a stronger model; the reply is on the error's .result.text (and nbllm.last())",
+        request_id=result.request_id,
+    )
+    error.result = result
+    return error
+
+
+def learn_refusal(error: BadRequestError, asked: ChatRequest, resolved: Resolved) -> bool:
+    """Whether `error` is the server refusing the schema `asked` sent in ``response_format``.
+    If so, typed requests to the model put the schema in the prompt from now on in this session
+    (the error has told the user how to turn the flag off for good)."""
+    if asked.json_schema is None or "response_format" not in error.message:
+        return False
+    _REFUSED_SCHEMAS.add(resolved.qualified_name)
+    return True
 
 
 async def _attempt(request: ChatRequest, run: Run) -> ChatResult:
