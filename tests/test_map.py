@@ -151,7 +151,7 @@ def test_a_rerun_asks_only_the_rows_not_done_and_says_how_many_it_skipped(
         assert len(server.requests) == 2
         again = nbllm.map("Classify: {text}", FRAME, model=model, schema=Label, checkpoint=checkpoint)
         asked = [r.body["messages"][-1]["content"] for r in server.requests[2:]]
-    assert asked == ["Classify: win a car", "Classify: see you soon"]
+    assert sorted(asked) == ["Classify: see you soon", "Classify: win a car"]  # sent together
     assert list(again["label"][:2]) == list(first["label"])
     summary = capsys.readouterr().err
     assert "2 from the checkpoint, not asked again" in summary and str(checkpoint) in summary
@@ -214,9 +214,10 @@ def test_an_interrupt_returns_the_rows_done_so_far_marked(monkeypatch: pytest.Mo
         out = nbllm.map("{text}", rows, model=model, concurrency=1, checkpoint=False, progress=False)
     assert out["status"].iloc[0] == "ok"
     statuses = list(out["status"])
-    assert statuses.count("cancelled") == 1  # the row being asked when the interrupt came
-    assert statuses[statuses.index("cancelled") + 1 :] == ["not run"] * (7 - statuses.index("cancelled"))
-    assert len(out) == 8
+    done = statuses.count("ok")
+    assert done >= 2 and statuses[:done] == ["ok"] * done and len(statuses) == 8
+    rest = statuses[done:]  # the row being asked when the interrupt came (if one was), then the others
+    assert rest[0] in ("cancelled", "not run") and rest[1:] == ["not run"] * (len(rest) - 1)
 
 
 def test_max_cost_stops_dispatching_before_the_budget_is_passed() -> None:
@@ -247,7 +248,9 @@ def test_rpm_spaces_requests_at_the_server() -> None:
         nbllm.map("{text}", rows, model=model, rpm=600, concurrency=6, checkpoint=False, progress=False)
         arrivals = [r.at for r in server.requests]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) > 0.08  # 600 a minute: one each 0.1 s, however many are in flight
+    # 600 a minute: one each 0.1 s, however many are in flight (a busy machine may delay one
+    # request and not the next, so single gaps get some slack; the whole span gets little).
+    assert min(gaps) > 0.05 and arrivals[-1] - arrivals[0] >= 5 * 0.1 * 0.95
 
 
 def test_concurrency_is_shared_with_other_calls_to_the_provider() -> None:
