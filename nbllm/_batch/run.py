@@ -205,8 +205,7 @@ class MapRun:
     def _from_saved(self, saved: dict[str, Any]) -> dict[str, Any]:
         outcome = dict(saved)
         if self.spec.schema is not None and isinstance(outcome.get("fields"), dict):
-            fields = outcome.pop("fields")
-            outcome = {**fields, **{k: v for k, v in outcome.items() if k != "fields"}}
+            outcome = {**outcome.pop("fields"), **outcome}
         return outcome
 
     async def _worker(self, pending: collections.deque[int]) -> None:

@@ -178,7 +178,7 @@ def prepare_cell(
         prompt, system = Interpolated(body.strip()), options.system
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
-    schema = _schema_from_name(options.schema, namespace) if options.schema else None
+    schema = schema_from_name(options.schema, namespace) if options.schema else None
     if schema is not None and options.json:
         raise PromptError("give --schema or --json, not both: --schema asks for JSON itself")
     choice = options.tool_choice
@@ -207,7 +207,8 @@ def prepare_cell(
     return PreparedCell(options, routes, conversation, system, user_message, plan, tools, schema)
 
 
-def _schema_from_name(name: str, namespace: Mapping[str, Any]) -> type[pydantic.BaseModel]:
+def schema_from_name(name: str, namespace: Mapping[str, Any]) -> type[pydantic.BaseModel]:
+    """The pydantic model a ``--schema NAME`` names in the notebook; a `PromptError` otherwise."""
     if name not in namespace:
         raise PromptError(
             f"--schema {name!r} names nothing in the notebook",

@@ -30,6 +30,18 @@ def parse_window(text: str) -> Any:
     return int(cleaned) if cleaned.isdigit() else text
 
 
+def _field(description: str, placeholder: str, width: str, css_class: str) -> widgets.Text:
+    """A text box that reports its value when the user leaves it, not on every key."""
+    box = widgets.Text(
+        placeholder=placeholder,
+        continuous_update=False,
+        description=description,
+        layout=widgets.Layout(width=width),
+    )
+    box.add_class(css_class)
+    return box
+
+
 def price_text(spec: ModelSpec) -> str:
     return "" if spec.price is None else str(spec.price)
 
@@ -42,20 +54,8 @@ class ModelRow(widgets.HBox):  # type: ignore[misc]
         self._syncing = False
         self.label = widgets.Label(model, layout=widgets.Layout(width="16em"))
         self.label.add_class("nbllm-model-id")
-        self.context = widgets.Text(
-            placeholder="unknown",
-            continuous_update=False,
-            description="context",
-            layout=widgets.Layout(width="14em"),
-        )
-        self.context.add_class("nbllm-context")
-        self.price = widgets.Text(
-            placeholder="IN,OUT $/M tokens",
-            continuous_update=False,
-            description="price",
-            layout=widgets.Layout(width="16em"),
-        )
-        self.price.add_class("nbllm-price")
+        self.context = _field("context", "unknown", "14em", "nbllm-context")
+        self.price = _field("price", "IN,OUT $/M tokens", "16em", "nbllm-price")
         self.flags = {
             name: widgets.Checkbox(description=name, indent=False, layout=widgets.Layout(width="auto"))
             for name in CAPABILITY_NAMES

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from nbllm._batch.progress import Progress
 from nbllm._constants import PROGRESS_TICK_S
+from nbllm._views.reply import Throttle
 
 TEXT_BAR_WIDTH = 30
 INTERRUPT_HINT = "to stop: interrupt the kernel (■); the rows done are kept"
@@ -27,23 +28,6 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-class Due:
-    """At most one redraw per `PROGRESS_TICK_S`, whoever asks how often."""
-
-    def __init__(self) -> None:
-        self._last = -PROGRESS_TICK_S
-
-    def now(self) -> bool:
-        at = time.monotonic()
-        if at - self._last < PROGRESS_TICK_S:
-            return False
-        self._last = at
-        return True
-
-    def force(self) -> None:
-        self._last = -PROGRESS_TICK_S
 
 
 class WidgetProgress:
@@ -75,19 +59,21 @@ class WidgetProgress:
             self.stop_button = button
         self.box = widgets.VBox([widgets.HTML(heading), widgets.HBox(row), self.label])
         self.box.add_class("nbllm-map")
-        self._due = Due()
+        self._redraw = Throttle(PROGRESS_TICK_S, stretch_chars=0)
         display(self.box)
 
     def update(self, progress: Progress) -> None:
-        if not self._due.now():
+        now = time.monotonic()
+        if not self._redraw.due(now, 0):
             return
+        self._redraw.mark(now)
         self.bar.max = max(progress.to_ask, 1)
         self.bar.value = progress.finished_rows
         self.bar.bar_style = "warning" if progress.errors else "info"
         self.label.value = html.escape(progress.line())
 
     def finish(self, progress: Progress) -> None:
-        self._due.force()
+        self._redraw.last = None
         self.update(progress)
         self.bar.bar_style = "success" if not (progress.errors or progress.stopped) else "warning"
         if self.stop_button is not None:
@@ -103,11 +89,13 @@ class TextProgress:
         self.stream = stream or sys.stderr
         self.title = title
         self._last = ""
-        self._due = Due()
+        self._redraw = Throttle(PROGRESS_TICK_S, stretch_chars=0)
 
     def update(self, progress: Progress) -> None:
-        if not self._due.now():
+        now = time.monotonic()
+        if not self._redraw.due(now, 0):
             return
+        self._redraw.mark(now)
         filled = TEXT_BAR_WIDTH * progress.finished_rows // max(progress.to_ask, 1)
         line = f"{self.title} [{'#' * filled}{'.' * (TEXT_BAR_WIDTH - filled)}] {progress.line()}"
         if line != self._last:
@@ -116,7 +104,7 @@ class TextProgress:
             self._last = line
 
     def finish(self, progress: Progress) -> None:
-        self._due.force()
+        self._redraw.last = None
         self.update(progress)
         self.stream.write("\n" + progress.summary() + "\n")
         self.stream.flush()

@@ -332,18 +332,16 @@ class ChatMagics(Magics):
         """``%%chat --map DF``: the cell as a template over DF's rows, with a progress bar."""
         from nbllm._batch.rows import read_rows, with_outputs
         from nbllm._batch.run import MapRun, MapSpec
-        from nbllm._cells.typed import check_schema
+        from nbllm._cells.cell import schema_from_name
         from nbllm._views.progress import progress_view
 
         if args.map not in namespace:
             raise UsageError(f"--map {args.map!r} names nothing in the notebook; give a DataFrame's name")
-        if options.schema is not None and options.schema not in namespace:
-            raise UsageError(f"--schema {options.schema!r} names nothing in the notebook")
         request = {"temperature": options.temperature, "max_tokens": options.max_tokens, "seed": options.seed}
         spec = MapSpec(
             template=cell.strip(),
             model=options.model,
-            schema=check_schema(namespace[options.schema]) if options.schema else None,
+            schema=schema_from_name(options.schema, namespace) if options.schema else None,
             system=options.system,
             concurrency=args.concurrency or MAP_CONCURRENCY,
             rpm=args.rpm,
