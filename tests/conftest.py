@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets an empty store, its own config dir and a clean environment."""
+"""Shared fixtures: every test gets an empty store, its own config dir and working directory,
+and a clean environment."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import nbllm
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("NBLLM_CONFIG_DIR", str(tmp_path / "config"))
+    # A relative path a test writes (the fuzz suite's `%llm_provider save <text>`) lands here,
+    # not in the checkout, where two such files were once committed.
+    monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.endswith("_API_KEY") or name.startswith("NBLLM_TEST"):
             monkeypatch.delenv(name)
