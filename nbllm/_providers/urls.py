@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -85,10 +86,14 @@ def responses_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+@functools.lru_cache(maxsize=256)
 def chat_url(
     url: str, model: str, *, auth: str = "bearer", api_version: str | None = None, api: str = "chat"
 ) -> str:
-    """The URL a chat call for `model` is posted to: Chat Completions, or Anthropic Messages."""
+    """The URL a chat call for `model` is posted to: Chat Completions, Anthropic Messages or
+    Responses. Remembered: a call resolves its model afresh, and parsing and checking the URL
+    each time was about 3% of a short call's time (a URL that fails the checks raises every
+    time, and is not remembered)."""
     if api == "anthropic":
         return messages_url(url)
     if api == "responses":
