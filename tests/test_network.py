@@ -180,6 +180,28 @@ async def test_the_doctor_names_a_refused_connection_as_the_tcp_step() -> None:
     assert connection.detail.startswith("TCP: cannot connect to the server at 127.0.0.1:")
 
 
+async def test_the_doctor_names_a_host_that_does_not_resolve_as_the_dns_step() -> None:
+    from nbllm._calls.doctor import diagnose
+
+    # .invalid never resolves (RFC 6761), so this needs no network and cannot reach one.
+    register("https://nbllm-doctor-test.invalid/v1")
+    report = await diagnose(get_store(), "corp/m")
+    connection = next(f for f in report.findings if f.check == "connection")
+    assert connection.verdict == "fail"
+    assert connection.detail.startswith("DNS: nbllm-doctor-test.invalid does not resolve")
+    assert "check the host name in the URL" in connection.hint and "VPN" in connection.hint
+    assert not report.ok
+
+
+async def test_a_call_to_a_host_that_does_not_resolve_says_so() -> None:
+    register("https://nbllm-doctor-test.invalid/v1")
+    with pytest.raises(nbllm.APIConnectionError) as caught:
+        await nbllm.achat("hi", model="corp/m")
+    assert caught.value.message.startswith("the host name nbllm-doctor-test.invalid does not resolve")
+    assert "https://nbllm-doctor-test.invalid/v1" in (caught.value.hint or "")
+    assert nbllm.get_history().records()[-1].status == "error"
+
+
 def test_provider_show_and_the_magic_take_the_network_settings(ip: Any, ca_file: Path) -> None:
     from IPython.utils.capture import capture_output
 

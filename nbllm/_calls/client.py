@@ -17,6 +17,7 @@ import httpx
 
 from nbllm._calls.errors import (
     clip,
+    dns_hint,
     dropped_hint,
     error_from_response,
     protocol_error,
@@ -26,6 +27,7 @@ from nbllm._calls.errors import (
     tls_error,
     tls_failure,
     transport_reason,
+    unresolved_host,
 )
 from nbllm._calls.recording import REPLAYED_HEADER
 from nbllm._calls.reply import ReplyState
@@ -122,6 +124,11 @@ async def exchange(
                 f"the connection to {urlsplit(url).netloc} dropped mid-reply ({transport_reason(exc)})",
                 hint=dropped_hint(state),
                 request_id=state.request_id,
+            ) from exc
+        if unresolved_host(exc):
+            raise APIConnectionError(
+                f"the host name {urlsplit(url).hostname} does not resolve ({transport_reason(exc)})",
+                hint=dns_hint(resolved.provider.url),
             ) from exc
         hint = "check that the server is running and the URL's host and port are right "
         hint += f"({resolved.provider.url})"

@@ -22,7 +22,14 @@ import httpx
 from nbllm._calls.call import CallOptions, run_call
 from nbllm._calls.client import send
 from nbllm._calls.embed import EmbedRequest, run_embed
-from nbllm._calls.errors import error_from_response, proxy_error, tls_error, tls_failure
+from nbllm._calls.errors import (
+    dns_hint,
+    error_from_response,
+    proxy_error,
+    tls_error,
+    tls_failure,
+    unresolved_host,
+)
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.wire.headers import protocol_headers
@@ -115,7 +122,8 @@ async def list_models(
             proxy_error(exc, listing, url)
             or (tls_error(failure, listing, urlsplit(url).netloc) if failure else None)
             or APIConnectionError(
-                f"GET {url} failed: {type(exc).__name__}", hint="check that the server is running"
+                f"GET {url} failed: {type(exc).__name__}",
+                hint=dns_hint(provider.url) if unresolved_host(exc) else "check that the server is running",
             )
         ) from exc
     if response.status_code >= 300:
@@ -213,8 +221,9 @@ def _check_network(provider: ProviderConfig, report: DoctorReport) -> None:
     report.add("network", "ok", f"connects {via}; {tls}; auth {provider.auth}")
 
 
-async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
-    """Which step of reaching `url` fails: DNS, TCP, proxy, TLS or HTTP, and what it said."""
+async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str, str | None]:
+    """Which step of reaching `url` fails: DNS, TCP, proxy, TLS or HTTP, what it said, and a
+    hint of that step's own where the connection error's hint would point the wrong way."""
     target = urlsplit(url)
     proxy = provider.proxy_for(url)
     reach = urlsplit(provider.proxy_url() or environment_proxy_url(url) or url) if proxy else target
@@ -223,19 +232,20 @@ async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
     try:
         await asyncio.to_thread(socket.getaddrinfo, host, port)
     except OSError as exc:
-        return "DNS", f"{host} does not resolve ({exc})"
+        return "DNS", f"{host} does not resolve ({exc})", dns_hint(provider.url, proxy=bool(proxy))
     try:
         connection = await asyncio.to_thread(
             socket.create_connection, (host, port), provider.connect_timeout_s
         )
     except OSError as exc:
         what = "the proxy" if proxy else "the server"
-        return "TCP", f"cannot connect to {what} at {host}:{port} ({exc.strerror or exc})"
+        hint = f"check that {what} is running at {host}:{port}, and that no firewall blocks the port"
+        return "TCP", f"cannot connect to {what} at {host}:{port} ({exc.strerror or exc})", hint
     with connection:
         if proxy:
-            return "proxy", f"the proxy {proxy} answers; the request through it failed"
+            return "proxy", f"the proxy {proxy} answers; the request through it failed", None
         if target.scheme != "https":
-            return "HTTP", "the server accepts connections; the HTTP exchange failed"
+            return "HTTP", "the server accepts connections; the HTTP exchange failed", None
         try:
             context = provider.network_trust().verify
             if isinstance(context, ssl.SSLContext):
@@ -244,8 +254,9 @@ async def _failing_step(provider: ProviderConfig, url: str) -> tuple[str, str]:
             return (
                 "TLS",
                 f"the TLS handshake with {host} failed ({getattr(exc, 'verify_message', None) or exc})",
+                None,
             )
-    return "HTTP", "DNS, TCP and TLS succeed; the HTTP exchange failed"
+    return "HTTP", "DNS, TCP and TLS succeed; the HTTP exchange failed", None
 
 
 def _handshake(context: ssl.SSLContext, connection: socket.socket, host: str) -> None:
@@ -263,8 +274,8 @@ async def _check_models(
         return []
     except (APIConnectionError, APITimeoutError) as exc:
         url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
-        step, detail = await _failing_step(provider, url)
-        report.add("connection", "fail", f"{step}: {detail}", exc.hint or "")
+        step, detail, hint = await _failing_step(provider, url)
+        report.add("connection", "fail", f"{step}: {detail}", hint or exc.hint or "")
         report.add("models", "fail", f"GET /models: {exc.message}")
         return []
     except APIError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -393,6 +394,29 @@ def proxy_error(exc: Exception, resolved: Resolved, url: str) -> APIConnectionEr
             "connect directly",
         )
     return None
+
+
+def unresolved_host(exc: BaseException) -> bool:
+    """Whether a transport failure was a host name that does not resolve (a `socket.gaierror`
+    somewhere under httpx's and httpcore's wrappers)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, socket.gaierror):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def dns_hint(url: str, *, proxy: bool = False) -> str:
+    """What to try when a host name does not resolve."""
+    if proxy:
+        return "check the proxy's host name (--proxy, or $HTTPS_PROXY / $HTTP_PROXY)"
+    return (
+        f"check the host name in the URL ({url}); a company host may resolve only on its VPN, "
+        "or only through the company's proxy (set $HTTPS_PROXY, or --proxy URL)"
+    )
 
 
 def transport_reason(exc: Exception) -> str:
