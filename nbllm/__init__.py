@@ -64,8 +64,10 @@ if typing.TYPE_CHECKING:
         history,
         map,  # noqa: F401 (nbllm.map: see ATTRIBUTE_ONLY)
         panel,
+        response_cache,
         tool_schema,
     )
+    from nbllm._calls.cache import ResponseCache
     from nbllm._calls.cassette import Cassette
     from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
@@ -96,8 +98,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "history",
         "map",
         "panel",
+        "response_cache",
         "tool_schema",
     ),
+    "nbllm._calls.cache": ("ResponseCache",),
     "nbllm._calls.cassette": ("Cassette",),
     "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
     "nbllm._calls.results": (
@@ -180,6 +184,7 @@ __all__ = [
     "RateLimitError",
     "ReasoningEvent",
     "Resolved",
+    "ResponseCache",
     "RetryPolicy",
     "SchemaMismatchError",
     "ServerError",
@@ -212,6 +217,7 @@ __all__ = [
     "last",
     "load_ipython_extension",
     "panel",
+    "response_cache",
     "tool_schema",
     "unload_ipython_extension",
 ]

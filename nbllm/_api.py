@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 from nbllm._batch.progress import ProgressView
 from nbllm._batch.rows import read_rows, with_outputs
 from nbllm._batch.run import MapRun, MapSpec
+from nbllm._calls.cache import ResponseCache
 from nbllm._calls.call import plan_routes, run_call, stream_call, to_messages
 from nbllm._calls.cassette import Cassette
 from nbllm._calls.embed import EmbedRequest, run_embed
@@ -270,6 +271,19 @@ def cassette(path: str | os.PathLike[str], mode: str = "auto", speed: str = "fas
     streams at their recorded pace. ``.activate()`` keeps it for the session, like
     ``%llm_cassette``."""
     return Cassette(path, mode=mode, speed=speed)
+
+
+def response_cache(
+    path: str | os.PathLike[str] | None = None, *, ttl_s: float | None = None, force: bool = False
+) -> ResponseCache:
+    """The response cache, from Python (``%llm_cache`` in a notebook): ``with
+    nbllm.response_cache():`` answers a repeated deterministic request (temperature 0, a seed,
+    or embeddings) made inside the block from an SQLite file, the platform's cache directory
+    unless `path`; ``.activate()`` keeps it on for the session, ``.deactivate()`` turns it off.
+    `ttl_s` ignores entries older than that many seconds; `force` caches every request. Only
+    complete 2xx replies are kept, without keys; cached replies are marked in the footer and
+    the history. ``.stats()`` and ``.clear()`` say what it holds and empty it."""
+    return ResponseCache(path, ttl_s, force)
 
 
 def history() -> list[CallRecord]:

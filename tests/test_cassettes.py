@@ -307,6 +307,31 @@ def test_a_repeated_temperature_zero_call_sends_no_request(tmp_path: Path) -> No
     assert KEY not in (tmp_path / "cache.sqlite").read_bytes().decode("latin-1")
 
 
+def test_the_python_api_caches_inside_its_block_or_for_the_session(tmp_path: Path) -> None:
+    with serve(reply="Cached.", api_key=KEY) as server:
+        model = register(server.base_url)
+        with nbllm.response_cache(tmp_path / "cache.sqlite") as cache:
+            assert cache_module.active_cache() is cache
+            first = nbllm.chat("same", model, temperature=0)
+            second = nbllm.chat("same", model, temperature=0)
+        assert cache_module.active_cache() is None
+        third = nbllm.chat("same", model, temperature=0)  # outside the block: asked
+        assert len(server.requests) == 2
+        assert (first.replayed, second.replayed, third.replayed) == (None, "cache", None)
+        assert "1 entries" in cache.stats() and "1 hits, 1 misses" in cache.stats()
+
+        session = nbllm.response_cache(tmp_path / "cache.sqlite").activate()
+        assert nbllm.chat("same", model, temperature=0).replayed == "cache"
+        assert session.clear() == 1
+        session.deactivate()
+        assert cache_module.active_cache() is None and len(server.requests) == 2
+
+
+def test_the_python_api_refuses_a_bad_time_to_live(tmp_path: Path) -> None:
+    with pytest.raises(nbllm.ConfigError, match="time to live"):
+        nbllm.response_cache(tmp_path / "c.sqlite", ttl_s=-1)
+
+
 def test_the_cache_keeps_only_successes_and_honours_its_time_to_live(tmp_path: Path) -> None:
     with serve(reply="Fresh.", api_key=KEY) as server:
         model = register(server.base_url, retry={"max_retries": 0})

@@ -11,6 +11,7 @@ footer and the history. Entries older than the time to live are not used, and ar
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -48,11 +49,14 @@ def deterministic(url: str, body: Any) -> bool:
     return temperature == 0 or body.get("seed") is not None
 
 
-class ResponseCache:
-    """One cache file and this session's hits and misses."""
+class ResponseCache(tape.Switchable):
+    """One cache file and this session's hits and misses. Use it as a context manager (``with
+    nbllm.response_cache():``), or `activate` it for the session."""
+
+    slot = "cache"
 
     def __init__(
-        self, path: str | Path | None = None, ttl_s: float | None = None, force: bool = False
+        self, path: str | os.PathLike[str] | None = None, ttl_s: float | None = None, force: bool = False
     ) -> None:
         if ttl_s is not None and not ttl_s > 0:
             raise ConfigError(
@@ -79,6 +83,8 @@ class ResponseCache:
             ) from None
 
     async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
+        """The reply to `request`: from the file when it holds one, else from `inner` (the
+        network), kept when it is a complete success and the request is cacheable."""
         scrubbed = ScrubbedRequest.of(request)
         if request.method != "POST" or not (self.force or deterministic(scrubbed.url, scrubbed.body)):
             self.skipped += 1
@@ -129,13 +135,16 @@ class ResponseCache:
         return count
 
     def entries(self) -> int:
+        """How many replies the file holds."""
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
+        """Close the file (it stays); a closed cache answers nothing more."""
         with self._lock:
             self._db.close()
 
     def stats(self) -> str:
+        """One line: the file, its entries and size, the settings, and this session's hits."""
         size = self.path.stat().st_size if self.path.exists() else 0
         ttl = f"{self.ttl_s:g} s" if self.ttl_s else "none"
         which = "every request" if self.force else "deterministic requests (temperature 0 or a seed)"

@@ -22,7 +22,6 @@ import tempfile
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -59,9 +58,11 @@ def forced_mode() -> str | None:
     return mode
 
 
-class Cassette:
+class Cassette(tape.Switchable):
     """One cassette file, its mode and what it played and recorded this session. Use it as a
     context manager (``with nbllm.cassette(path):``), or `activate` it for the session."""
+
+    slot = "cassette"
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "auto", speed: str = "fast") -> None:
         if mode not in MODES:
@@ -80,7 +81,6 @@ class Cassette:
         self._plays: dict[str, int] = defaultdict(int)
         self.played = 0
         self.recorded = 0
-        self._previous: tape.Tape | None = None
 
     # -- the file -----------------------------------------------------------------------
 
@@ -168,25 +168,6 @@ class Cassette:
             hint=f"re-record what is missing: %llm_cassette {self.path} --mode auto, or run with "
             f"{MODE_ENV}=record",
         )
-
-    # -- activation -----------------------------------------------------------------------
-
-    def activate(self) -> Cassette:
-        """Answer nbllm's requests from now on (replacing any other active cassette)."""
-        self._previous = tape.use("cassette", self)
-        return self
-
-    def deactivate(self) -> None:
-        """Stop answering requests (the cassette active before this one, if any, is again)."""
-        if tape.active("cassette") is self:
-            tape.use("cassette", self._previous)
-        self._previous = None
-
-    def __enter__(self) -> Cassette:
-        return self.activate()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.deactivate()
 
     def describe(self) -> str:
         """One line: the file, its mode and speed, and what it replayed and recorded so far."""

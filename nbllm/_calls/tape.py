@@ -16,6 +16,7 @@ import threading
 from typing import Protocol
 
 import httpx
+from typing_extensions import Self
 
 
 class Tape(Protocol):
@@ -24,6 +25,34 @@ class Tape(Protocol):
     async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
         """The response to `request`: played back, or from `inner` (the network), recorded."""
         ...
+
+
+class Switchable:
+    """A tape that takes its `slot` for a block (``with``) or for the session (`activate`),
+    and gives the slot back to the tape it replaced when it stops (`deactivate`)."""
+
+    slot: str
+    _previous: Tape | None = None
+
+    async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
+        raise NotImplementedError
+
+    def activate(self) -> Self:
+        """Answer nbllm's requests from now on, in place of the tape in the slot."""
+        self._previous = use(self.slot, self)
+        return self
+
+    def deactivate(self) -> None:
+        """Stop answering requests (the tape in the slot before this one, if any, is again)."""
+        if active(self.slot) is self:
+            use(self.slot, self._previous)
+        self._previous = None
+
+    def __enter__(self) -> Self:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
 
 
 _LOCK = threading.Lock()
