@@ -128,6 +128,31 @@ async def test_usage_estimated_when_absent(gw: None) -> None:
 
 
 @respx.mock
+@pytest.mark.parametrize(
+    ("header", "cost", "reported"),
+    [
+        ("0.00042", 0.00042, True),
+        ("0.0", None, False),  # LiteLLM's word for a model it has no price for: no report
+        ("nan", None, False),
+        ("inf", None, False),
+        ("None", None, False),
+        ("-1", None, False),
+    ],
+)
+async def test_a_gateways_cost_header_is_the_calls_cost(
+    gw: None, header: str, cost: float | None, reported: bool
+) -> None:
+    respx.post(URL).mock(
+        return_value=httpx.Response(
+            200, content=sse(delta("Hello", "stop")), headers={"x-litellm-response-cost": header}
+        )
+    )
+    result = await call()
+    assert (result.cost, result.cost_reported) == (cost, reported)
+    assert nbllm.history()[-1].cost == cost
+
+
+@respx.mock
 async def test_finish_reason_without_done_is_complete(gw: None) -> None:
     respx.post(URL).mock(return_value=httpx.Response(200, content=sse(delta("ok", "stop"), done=False)))
     assert (await call()).status == "ok"

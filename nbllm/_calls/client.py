@@ -29,7 +29,7 @@ from nbllm._calls.errors import (
     transport_reason,
     unresolved_host,
 )
-from nbllm._calls.recording import REPLAYED_HEADER
+from nbllm._calls.recording import GATEWAY_COST_HEADER, REPLAYED_HEADER
 from nbllm._calls.reply import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
@@ -68,6 +68,7 @@ async def exchange(
                 state.request_id = request_id_of(response.headers)
                 state.server = response.headers.get("server")
                 state.replayed = response.headers.get(REPLAYED_HEADER)
+                _take_gateway_cost(response.headers, state)
                 if response.status_code in (307, 308) and "location" in response.headers:
                     target = _redirect_target(response)
                     if urlsplit(target).scheme not in ("http", "https"):
@@ -140,6 +141,19 @@ async def exchange(
         raise APIConnectionError(
             f"connection to {urlsplit(url).netloc} failed: {transport_reason(exc)}", hint=hint
         ) from exc
+
+
+def _take_gateway_cost(headers: httpx.Headers, state: ReplyState) -> None:
+    """A gateway's report of what the call cost. LiteLLM's proxy sends it for a whole reply (a
+    stream's cost is not known when its headers go out), and sends 0 for a model it has no
+    price for: that is no report, and the model's own price, if one is set, stands."""
+    text = headers.get(GATEWAY_COST_HEADER)
+    try:
+        dollars = float(text) if text else 0.0
+    except ValueError:
+        return
+    if dollars > 0:
+        state.report_cost(dollars)
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

@@ -29,6 +29,9 @@ from nbllm._providers.secret_text import MASK
 from nbllm._providers.store import get_store
 from nbllm._providers.urls import is_loopback
 
+GATEWAY_COST_HEADER = "x-litellm-response-cost"
+"""LiteLLM's proxy reports a whole reply's cost in dollars here (see `client.exchange`)."""
+
 REPLAYED_HEADER = "x-nbllm-replayed"
 """Set on a played-back response: ``cassette`` or ``cache`` (the footer and history say so)."""
 
@@ -42,6 +45,7 @@ KEPT_RESPONSE_HEADERS = (
     "apim-request-id",
     "x-ms-request-id",
     "server",
+    GATEWAY_COST_HEADER,
 )
 """The response headers nbllm reads; the others are not recorded."""
 

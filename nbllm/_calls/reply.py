@@ -51,6 +51,10 @@ class _ToolCallAssembler:
         ]
 
 
+MAX_REPORTED_COST = 1e6
+"""A reported cost at or past this many dollars for one call is a broken server, not a price."""
+
+
 @dataclass
 class ReplyState:
     """What one attempt has received so far."""
@@ -76,20 +80,36 @@ class ReplyState:
     first_answer_at: float | None = None
     """When the first text or tool call (not thinking) arrived."""
     reasoning_tokens: int | None = None
-    reported_cost: float | None = None
-    """The call's cost in dollars as the server reported it (OpenRouter's ``usage.cost``)."""
     """The server's count of thinking tokens, when it sent one."""
+    reported_cost: float | None = None
+    """The call's cost in dollars as the server reported it (see `report_cost`)."""
     request_id: str | None = None
     http_status: int | None = None
     server: str | None = None
+    """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
     replayed: str | None = None
     """``cassette`` or ``cache`` when the reply was played back from a recording."""
-    """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
     tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    def report_cost(self, dollars: object) -> None:
+        """Take a cost the server reported: OpenRouter's ``usage.cost`` (a number) or LiteLLM's
+        ``x-litellm-response-cost`` header (text). Only a sane number of dollars is trusted;
+        anything else leaves the cost to the model's price."""
+        if isinstance(dollars, str):
+            try:
+                dollars = float(dollars)
+            except ValueError:
+                return
+        if (
+            isinstance(dollars, int | float)
+            and not isinstance(dollars, bool)
+            and 0 <= dollars < MAX_REPORTED_COST
+        ):
+            self.reported_cost = float(dollars)
 
     @property
     def reasoning(self) -> str:

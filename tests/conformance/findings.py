@@ -52,10 +52,20 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
     ("fallback_dead_upstream", "fallback through the gateway: dead upstream → next model"),
     ("fallback_across_protocols", "fallback across protocols: Anthropic Messages 429 → Chat Completions"),
+    (
+        "gateway_cost",
+        "the gateway's own cost (a whole reply's header, a stream's `usage.cost`) wins over `--price`",
+    ),
     ("key_hidden", "the key never in any output"),
 ]
 BEHAVIOUR_IDS = [behaviour for behaviour, _ in BEHAVIOURS]
-GATEWAY_ONLY = {"think_tags", "fallback_rate_limited", "fallback_dead_upstream", "fallback_across_protocols"}
+GATEWAY_ONLY = {
+    "think_tags",
+    "fallback_rate_limited",
+    "fallback_dead_upstream",
+    "fallback_across_protocols",
+    "gateway_cost",
+}
 """Behaviours tested through the gateway's own models only (LiteLLM's mock and failing ones)."""
 ANTHROPIC_BEHAVIOURS = {"anthropic_stream", "anthropic_whole", "anthropic_tools"}
 ANTHROPIC_SERVERS = {"llama_server", "litellm"}

@@ -34,6 +34,10 @@ READY_TIMEOUT_S = 120.0
 GATEWAY_CANNED = "canned"
 GATEWAY_RATE_LIMITED = "rate-limited"
 GATEWAY_DEAD_UPSTREAM = "dead-upstream"
+GATEWAY_PRICED = "priced"
+"""A gateway model with prices of its own (dollars per token), which LiteLLM reports per call."""
+PRICED_INPUT_PER_TOKEN = 0.000003
+PRICED_OUTPUT_PER_TOKEN = 0.000015
 GATEWAY_EMBEDDER = "embedder"
 """The gateway's embedding model: SmolLM2 on the llama-server instance that serves embeddings."""
 CANNED_TEXT = "Hello from the gateway."
@@ -173,6 +177,10 @@ def start_litellm(logs: Path, upstream: Server, embeddings_upstream: Server) -> 
     model_info: {{mode: embedding}}
   - model_name: {GATEWAY_CANNED}
     litellm_params: {{model: openai/{GATEWAY_CANNED}, api_key: unused, mock_response: "{CANNED_TEXT}"}}
+  - model_name: {GATEWAY_PRICED}
+    litellm_params: {{model: openai/{GATEWAY_PRICED}, api_key: unused, mock_response: "{CANNED_TEXT}",
+                      input_cost_per_token: {PRICED_INPUT_PER_TOKEN},
+                      output_cost_per_token: {PRICED_OUTPUT_PER_TOKEN}}}
   - model_name: {GATEWAY_THINKER}
     litellm_params: {{model: openai/{GATEWAY_THINKER}, api_key: unused, mock_response: "{THINKER_TEXT}"}}
   - model_name: {GATEWAY_RATE_LIMITED}
@@ -208,7 +216,13 @@ general_settings:
         key=key,
         process=_spawn(command, log, env),
         log=log,
-        gateway_models=[GATEWAY_CANNED, GATEWAY_THINKER, GATEWAY_RATE_LIMITED, GATEWAY_DEAD_UPSTREAM],
+        gateway_models=[
+            GATEWAY_CANNED,
+            GATEWAY_PRICED,
+            GATEWAY_THINKER,
+            GATEWAY_RATE_LIMITED,
+            GATEWAY_DEAD_UPSTREAM,
+        ],
     )
 
 

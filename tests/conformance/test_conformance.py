@@ -10,6 +10,7 @@ made from these findings, and the last test checks that the committed table matc
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import nbllm
+from nbllm._calls.recording import GATEWAY_COST_HEADER
 from nbllm._constants import REASONING_STYLES
 from tests.conformance import table
 from tests.conformance.conftest import SERVER_NAMES
@@ -43,6 +45,7 @@ from tests.conformance.servers import (
     GATEWAY_CANNED,
     GATEWAY_DEAD_UPSTREAM,
     GATEWAY_EMBEDDER,
+    GATEWAY_PRICED,
     GATEWAY_RATE_LIMITED,
     GATEWAY_THINKER,
     THINKER_ANSWER,
@@ -906,6 +909,39 @@ def test_fallback_across_protocols(ip: Any, gateway: Server, monkeypatch: pytest
     record = nbllm.history()[-1]
     assert record.attempts[0].http_status == 429 and record.attempts[-1].outcome == "ok"
     FINDINGS.ok(gateway.name, "fallback_across_protocols")
+
+
+def test_gateway_reported_cost(ip: Any, gateway: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM prices a call with its own prices and reports the figure: that is the call's
+    cost, over the (deliberately different) price nbllm was given."""
+    register(ip, gateway, monkeypatch)
+    model = qualified(gateway, GATEWAY_PRICED)
+    line = f"model {gateway.name} set {GATEWAY_PRICED} --price 500,500"
+    assert run_magic(ip, gateway, "llm_provider", line).error is None
+    whole = nbllm.chat(QUESTION, model, stream=False)
+    assert whole.cost_reported and whole.cost == pytest.approx(gateway_cost(gateway, stream=False))
+    assert nbllm.history()[-1].cost == whole.cost
+    streamed = nbllm.chat(QUESTION, model)
+    assert streamed.cost_reported and streamed.cost == pytest.approx(gateway_cost(gateway, stream=True))
+    FINDINGS.ok(gateway.name, "gateway_cost")
+
+
+def gateway_cost(gateway: Server, *, stream: bool) -> float:
+    """What the gateway bills for `QUESTION` to its priced model, asked with httpx alone: for a
+    whole reply in the ``x-litellm-response-cost`` header, for a stream in its usage chunk's
+    ``cost`` (it counts a stream's tokens itself, a whole mock reply's by the mock's usage)."""
+    asked: dict[str, Any] = {"model": GATEWAY_PRICED, "messages": [{"role": "user", "content": QUESTION}]}
+    asked |= {"stream": True, "stream_options": {"include_usage": True}} if stream else {"stream": False}
+    response = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        json=asked,
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        timeout=60,
+    )
+    if not stream:
+        return float(response.headers[GATEWAY_COST_HEADER])
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    return float(next(chunk["usage"]["cost"] for chunk in chunks if chunk.get("usage")))
 
 
 # -- last: the key, and the table -------------------------------------------------------------

@@ -226,18 +226,12 @@ def _apply_usage(usage: Any, state: ReplyState) -> None:
     prompt, completion = _count(usage.get("prompt_tokens") or 0), _count(usage.get("completion_tokens"))
     if prompt is not None and completion is not None:
         state.usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
-    cost = usage.get("cost")  # OpenRouter's, in dollars (credits); trusted only as a sane number
-    if isinstance(cost, int | float) and not isinstance(cost, bool) and 0 <= cost < MAX_REPORTED_COST:
-        state.reported_cost = float(cost)
+    state.report_cost(usage.get("cost"))  # OpenRouter's, in dollars (credits)
     details = usage.get("completion_tokens_details")
     if isinstance(details, dict):
         thinking = _count(details.get("reasoning_tokens"))
         if thinking:  # 0 from a server that counts none is no count of thinking
             state.reasoning_tokens = thinking
-
-
-MAX_REPORTED_COST = 1e6
-"""A reported cost at or past this many dollars for one call is a broken server, not a price."""
 
 
 def _count(value: Any) -> int | None:
