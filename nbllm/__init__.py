@@ -81,7 +81,8 @@ if typing.TYPE_CHECKING:
         ToolCallEvent,
         Usage,
     )
-    from nbllm._providers.config import Capabilities, ModelSpec, Price, ProviderConfig, RetryPolicy
+    from nbllm._providers.config import ProviderConfig, RetryPolicy
+    from nbllm._providers.models import Capabilities, ModelSpec, Price
     from nbllm._providers.resolved import Resolved
     from nbllm._providers.store import Store, StoreEvent, get_store
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
@@ -115,7 +116,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ToolCallEvent",
         "Usage",
     ),
-    "nbllm._providers.config": ("Capabilities", "ModelSpec", "Price", "ProviderConfig", "RetryPolicy"),
+    "nbllm._providers.config": ("ProviderConfig", "RetryPolicy"),
+    "nbllm._providers.models": ("Capabilities", "ModelSpec", "Price"),
     "nbllm._providers.resolved": ("Resolved",),
     "nbllm._providers.store": ("Store", "StoreEvent", "get_store"),
     "nbllm.magics": ("load_ipython_extension", "unload_ipython_extension"),

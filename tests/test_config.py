@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from nbllm import Capabilities, ConfigError, ModelSpec, ProviderConfig
-from nbllm._providers.config import expand_vars, parse_capability_names, split_model_arg
+from nbllm._providers.config import expand_vars, split_model_arg
+from nbllm._providers.models import parse_capability_names
 
 
 def test_defaults_match_design() -> None:

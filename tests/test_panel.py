@@ -20,7 +20,8 @@ from nbllm._cells.cell import CellRun, ChatOptions, prepare_cell
 from nbllm._cells.inflight import get_in_flight
 from nbllm._exceptions import StoppedError
 from nbllm._panel import Panel
-from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.models import ModelSpec
 from nbllm._views.reply import TerminalView
 from nbllm.testing import serve
 from tests.helpers import SENTINEL_KEY, FakeKeyring

@@ -43,7 +43,8 @@ from nbllm._exceptions import (
     ThinkingBudgetError,
 )
 from nbllm._providers.auth import auth_headers, key_status, security_warnings
-from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.models import ModelSpec
 from nbllm._providers.network import environment_proxy_url
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store

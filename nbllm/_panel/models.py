@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from nbllm._exceptions import NbllmError
-from nbllm._providers.config import CAPABILITY_NAMES, ModelSpec, parse_price
+from nbllm._providers.models import CAPABILITY_NAMES, ModelSpec, parse_price
 from nbllm._providers.store import Store
 
 Report = Callable[[str, bool], None]

@@ -20,7 +20,8 @@ from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
 from nbllm._panel.models import ModelRow, Report
 from nbllm._providers.auth import key_status, keyring_module, store_in_keyring
-from nbllm._providers.config import ModelSpec, ProviderConfig, split_model_arg
+from nbllm._providers.config import ProviderConfig, split_model_arg
+from nbllm._providers.models import ModelSpec
 from nbllm._providers.store import Store, StoreEvent
 from nbllm._views.tables import API_TITLES
 

@@ -33,7 +33,8 @@ from pydantic import SecretStr
 
 from nbllm._constants import LOCAL_CONTEXT_WINDOW, LOCAL_READY_TIMEOUT_S
 from nbllm._exceptions import LocalModelError
-from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.models import ModelSpec
 from nbllm._providers.store import Store, get_store
 
 PROVIDER_NAME = "local"

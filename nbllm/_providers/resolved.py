@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from nbllm._providers.config import ModelSpec, ProviderConfig
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.models import ModelSpec
 from nbllm._providers.urls import chat_url
 
 

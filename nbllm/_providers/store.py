@@ -23,7 +23,8 @@ from nbllm._exceptions import (
     UnknownModelError,
 )
 from nbllm._observers import Observers
-from nbllm._providers.config import ModelSpec, Price, ProviderConfig
+from nbllm._providers.config import ProviderConfig
+from nbllm._providers.models import ModelSpec, Price
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.secret_text import looks_like_key
 

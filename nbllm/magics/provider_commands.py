@@ -16,15 +16,9 @@ from nbllm._calls.loop_thread import loop_thread
 from nbllm._exceptions import ConfigError
 from nbllm._providers import persist
 from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
-from nbllm._providers.config import (
-    ModelSpec,
-    Price,
-    ProviderConfig,
-    parse_capability_names,
-    parse_price,
-    split_model_arg,
-)
+from nbllm._providers.config import ProviderConfig, split_model_arg
 from nbllm._providers.local import MODEL_ALIAS, get_local_model
+from nbllm._providers.models import ModelSpec, Price, parse_capability_names, parse_price
 from nbllm._providers.store import UNSET, Store, get_store
 from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
