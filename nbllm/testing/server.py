@@ -1,5 +1,6 @@
-"""The loopback server itself: its state (`LoopbackServer`), the HTTP handler, Chat
-Completions replies and faults; `anthropic` and `responses` speak the other protocols."""
+"""The loopback server itself: its state (`LoopbackServer`), the HTTP handler, the scripted
+reply every protocol shares, and the faults; `chat_completions`, `anthropic` and `responses`
+write the reply in each protocol's shapes, `embeddings` answers ``/embeddings``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from nbllm.testing.anthropic import send_anthropic
+from nbllm.testing.chat_completions import send_chat_completion
 from nbllm.testing.embeddings import send_embeddings
 from nbllm.testing.responses import responses_as_chat, send_responses
 
@@ -418,10 +420,8 @@ class _Handler(BaseHTTPRequestHandler):
                 send_anthropic(self, body, fault)
             elif responses:
                 send_responses(self, body, fault)
-            elif body.get("stream"):
-                self._stream(body, fault)
             else:
-                self._whole(body, fault)
+                send_chat_completion(self, body, fault)
             record.done_at = time.monotonic()
         except _ClientGone:
             self.state.disconnects.append(time.monotonic())
@@ -470,17 +470,6 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     # -- replies -------------------------------------------------------------------
-
-    def _chunk(
-        self, body: dict[str, Any], delta: dict[str, Any], finish: str | None = None
-    ) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-nbllm-testing",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": body.get("model", ""),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
 
     def _usage(self, body: dict[str, Any], completion: int, thinking: int = 0) -> dict[str, Any]:
         prompt = sum(len(split_tokens(str(m.get("content") or ""))) + 4 for m in body["messages"])
@@ -546,88 +535,6 @@ class _Handler(BaseHTTPRequestHandler):
             deltas, finish = deltas[:limit], "length"
         return _Script(answer, deltas, min(thinking_count, len(deltas)), finish)
 
-    def _stream(self, body: dict[str, Any], fault: Fault | None) -> None:
-        kind = fault.kind if fault else None
-        script = self._script(body)
-        end = b"\r\n" if kind == "crlf" else b"\n"
-        framing = self.state.framing
-        chunked = framing != "body"
-        # A byte_writes fault splits into single bytes; the "bytes" framing into 1-3 byte chunks.
-        piece_sizes = (1,) if kind == "byte_writes" else (1, 2, 3) if framing == "bytes" else ()
-
-        def send(data: bytes) -> None:
-            if not piece_sizes:
-                self._write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-                return
-            start, turn = 0, 0
-            while start < len(data):
-                piece = data[start : start + piece_sizes[turn % len(piece_sizes)]]
-                self._write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-                start, turn = start + len(piece), turn + 1
-
-        def event(payload: Any) -> None:
-            text = payload if isinstance(payload, str) else json.dumps(payload)
-            send(b"data: " + text.encode() + end + end)
-
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.send_header("x-request-id", f"req-{len(self.state.requests)}")
-        self.end_headers()
-        if self._stream_events(body, fault, script, event, end, send) and chunked:
-            self._write(b"0\r\n\r\n")  # the end of the body; the connection stays open
-
-    def _stream_events(
-        self,
-        body: dict[str, Any],
-        fault: Fault | None,
-        script: _Script,
-        event: Callable[[Any], None],
-        end: bytes,
-        send: Callable[[bytes], None],
-    ) -> bool:
-        """Write the events; False when the connection was reset instead."""
-        kind = fault.kind if fault else None
-        send(b": nbllm-testing" + end)
-        pause = 1.0 / self.state.tokens_per_s if self.state.tokens_per_s else 0.0
-        for index, delta in enumerate(script.deltas):
-            if fault and index == fault.after_chunks:
-                if kind == "reset":
-                    self._reset()
-                    return False
-                if kind == "stall":
-                    self._wait(fault.seconds)
-                if kind == "malformed":
-                    event('{"choices": [{"delta": {"content": "unterminated')
-                if kind == "error_event":
-                    event({"error": {"message": fault.message, "type": "server_error"}})
-                    return True
-            if self.state.stamp_tokens and "content" in delta:
-                delta = {**delta, "content": f"{time.monotonic()!r} "}
-            if index == 0:
-                delta = {"role": "assistant", **delta}
-            event(self._chunk(body, delta))
-            if pause:
-                self._wait(pause)
-        if kind == "reset":  # after_chunks beyond the reply: reset at the end
-            self._reset()
-            return False
-        if kind == "no_done":
-            return True
-        event(self._chunk(body, {}, script.finish))
-        include_usage = (body.get("stream_options") or {}).get("include_usage")
-        if self.state.usage and include_usage:
-            usage = self._usage(body, len(script.deltas), script.thinking_tokens)
-            event({**self._chunk(body, {}), "choices": [], "usage": usage})
-        if kind != "finish_no_done":
-            event("[DONE]")
-        return True
-
     def whole_reply_fault(self, fault: Fault | None, malformed: bytes) -> bool:
         """Act out `fault` for a whole (unstreamed) JSON reply: a reset, a stall before the reply,
         a body that is not JSON, an error object with status 200. True when the reply is sent."""
@@ -645,60 +552,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"error": error})
             return True
         return False
-
-    def _whole(self, body: dict[str, Any], fault: Fault | None) -> None:
-        if self.whole_reply_fault(fault, b'{"choices": [ not json'):
-            return
-        script = self._script(body)
-        message = self._message(script)
-        payload: dict[str, Any] = {
-            "id": "chatcmpl-nbllm-testing",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", ""),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": script.finish,
-                }
-            ],
-        }
-        if self.state.usage:
-            payload["usage"] = self._usage(body, len(script.deltas), script.thinking_tokens)
-        self._send_json(200, payload)
-
-    def _message(self, script: _Script) -> dict[str, Any]:
-        """A whole reply's message: the stream's deltas joined, thinking in its shape's field."""
-        content = "".join(d.get("content", "") for d in script.deltas)
-        message: dict[str, Any] = {"role": "assistant", "content": content or None}
-        thought = script.deltas[: script.thinking_tokens]
-        thinking = "".join(d.get("reasoning_content") or d.get("reasoning") or "" for d in thought)
-        shape = self.state.reasoning_shape
-        if thinking and shape in ("reasoning_content", "reasoning"):
-            message[shape] = thinking
-        elif thinking and shape == "openrouter":
-            message["reasoning"] = thinking
-            message["reasoning_details"] = [{"type": "reasoning.text", "text": thinking, "index": 0}]
-        elif shape == "details" and script.thinking_tokens:
-            details = [d["reasoning_details"][0] for d in thought]
-            summary = "".join(d.get("summary", "") for d in details)
-            message["reasoning_details"] = [{"type": "reasoning.summary", "summary": summary}] + [
-                d for d in details if d["type"] == "reasoning.encrypted"
-            ]
-        if isinstance(script.answer, list):
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{i}",
-                    "type": "function",
-                    "function": {
-                        "name": c.name,
-                        "arguments": c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
-                    },
-                }
-                for i, c in enumerate(script.answer)
-            ]
-        return message
 
 
 @contextmanager
