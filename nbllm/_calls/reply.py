@@ -96,14 +96,9 @@ class ReplyState:
         return "".join(self.pieces)
 
     def report_cost(self, dollars: object) -> None:
-        """Take a cost the server reported: OpenRouter's ``usage.cost`` (a number) or LiteLLM's
-        ``x-litellm-response-cost`` header (text). Only a sane number of dollars is trusted;
-        anything else leaves the cost to the model's price."""
-        if isinstance(dollars, str):
-            try:
-                dollars = float(dollars)
-            except ValueError:
-                return
+        """Take a cost the server reported (``usage.cost``, or a gateway's header: see
+        `client.exchange`). Only a sane number of dollars is trusted; anything else leaves the
+        cost to the model's price."""
         if (
             isinstance(dollars, int | float)
             and not isinstance(dollars, bool)

@@ -12,6 +12,7 @@ seen. A cassette, when active, answers first.
 
 from __future__ import annotations
 
+import abc
 import threading
 from typing import Protocol
 
@@ -27,15 +28,16 @@ class Tape(Protocol):
         ...
 
 
-class Switchable:
+class Switchable(abc.ABC):
     """A tape that takes its `slot` for a block (``with``) or for the session (`activate`),
     and gives the slot back to the tape it replaced when it stops (`deactivate`)."""
 
     slot: str
     _previous: Tape | None = None
 
+    @abc.abstractmethod
     async def handle(self, request: httpx.Request, inner: httpx.AsyncBaseTransport) -> httpx.Response:
-        raise NotImplementedError
+        """The response to `request` (see `Tape`)."""
 
     def activate(self) -> Self:
         """Answer nbllm's requests from now on, in place of the tape in the slot."""
