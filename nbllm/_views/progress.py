@@ -63,17 +63,15 @@ class WidgetProgress:
         display(self.box)
 
     def update(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if not self._redraw.due(now, 0):
+        if not self._redraw.take(time.monotonic()):
             return
-        self._redraw.mark(now)
         self.bar.max = max(progress.to_ask, 1)
         self.bar.value = progress.finished_rows
         self.bar.bar_style = "warning" if progress.errors else "info"
         self.label.value = html.escape(progress.line())
 
     def finish(self, progress: Progress) -> None:
-        self._redraw.last = None
+        self._redraw.reset()
         self.update(progress)
         self.bar.bar_style = "success" if not (progress.errors or progress.stopped) else "warning"
         if self.stop_button is not None:
@@ -92,10 +90,8 @@ class TextProgress:
         self._redraw = Throttle(PROGRESS_TICK_S, stretch_chars=0)
 
     def update(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if not self._redraw.due(now, 0):
+        if not self._redraw.take(time.monotonic()):
             return
-        self._redraw.mark(now)
         filled = TEXT_BAR_WIDTH * progress.finished_rows // max(progress.to_ask, 1)
         line = f"{self.title} [{'#' * filled}{'.' * (TEXT_BAR_WIDTH - filled)}] {progress.line()}"
         if line != self._last:
@@ -104,7 +100,7 @@ class TextProgress:
             self._last = line
 
     def finish(self, progress: Progress) -> None:
-        self._redraw.last = None
+        self._redraw.reset()
         self.update(progress)
         self.stream.write("\n" + progress.summary() + "\n")
         self.stream.flush()

@@ -60,6 +60,17 @@ class Throttle:
     def mark(self, now: float) -> None:
         self.last = now
 
+    def take(self, now: float, length: int = 0) -> bool:
+        """Whether an update is due now; if so, it counts as made."""
+        if not self.due(now, length):
+            return False
+        self.mark(now)
+        return True
+
+    def reset(self) -> None:
+        """Let the next update through, whenever it comes (a final frame)."""
+        self.last = None
+
 
 class Display(Protocol):
     """Where frames go: IPython's display machinery, or a recorder in tests."""
