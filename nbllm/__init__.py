@@ -67,8 +67,6 @@ if typing.TYPE_CHECKING:
         response_cache,
         tool_schema,
     )
-    from nbllm._calls.cache import ResponseCache
-    from nbllm._calls.cassette import Cassette
     from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, last
     from nbllm._calls.results import (
         ChatResult,
@@ -85,6 +83,8 @@ if typing.TYPE_CHECKING:
     from nbllm._providers.models import Capabilities, ModelSpec, Price
     from nbllm._providers.resolved import Resolved
     from nbllm._providers.store import Store, StoreEvent, get_store
+    from nbllm._replay.cache import ResponseCache
+    from nbllm._replay.cassette import Cassette
     from nbllm.magics import load_ipython_extension, unload_ipython_extension
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -102,8 +102,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "response_cache",
         "tool_schema",
     ),
-    "nbllm._calls.cache": ("ResponseCache",),
-    "nbllm._calls.cassette": ("Cassette",),
+    "nbllm._replay.cache": ("ResponseCache",),
+    "nbllm._replay.cassette": ("Cassette",),
     "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
     "nbllm._calls.results": (
         "ChatResult",

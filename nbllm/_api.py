@@ -17,23 +17,25 @@ from typing import Any, TypedDict
 import pydantic
 from typing_extensions import Unpack
 
-from nbllm._batch.progress import ProgressView
+from nbllm._batch.counters import ProgressView
 from nbllm._batch.rows import read_rows, with_outputs
 from nbllm._batch.run import MapRun, MapSpec
-from nbllm._calls.cache import ResponseCache
-from nbllm._calls.call import plan_routes, run_call, stream_call, to_messages
-from nbllm._calls.cassette import Cassette
+from nbllm._calls.call import run_call, stream_call, to_messages
 from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.history import CallRecord, get_history
-from nbllm._calls.loop_thread import loop_thread, run_with_ui
+from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
 from nbllm._calls.results import ChatEvent, ChatResult, EmbedResult
+from nbllm._calls.routes import plan_routes
 from nbllm._cells.tools import Tool
 from nbllm._cells.typed import check_schema, run_typed
+from nbllm._cells.ui_thread import run_with_ui
 from nbllm._constants import MAP_CONCURRENCY, PROGRESS_TICK_S
 from nbllm._exceptions import PromptError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import get_store
+from nbllm._replay.cache import ResponseCache
+from nbllm._replay.cassette import Cassette
 from nbllm._views.progress import progress_view
 
 Prompt = str | Sequence[dict[str, Any]]

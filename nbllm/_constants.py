@@ -139,3 +139,5 @@ MAP_CONCURRENCY = 8
 """Rows of an `nbllm.map` run in flight at once, unless the call says otherwise."""
 PROGRESS_TICK_S = 0.25
 """Shortest interval between updates of a batch run's progress bar."""
+OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent", "anthropic-version"})
+"""The headers nbllm itself sets: the only ones a redirect to another host receives."""

@@ -11,6 +11,26 @@ import pytest
 
 import nbllm
 
+SLOW_FILES = frozenset(
+    {
+        "test_browser.py",  # JupyterLab and Notebook 7 in Chromium
+        "test_kernel_chat.py",  # real ipykernels
+        "test_kernel_map.py",
+        "test_local_model.py",  # the bundled model on llama.cpp
+        "test_notebooks.py",  # whole notebooks executed in kernels
+        "test_fuzz.py",  # hypothesis against the magics
+        "test_conformance.py",  # four real third-party servers
+    }
+)
+"""Test files that need a real kernel, browser, model or server, or run for long: the `slow`
+tier. `python -m pytest -m "not slow"` is the everyday run; CI runs everything."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES or item.path.suffix == ".ipynb":  # the tutorials, under nbval
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -41,7 +61,9 @@ def ip():  # type: ignore[no-untyped-def]
 def fresh_session_state() -> Iterator[None]:
     """Each test starts with no history, conversations, last result, rate limiters, learned
     tokenizer endpoints or calls in flight, so no test sees what another left behind."""
-    from nbllm._calls import history, preflight, retry, throttle
+    from nbllm._calls import context_fit as preflight
+    from nbllm._calls import history
+    from nbllm._calls import pacing as throttle
     from nbllm._calls.wire.protocols import forget_learned
     from nbllm._cells.conversation import get_conversations
     from nbllm._cells.inflight import get_in_flight
@@ -51,7 +73,7 @@ def fresh_session_state() -> Iterator[None]:
     get_conversations().clear()
     history._LAST.clear()
     preflight._tokenizer_path.clear()
-    retry.reset_limiters()
+    throttle.reset_limiters()
     throttle.reset_pacers()
     get_in_flight().clear()
     forget_learned()

@@ -16,11 +16,11 @@ from IPython.utils.capture import capture_output
 
 import nbllm
 from nbllm import ProviderConfig, get_store
-from nbllm._calls import cache as cache_module
-from nbllm._calls import tape
-from nbllm._calls.cassette import active_cassette
-from nbllm._calls.recording import match_key
 from nbllm._providers import local
+from nbllm._replay import cache as cache_module
+from nbllm._replay import tape
+from nbllm._replay.cassette import active_cassette
+from nbllm._replay.recording import match_key
 from nbllm.testing import Fault, ScriptedToolCall, serve
 
 KEY = "sk-cassette-secret-0123456789abcdef"
@@ -335,14 +335,19 @@ def test_the_python_api_refuses_a_bad_time_to_live(tmp_path: Path) -> None:
 def test_the_cache_keeps_only_successes_and_honours_its_time_to_live(tmp_path: Path) -> None:
     with serve(reply="Fresh.", api_key=KEY) as server:
         model = register(server.base_url, retry={"max_retries": 0})
-        cache = cache_module.turn_on(tmp_path / "cache.sqlite", ttl_s=0.3)
+        cache = cache_module.turn_on(tmp_path / "cache.sqlite", ttl_s=60)
+        now = [1_000_000.0]
+        cache.clock = lambda: now[0]
         server.enqueue(Fault("server_error", status=500))
         with pytest.raises(nbllm.ServerError):
             nbllm.chat("q", model, temperature=0)
         nbllm.chat("q", model, temperature=0)
         nbllm.chat("q", model, temperature=0)
         assert len(server.requests) == 2 and cache.hits == 1
-        time.sleep(0.4)
+        now[0] += 59  # still fresh
+        nbllm.chat("q", model, temperature=0)
+        assert len(server.requests) == 2 and cache.hits == 2
+        now[0] += 2
         nbllm.chat("q", model, temperature=0)
         assert len(server.requests) == 3  # expired: asked again
 

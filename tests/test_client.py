@@ -12,8 +12,9 @@ import respx
 
 import nbllm
 from nbllm import ModelSpec, ProviderConfig
-from nbllm._calls.call import plan_routes, run_call
+from nbllm._calls.call import run_call
 from nbllm._calls.request import ChatRequest
+from nbllm._calls.routes import plan_routes
 from nbllm._calls.wire.chat_completions import prepare
 from tests.helpers import SENTINEL_KEY
 

@@ -15,8 +15,9 @@ import respx
 
 import nbllm
 from nbllm import ModelSpec, ProviderConfig
-from nbllm._calls.call import plan_routes, run_call
+from nbllm._calls.call import run_call
 from nbllm._calls.request import ChatRequest
+from nbllm._calls.routes import plan_routes
 from tests.helpers import SENTINEL_KEY
 
 URL = "https://hostile.example.com/v1/chat/completions"
@@ -210,7 +211,7 @@ async def test_json_in_a_code_fence_is_decoded() -> None:
 
 @respx.mock
 async def test_the_preflight_uses_the_servers_tokenizer_once_found() -> None:
-    from nbllm._calls import preflight
+    from nbllm._calls import context_fit as preflight
 
     preflight._tokenizer_path.clear()
     extras = respx.post("https://hostile.example.com/extras/tokenize").mock(return_value=httpx.Response(404))
@@ -230,7 +231,7 @@ async def test_the_preflight_uses_the_servers_tokenizer_once_found() -> None:
 
 @respx.mock
 async def test_without_a_tokenizer_the_estimate_gets_a_margin() -> None:
-    from nbllm._calls import preflight
+    from nbllm._calls import context_fit as preflight
 
     preflight._tokenizer_path.clear()
     respx.post(url__regex=r".*/tokenize$").mock(return_value=httpx.Response(404))

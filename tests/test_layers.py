@@ -22,14 +22,15 @@ LAYERS: dict[str, int] = {
     "_constants": 0,
     "_observers": 0,
     "_providers": 1,
-    "_calls": 2,
-    "_cells": 3,
-    "_batch": 4,
-    "_views": 5,
-    "_panel": 6,
-    "magics": 7,
-    "_api": 8,
-    "__init__": 8,
+    "_replay": 2,
+    "_calls": 3,
+    "_cells": 4,
+    "_batch": 5,
+    "_views": 6,
+    "_panel": 7,
+    "magics": 8,
+    "_api": 9,
+    "__init__": 9,
 }
 # Standalone: they must not import nbllm at all, so a test server or the CLI never drags
 # the package (and its import-time work) into a process that does not need it.
@@ -160,3 +161,38 @@ def test_import_nbllm_loads_no_ui_and_no_http_stack() -> None:
     loaded = _modules_after("import nbllm\nassert nbllm.NbllmError and nbllm.__version__")
     assert (HEAVY | {"IPython"}) & loaded == set()
     assert "httpx" in _modules_after("import nbllm\nnbllm.chat")  # a lazy name still resolves
+
+
+# Inside `_calls`, the wire protocols are leaves under the core: they build requests and read
+# replies, and may use only these modules of the core (the engine above them picks a protocol,
+# never the other way round).
+WIRE_MAY_USE = {"errors", "reply_state", "request", "results", "sse", "wire"}
+
+
+def wire_violations(path: Path, source: str | None = None) -> list[str]:
+    problems = []
+    for line, module in imported_modules(path, path.read_text() if source is None else source):
+        parts = module.split(".")
+        if parts[:2] == ["nbllm", "_calls"] and len(parts) > 2 and parts[2] not in WIRE_MAY_USE:
+            problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}, above the wire")
+    return problems
+
+
+def test_wire_modules_are_leaves_under_the_call_core() -> None:
+    wire = sorted((PACKAGE / "_calls" / "wire").glob("*.py"))
+    assert wire and [problem for path in wire for problem in wire_violations(path)] == []
+
+
+def test_the_wire_check_catches_an_import_of_the_engine() -> None:
+    planted = PACKAGE / "_calls" / "wire" / "planted.py"
+    assert wire_violations(planted, "from nbllm._calls.call import run_call\n") != []
+    assert wire_violations(planted, "from nbllm._calls.sse import SSEDecoder\n") == []
+
+
+def test_no_two_modules_share_a_file_name() -> None:
+    """One name, one meaning: `reply.py` in two layers made readers ask which one was meant."""
+    names: dict[str, list[str]] = {}
+    for path in package_files():
+        if path.name != "__init__.py":
+            names.setdefault(path.name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: where for name, where in names.items() if len(where) > 1} == {}

@@ -16,7 +16,7 @@ import pydantic
 import pytest
 
 import nbllm
-from nbllm._batch.progress import Progress
+from nbllm._batch.counters import Progress
 from nbllm._batch.rows import read_rows
 from nbllm._batch.run import MapRun, MapSpec
 from nbllm._calls.loop_thread import loop_thread
@@ -286,7 +286,7 @@ def test_a_429_pauses_every_call_to_the_provider_not_only_the_one_that_got_it() 
 
 
 def test_a_tpm_budget_holds_requests_until_the_minute_has_room() -> None:
-    from nbllm._calls.throttle import TokenWindow
+    from nbllm._calls.pacing import TokenWindow
 
     clock = [100.0]
     window = TokenWindow(1000, clock=lambda: clock[0])

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 import nbllm
 from nbllm._calls.history import CallRecord, History
-from nbllm._calls.loop_thread import DirectUi
 from nbllm._cells.cell import CellRun, ChatOptions, prepare_cell
 from nbllm._cells.inflight import get_in_flight
+from nbllm._cells.ui_thread import DirectUi
 from nbllm._exceptions import StoppedError
 from nbllm._panel import Panel
 from nbllm._providers.config import ProviderConfig

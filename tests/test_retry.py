@@ -5,14 +5,9 @@ from datetime import datetime, timezone
 import pytest
 
 from nbllm import RetryPolicy
-from nbllm._calls.retry import (
-    RateLimiter,
-    Route,
-    order_routes,
-    parse_retry_after,
-    parse_routes,
-    retry_decision,
-)
+from nbllm._calls.pacing import RateLimiter
+from nbllm._calls.retry import parse_retry_after, retry_decision
+from nbllm._calls.routes import Route, order_routes, parse_routes
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 POLICY = RetryPolicy(max_retries=3, retry_after_ceiling_s=60, backoff_base_s=0.5, backoff_max_s=4)

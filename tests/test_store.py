@@ -201,6 +201,6 @@ def test_get_store_is_the_session_store(ip: Any) -> None:
     store = nbllm.get_store()
     assert store.provider("shared").models["m"].context_window == 4096
     assert store.resolve("shared/m").chat_url == "http://127.0.0.1:9/v1/chat/completions"
-    from nbllm._calls.call import plan_routes
+    from nbllm._calls.routes import plan_routes
 
     assert [r.qualified_name for r in plan_routes("m")] == ["shared/m"]

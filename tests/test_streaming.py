@@ -134,7 +134,7 @@ def test_a_reply_dropped_by_a_uvicorn_server_names_llama_cpp_pythons_interrupts(
     """llama-cpp-python's server (uvicorn) drops a reply when another request arrives, unless
     started with --interrupt_requests False; the hint says so only for such a server."""
     from nbllm._calls.errors import dropped_hint
-    from nbllm._calls.reply import ReplyState
+    from nbllm._calls.reply_state import ReplyState
 
     assert "--interrupt_requests False" in dropped_hint(ReplyState(server="uvicorn"))
     assert "--interrupt_requests" not in dropped_hint(ReplyState(server="nginx"))

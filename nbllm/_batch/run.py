@@ -2,8 +2,8 @@
 
 Each row is one call (`nbllm._calls.call`), so rows get the provider's retries, fallbacks,
 history records and rate limits like any other call. The run's `concurrency`, `rpm` and `tpm`
-are registered on the provider while it lasts (see `nbllm._calls.throttle`): every call to it
-counts against them, so a cell's call waits its turn rather than adding one more in flight.
+are registered on the provider while it lasts (see `nbllm._calls.pacing`): every call to it
+counts against them, so a cell's call waits rather than adding one more in flight.
 A row that fails is a row with status ``error``: the run goes on.
 
 Rows are sent unstreamed: a batch shows rows, not tokens, and one body per row costs the
@@ -24,12 +24,13 @@ from typing import Any
 import pydantic
 
 from nbllm._batch.checkpoint import Checkpoint, default_path, fingerprint
-from nbllm._batch.progress import Progress
+from nbllm._batch.counters import Progress
 from nbllm._batch.rows import RESULT_COLUMNS, Rows, check_columns
-from nbllm._calls.call import CallOptions, plan_routes, stream_call, to_messages
+from nbllm._calls.call import CallOptions, stream_call, to_messages
+from nbllm._calls.pacing import budgets
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatResult, DoneEvent, StatusEvent
-from nbllm._calls.throttle import budgets
+from nbllm._calls.routes import plan_routes
 from nbllm._cells.interpolate import interpolate
 from nbllm._cells.typed import check_schema, run_typed
 from nbllm._constants import MAP_CONCURRENCY

@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 
 from nbllm._calls.client import exchange, read_reply
+from nbllm._calls.context_fit import check_fits
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
+from nbllm._calls.pacing import Booking, book_request, in_flight, pacer_for
 from nbllm._calls.pool import lease
-from nbllm._calls.preflight import check_fits
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import (
     ChatEvent,
@@ -33,14 +34,7 @@ from nbllm._calls.results import (
     ToolCallEvent,
     Usage,
 )
-from nbllm._calls.retry import (
-    is_fallback_status,
-    is_retryable_status,
-    order_routes,
-    parse_routes,
-    retry_decision,
-)
-from nbllm._calls.throttle import Turn, in_flight, pacer_for, reserve_turn
+from nbllm._calls.retry import is_fallback_status, is_retryable_status, retry_decision
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_responses, prepare, tries_responses
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
@@ -60,7 +54,6 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.resolved import Resolved
-from nbllm._providers.store import Store, get_store
 from nbllm._providers.urls import host_of
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -75,16 +68,16 @@ class CallOptions:
     transport: httpx.AsyncBaseTransport | None = None
 
 
-async def wait_for_turn(
+async def wait_for_pacing(
     provider: ProviderConfig, sleep: Sleep, tokens: Callable[[], int] | None = None
-) -> Turn:
+) -> Booking:
     """Wait until every limit on the provider lets one more request go: its --rps, a batch
-    run's rpm and tpm, a 429's pause (see `nbllm._calls.throttle`); shared with every other
+    run's rpm and tpm, a 429's pause (see `nbllm._calls.pacing`); shared with every other
     call to it. `tokens` estimates the request's size for a tpm budget."""
-    turn = reserve_turn(provider.name, provider.requests_per_second, tokens)
-    if turn.wait_s > 0:
-        await sleep(turn.wait_s)
-    return turn
+    booking = book_request(provider.name, provider.requests_per_second, tokens)
+    if booking.wait_s > 0:
+        await sleep(booking.wait_s)
+    return booking
 
 
 def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = None) -> list[dict[str, Any]]:
@@ -93,23 +86,6 @@ def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = Non
         messages = [m for m in messages if m.get("role") != "system"]
         messages.insert(0, {"role": "system", "content": system})
     return messages
-
-
-def plan_routes(
-    model: str | None, fallback: str | Sequence[str] | None = None, store: Store | None = None
-) -> list[Resolved]:
-    """Decide once whom a call asks: the model `model` names, then its fallbacks (the given
-    ones, else its provider's) in the order to try them. Weighted entries are drawn here, so
-    every round of a cell tries the same order. Raises a `NameResolutionError` for a bad name."""
-    store = store or get_store()
-    primary = store.resolve(model)
-    spec = fallback if fallback is not None else primary.provider.fallback
-    routes = [primary]
-    for name in order_routes(parse_routes(spec)) if spec else []:
-        resolved = store.resolve(name)
-        if resolved.qualified_name not in {r.qualified_name for r in routes}:
-            routes.append(resolved)
-    return routes
 
 
 def retryable(error: APIError, state: ReplyState) -> bool:
@@ -210,7 +186,7 @@ class _Call:
         self.state = ReplyState()
         self.done = False
         self.recorded = False
-        self.turn: Turn | None = None
+        self.booking: Booking | None = None
 
     async def events(self) -> AsyncGenerator[ChatEvent, None]:
         try:
@@ -276,7 +252,7 @@ class _Call:
         attempt = 0
         while True:
             attempt += 1
-            self.turn = await wait_for_turn(provider, self.options.sleep, self._size)
+            self.booking = await wait_for_pacing(provider, self.options.sleep, self._size)
             asked_responses = tries_responses(provider)
             prepared = prepare(resolved, asking)
             self.state = state = ReplyState()
@@ -463,8 +439,8 @@ class _Call:
             result.cost, result.cost_reported = state.reported_cost, True
         elif price is not None:
             result.cost = price.cost(result.usage.prompt_tokens, result.usage.completion_tokens)
-        if self.turn is not None:
-            self.turn.settle(result.usage.total_tokens)
+        if self.booking is not None:
+            self.booking.settle(result.usage.total_tokens)
         if state.reasoning_tokens:
             result.usage.reasoning_tokens = min(state.reasoning_tokens, result.usage.completion_tokens)
         elif result.reasoning:

@@ -29,8 +29,7 @@ from nbllm._calls.errors import (
     transport_reason,
     unresolved_host,
 )
-from nbllm._calls.recording import GATEWAY_COST_HEADER, REPLAYED_HEADER
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
 from nbllm._calls.wire.protocols import reader
@@ -38,6 +37,7 @@ from nbllm._exceptions import (
     APIConnectionError,
 )
 from nbllm._providers.resolved import Resolved
+from nbllm._replay.recording import GATEWAY_COST_HEADER, REPLAYED_HEADER
 
 MAX_REDIRECTS = 5
 

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from nbllm._calls.call import CallOptions, retryable, wait_for_turn
+from nbllm._calls.call import CallOptions, retryable, wait_for_pacing
 from nbllm._calls.client import exchange
 from nbllm._calls.errors import json_object
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
+from nbllm._calls.pacing import in_flight
 from nbllm._calls.pool import lease
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.results import EmbedResult, Usage
 from nbllm._calls.retry import retry_decision
-from nbllm._calls.throttle import in_flight
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.embeddings import Vector, prepare, read_vectors
 from nbllm._constants import EMBED_BATCH_SIZE, EMBED_CONCURRENCY
@@ -165,7 +165,7 @@ class _Embedding:
         attempt = 0
         while True:
             attempt += 1
-            await wait_for_turn(provider, self.options.sleep)
+            await wait_for_pacing(provider, self.options.sleep)
             prepared = prepare(self.resolved, texts, self.request.dimensions)
             state = ReplyState()
             tried = AttemptRecord(

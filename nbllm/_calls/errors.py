@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.retry import parse_retry_after
 from nbllm._calls.wire.reasoning import style_for
 from nbllm._exceptions import (

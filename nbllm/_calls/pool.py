@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from nbllm._calls.tape import TapedClient
 from nbllm._constants import KEEPALIVE_EXPIRY_S
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.network import LOOPBACK_NAMES
+from nbllm._replay.tape import TapedClient
 
 
 def timeouts(provider: ProviderConfig) -> httpx.Timeout:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm._constants import EFFORTS
+from nbllm._constants import EFFORTS, OWN_HEADERS
 from nbllm._exceptions import PromptError
 from nbllm._providers.auth import mask_headers
 
@@ -101,10 +101,6 @@ def check_options(
         raise PromptError(
             f"tool_choice should be one of {', '.join(TOOL_CHOICES)} or a tool's name, not {tool_choice!r}"
         )
-
-
-OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent", "anthropic-version"})
-"""The headers nbllm itself sets: the only ones a redirect to another host receives."""
 
 
 @dataclass

@@ -19,8 +19,7 @@ from typing import Any
 
 import pydantic
 
-from nbllm._calls.call import CallOptions, plan_routes, stream_call
-from nbllm._calls.loop_thread import Ui
+from nbllm._calls.call import CallOptions, stream_call
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
 from nbllm._calls.results import (
     ChatResult,
@@ -32,6 +31,7 @@ from nbllm._calls.results import (
     ToolCall,
     Usage,
 )
+from nbllm._calls.routes import plan_routes
 from nbllm._calls.tokens import Message
 from nbllm._calls.wire.reasoning import sends_reasoning_back
 from nbllm._cells.conversation import (
@@ -53,6 +53,7 @@ from nbllm._cells.typed import (
     typed_request,
     validate,
 )
+from nbllm._cells.ui_thread import Ui
 from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import (

@@ -18,7 +18,7 @@ from nbllm._calls.doctor import DoctorReport, diagnose, list_models, looks_like_
 from nbllm._constants import REASONING_STYLES
 from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
-from nbllm._panel.models import ModelRow, Report
+from nbllm._panel.model_rows import ModelRow, Report
 from nbllm._providers.auth import key_status, keyring_module, store_in_keyring
 from nbllm._providers.config import ProviderConfig, split_model_arg
 from nbllm._providers.models import ModelSpec

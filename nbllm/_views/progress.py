@@ -1,5 +1,5 @@
 """A batch run's progress, as the user sees it: a widget bar with a Stop button in a notebook,
-a text bar in a terminal. Both read the run's counters (`nbllm._batch.progress.Progress`)
+a text bar in a terminal. Both read the run's counters (`nbllm._batch.counters.Progress`)
 when asked, a few times a second at most, and end with the run's summary."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from nbllm._batch.progress import Progress
+from nbllm._batch.counters import Progress
 from nbllm._constants import PROGRESS_TICK_S
 from nbllm._views.reply import Throttle
 

@@ -13,7 +13,7 @@ from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
-from nbllm.magics.recording import RecordingMagics
+from nbllm.magics.replay import RecordingMagics
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -24,7 +24,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
-from nbllm._calls.loop_thread import DirectUi, Ui, run_with_ui
+from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
 from nbllm._constants import EFFORTS, LIVE_ENV, MAP_CONCURRENCY, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 

@@ -23,7 +23,7 @@ from nbllm._providers.store import UNSET, Store, get_store
 from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
 from nbllm.magics.parsing import warn
-from nbllm.magics.recording import cassette_replaying
+from nbllm.magics.replay import cassette_replaying
 
 
 class ProviderCommands:

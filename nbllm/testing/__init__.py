@@ -53,7 +53,7 @@ the handler, Chat Completions), `anthropic` and `responses` (the other protocols
 
 from __future__ import annotations
 
-from nbllm.testing.embeddings import vector_for
+from nbllm.testing.embeddings_writer import vector_for
 from nbllm.testing.server import (
     FAULT_KINDS,
     FRAMINGS,

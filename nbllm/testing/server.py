@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from nbllm.testing.anthropic import send_anthropic
-from nbllm.testing.chat_completions import send_chat_completion
-from nbllm.testing.embeddings import send_embeddings
-from nbllm.testing.responses import responses_as_chat, send_responses
+from nbllm.testing.anthropic_writer import send_anthropic
+from nbllm.testing.chat_completions_writer import send_chat_completion
+from nbllm.testing.embeddings_writer import send_embeddings
+from nbllm.testing.responses_writer import responses_as_chat, send_responses
 
 FAULT_KINDS = frozenset(
     {

@@ -25,8 +25,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import nbllm
-from nbllm._calls.recording import GATEWAY_COST_HEADER
 from nbllm._constants import REASONING_STYLES
+from nbllm._replay.recording import GATEWAY_COST_HEADER
 from tests.conformance import table
 from tests.conformance.conftest import SERVER_NAMES
 from tests.conformance.findings import (

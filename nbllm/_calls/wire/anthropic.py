@@ -29,7 +29,7 @@ from nbllm._calls.errors import (
     protocol_error,
     upstream_message,
 )
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
 from nbllm._calls.wire.headers import request_headers

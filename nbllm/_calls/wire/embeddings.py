@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from nbllm._calls.errors import clip, upstream_message
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.wire.headers import request_headers
 from nbllm._exceptions import ProtocolError, StreamError

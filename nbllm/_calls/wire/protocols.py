@@ -13,7 +13,7 @@ from types import ModuleType
 
 import httpx
 
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
 from nbllm._calls.wire import anthropic, chat_completions, responses

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from nbllm._calls.errors import SHAPE_ERRORS, clip, protocol_error
-from nbllm._calls.reply import ReplyState
+from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.results import ReasoningEvent, TokenEvent
 from nbllm._calls.sse import ServerSentEvent, SSEDecoder
 from nbllm._constants import AFTER_FINISH_GRACE_S

@@ -15,20 +15,21 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import platformdirs
 
-from nbllm._calls import tape
-from nbllm._calls.recording import (
+from nbllm._exceptions import ConfigError, ConfigFileError
+from nbllm._replay import tape
+from nbllm._replay.recording import (
     Recording,
     ScrubbedRequest,
     digest,
     recording_response,
 )
-from nbllm._exceptions import ConfigError, ConfigFileError
 
 CACHE_FILE_NAME = "responses.sqlite"
 
@@ -65,6 +66,8 @@ class ResponseCache(tape.Switchable):
         self.path = Path(path).expanduser() if path else default_path()
         self.ttl_s = ttl_s
         self.force = force
+        self.clock: Callable[[], float] = time.time
+        """Wall-clock seconds, for entries' ages (they outlive the process); tests swap it."""
         self.hits = 0
         self.misses = 0
         self.skipped = 0
@@ -109,7 +112,7 @@ class ResponseCache(tape.Switchable):
             if row is None:
                 return None
             created, text = row
-            if self.ttl_s is not None and time.time() - created > self.ttl_s:
+            if self.ttl_s is not None and self.clock() - created > self.ttl_s:
                 self._db.execute("DELETE FROM responses WHERE key = ?", (key,))
                 self._db.commit()
                 return None
@@ -122,7 +125,7 @@ class ResponseCache(tape.Switchable):
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                (key, time.time(), json.dumps(recording.to_dict())),
+                (key, self.clock(), json.dumps(recording.to_dict())),
             )
             self._db.commit()
 

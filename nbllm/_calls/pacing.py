@@ -3,7 +3,7 @@ the requests in flight, requests and tokens per minute a batch run sets (``nbllm
 concurrency=, rpm=, tpm=)``) and the pause a 429 asks for.
 
 A batch run's budgets are registered on the provider for as long as the run lasts, so a
-``%%chat`` cell sent meanwhile waits its turn like one more row. A 429 pauses the whole
+``%%chat`` cell sent meanwhile waits like one more row. A 429 pauses the whole
 provider for the time the server asked (or the backoff), so a hundred rows in flight do not
 each retry into the same limit.
 """
@@ -19,7 +19,44 @@ from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbllm._calls.retry import RateLimiter, limiter_for
+
+class RateLimiter:
+    """At most `rate` requests per second, shared by every call to one provider,
+    from any thread or event loop: each caller reserves the next free slot."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = 1.0 / rate
+        self._clock = clock
+        self._next_slot = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Reserve a slot; return how long the caller must wait before sending."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval_s
+            return slot - now
+
+
+_limiters: dict[tuple[str, float], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def limiter_for(provider: str, rate: float) -> RateLimiter:
+    """The limiter shared by all calls to `provider` at `rate` requests per second."""
+    with _limiters_lock:
+        key = (provider, rate)
+        if key not in _limiters:
+            _limiters[key] = RateLimiter(rate)
+        return _limiters[key]
+
+
+def reset_limiters() -> None:
+    """Forget every provider's rate limiter (a fresh session's state; used by tests)."""
+    with _limiters_lock:
+        _limiters.clear()
+
 
 WINDOW_S = 60.0
 """Tokens per minute are counted over a sliding minute."""
@@ -110,7 +147,7 @@ def reset_pacers() -> None:
 
 
 @dataclass
-class Turn:
+class Booking:
     """When a request may go, and the token booking to settle once its usage is known."""
 
     wait_s: float
@@ -121,17 +158,17 @@ class Turn:
             window.settle(booking, tokens)
 
 
-NO_WAIT = Turn(0.0, [])
+NO_BOOKING = Booking(0.0, [])
 
 
-def reserve_turn(
+def book_request(
     provider: str, requests_per_second: float | None, tokens: Callable[[], int] | None = None
-) -> Turn:
+) -> Booking:
     """Book one request against every limit on `provider`; `tokens` estimates its size, and is
     asked only when a token budget is set (counting a prompt's tokens is not free)."""
     pacer = pacer_for(provider)
     if not (requests_per_second or pacer.request_budgets or pacer.token_budgets or pacer.held_until):
-        return NO_WAIT  # the usual call: nothing to wait for, nothing to settle
+        return NO_BOOKING  # the usual call: nothing to wait for, nothing to settle
     waits = [pacer.held_for()]
     if requests_per_second:
         waits.append(limiter_for(provider, requests_per_second).reserve())
@@ -142,7 +179,7 @@ def reserve_turn(
     bookings = [(window, window.reserve(size)[1]) for window in windows]
     now = time.monotonic()
     waits += [booking[0] - now for _, booking in bookings]
-    return Turn(max(waits), bookings)
+    return Booking(max(waits), bookings)
 
 
 def in_flight(provider: str) -> AbstractAsyncContextManager[None]:

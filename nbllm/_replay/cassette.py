@@ -26,14 +26,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from nbllm._calls import tape
-from nbllm._calls.recording import (
+from nbllm._exceptions import CassetteMissError, ConfigError, ConfigFileError
+from nbllm._providers.yaml_text import load_yaml
+from nbllm._replay import tape
+from nbllm._replay.recording import (
     Recording,
     ScrubbedRequest,
     recording_response,
 )
-from nbllm._exceptions import CassetteMissError, ConfigError, ConfigFileError
-from nbllm._providers.yaml_text import load_yaml
 
 MODES = ("record", "replay", "auto")
 SPEEDS = ("fast", "recorded")

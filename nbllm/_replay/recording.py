@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from nbllm._calls.request import OWN_HEADERS
+from nbllm._constants import OWN_HEADERS
 from nbllm._providers.auth import find_key
 from nbllm._providers.secret_text import MASK
 from nbllm._providers.store import get_store

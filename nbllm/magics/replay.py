@@ -33,7 +33,7 @@ class RecordingMagics(Magics):
     @line_magic
     def llm_cassette(self, line: str) -> None:
         """Record this notebook's calls to a cassette, or replay them from it (put it at the top)."""
-        from nbllm._calls.cassette import Cassette, active_cassette
+        from nbllm._replay.cassette import Cassette, active_cassette
 
         args = parse_line(self.llm_cassette, line)
         with usage_errors(line):
@@ -65,7 +65,7 @@ class RecordingMagics(Magics):
     @line_magic
     def llm_cache(self, line: str) -> None:
         """Answer repeated deterministic requests (temperature 0 or a seed) from a local cache."""
-        from nbllm._calls import cache
+        from nbllm._replay import cache
 
         args = parse_line(self.llm_cache, line)
         with usage_errors(line):
@@ -89,7 +89,7 @@ class RecordingMagics(Magics):
 
 def cassette_replaying() -> bool:
     """Whether a cassette that never reaches the network is in use (then no server need run)."""
-    from nbllm._calls.cassette import active_cassette
+    from nbllm._replay.cassette import active_cassette
 
     current = active_cassette()
     return current is not None and current.replaying_only
