@@ -15,10 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
-    test_commands = [b for b in blocks if "pytest" in b]
+    test_commands = [b for b in blocks if "pytest" in b and "install" in b]
     assert len(test_commands) == 1
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_commands[0] in ci_lines
+
+
+def test_the_readme_gives_the_fast_tier_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert 'python -m pytest -m "not slow"' in readme
 
 
 def test_every_help_command_the_readme_names_shows_help(ip: Any) -> None:
