@@ -49,6 +49,7 @@ from nbllm._exceptions import (
     ToolChoiceIgnoredError,
     ToolError,
     TransportError,
+    UnexpectedError,
     UnknownModelError,
 )
 
@@ -203,6 +204,7 @@ __all__ = [
     "ToolChoiceIgnoredError",
     "ToolError",
     "TransportError",
+    "UnexpectedError",
     "UnknownModelError",
     "Usage",
     "__version__",

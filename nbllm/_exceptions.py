@@ -21,6 +21,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     │   └── ToolError               a --tools name is not a usable Python function
     └── APIError                    a call to an endpoint failed
         ├── CassetteMissError       a replaying cassette has no recording of the request
+        ├── UnexpectedError         something below the engine failed unforeseen (cause chained)
         ├── StatusError             the endpoint answered with an HTTP error status
         │   ├── BadRequestError         400, 422 and other 4xx not listed here
         │   │   └── ContextTooLongError the prompt does not fit the model's window
@@ -254,3 +255,9 @@ class ToolChoiceIgnoredError(StreamError):
 class CassetteMissError(APIError):
     """A cassette replaying (``--mode replay``) has no recording of the request: nothing was
     sent. The message shows the closest recorded request and how it differs."""
+
+
+class UnexpectedError(APIError):
+    """A call failed with an exception nbllm did not foresee, raised under the attempt engine
+    (a cache or cassette file, a pool, a reader, a bug). The engine's one edge turns it into
+    this error, records the call as failed, and chains the original as ``__cause__``."""

@@ -20,6 +20,7 @@ import httpx
 
 from nbllm._calls.client import exchange, read_reply
 from nbllm._calls.context_fit import check_fits
+from nbllm._calls.edge import translate
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pacing import Booking, book_request, in_flight, pacer_for
@@ -44,7 +45,6 @@ from nbllm._exceptions import (
     ContextTooLongError,
     EmptyReplyError,
     IncompleteStreamError,
-    NbllmError,
     ProtocolError,
     RateLimitError,
     StatusError,
@@ -182,7 +182,8 @@ class _Call:
         self.started_at = datetime.now(timezone.utc)
         self.attempts: list[AttemptRecord] = []
         self.error_class: str | None = None
-        self.result = ChatResult(model=primary.qualified_name)
+        # Not ok until earned: the protocol's end seen and every check passed (see `events`).
+        self.result = ChatResult(model=primary.qualified_name, status="error")
         self.state = ReplyState()
         self.done = False
         self.recorded = False
@@ -204,13 +205,15 @@ class _Call:
                 except _FailOver:
                     continue
                 self._finish()
+                self.result.status = "ok"
                 self.done = True  # a consumer that stops after DoneEvent has not cancelled anything
                 self._record()  # now, not when the generator is collected: the caller may read it at once
                 for call in self.result.tool_calls:
                     yield ToolCallEvent(call)
                 yield DoneEvent(self.result)
                 return
-        except NbllmError as error:
+        except Exception as exc:  # the engine's one edge: nothing foreign leaves it
+            error = translate(exc, self.routes[len(self.result.fallbacks)])
             self._finish()
             incomplete = isinstance(error, IncompleteStreamError)
             self.result.status = "incomplete" if incomplete else "error"
@@ -219,7 +222,7 @@ class _Call:
             if isinstance(error, APIError):
                 self.result.request_id = error.request_id or self.result.request_id
                 error.result = self.result
-            raise
+            raise error from error.__cause__
         except (asyncio.CancelledError, GeneratorExit):
             if not self.done:
                 self._finish()
@@ -301,7 +304,10 @@ class _Call:
                     )
                 if self.request.json_mode and not state.tools.calls():
                     self.result.parsed = _json_reply(resolved, state)
-            except APIError as error:
+            except Exception as exc:
+                error = translate(exc, resolved, prepared.secrets)
+                if not isinstance(error, APIError):  # e.g. a key that went missing: not the server's doing
+                    raise error from error.__cause__
                 tried.latency_s = time.perf_counter() - state.started
                 tried.http_status = error.status or state.http_status
                 tried.outcome, tried.error = type(error).__name__, error.message[:200]
@@ -318,7 +324,7 @@ class _Call:
                 if state.shown or not retryable(error, state):
                     if can_fail_over:
                         raise _FailOver(error) from error
-                    raise
+                    raise error from error.__cause__
                 asked = error.retry_after_s if isinstance(error, RateLimitError) else None
                 decision = retry_decision(attempt, policy, asked)
                 if not decision.retry:
@@ -329,7 +335,7 @@ class _Call:
                             f" (the server asks to wait {asked:.0f} s; nbllm waits at most "
                             f"{policy.retry_after_ceiling_s:.0f} s)"
                         )
-                    raise
+                    raise error from error.__cause__
                 self.result.retries += 1
                 of = policy.max_retries + 1
                 limited = isinstance(error, RateLimitError)

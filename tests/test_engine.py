@@ -1,0 +1,159 @@
+"""The attempt engine's one edge: a foreign exception raised at any seam under it (transport,
+tape, cache, cassette, pool, wire reader, SSE decoder) reaches the caller as an nbllm error
+whose ``__cause__`` is the original, and the history records a failure, never ``ok``."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import nbllm
+from nbllm import ProviderConfig
+from nbllm._calls.edge import translate
+from nbllm._replay import tape
+from nbllm.testing import serve
+from tests.helpers import SENTINEL_KEY
+
+FOREIGN = [
+    RuntimeError("boom"),
+    OSError(28, "No space left on device"),
+    sqlite3.OperationalError("database is locked"),
+    ValueError("bad value"),
+    TypeError("unsupported operand"),
+]
+
+
+def _raiser(exc: BaseException) -> Any:
+    def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return raise_it
+
+
+def _async_raiser(exc: BaseException) -> Any:
+    async def raise_it(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return raise_it
+
+
+def _failing_reader(exc: BaseException) -> Any:
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+        yield  # an async generator, as the protocols' readers are
+
+    return read
+
+
+def plant(seam: str, exc: BaseException, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Make `seam` raise `exc` on the next call."""
+    if seam == "transport":  # the real socket transport under the tape hook
+        monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", _async_raiser(exc))
+    elif seam == "tape":
+        monkeypatch.setattr(tape.TapeTransport, "handle_async_request", _async_raiser(exc))
+    elif seam == "cache":
+        cache = nbllm.response_cache(tmp_path / "cache.sqlite").activate()
+        monkeypatch.setattr(cache, "_get", _raiser(exc))
+    elif seam == "cassette":
+        cassette = nbllm.cassette(tmp_path / "calls.yaml", mode="auto").activate()
+        monkeypatch.setattr(cassette, "_next_recording", _raiser(exc))
+    elif seam == "pool":
+        monkeypatch.setattr("nbllm._calls.pool._LoopClients.entry_for", _raiser(exc))
+    elif seam == "wire reader":
+        monkeypatch.setattr("nbllm._calls.wire.chat_completions.read_stream", _failing_reader(exc))
+    elif seam == "decoder":
+        monkeypatch.setattr("nbllm._calls.sse.SSEDecoder.feed", _raiser(exc))
+    else:
+        raise AssertionError(seam)
+
+
+SEAMS = ["transport", "tape", "cache", "cassette", "pool", "wire reader", "decoder"]
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    with serve(reply="All good.", api_key=SENTINEL_KEY) as running:
+        nbllm.get_store().add_provider(
+            ProviderConfig(
+                name="p", url=running.base_url, key=SENTINEL_KEY, models=["m"], retry={"max_retries": 0}
+            )
+        )
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_tape_left() -> Iterator[None]:
+    yield
+    for slot in ("cassette", "cache"):
+        tape.use(slot, None)
+
+
+@pytest.mark.parametrize("seam", SEAMS)
+@pytest.mark.parametrize("exc", FOREIGN, ids=lambda e: type(e).__name__)
+def test_a_foreign_exception_at_any_seam_is_an_nbllm_error_and_a_recorded_failure(
+    seam: str, exc: BaseException, server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plant(seam, exc, monkeypatch, tmp_path)
+    with pytest.raises(nbllm.NbllmError) as info:
+        nbllm.chat("hi", "p/m", temperature=0)  # temperature 0: the cache is asked
+    assert info.value.__cause__ is exc
+    assert SENTINEL_KEY not in str(info.value)
+    record = nbllm.history()[-1]
+    assert record.status == "error" and record.error_class == type(info.value).__name__
+    assert nbllm.last() is not None and nbllm.last().status == "error"  # type: ignore[union-attr]
+
+
+def test_the_same_call_without_a_planted_fault_succeeds(server: Any) -> None:
+    """The seams above fail only because of what the test planted."""
+    assert nbllm.chat("hi", "p/m", temperature=0).text == "All good."
+    assert nbllm.history()[-1].status == "ok"
+
+
+def test_an_async_stream_that_fails_under_the_engine_also_records_a_failure(
+    server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    boom = RuntimeError("mid-read")
+    plant("decoder", boom, monkeypatch, tmp_path)
+
+    async def consume() -> None:
+        async for _ in nbllm.astream("hi", "p/m"):
+            pass
+
+    with pytest.raises(nbllm.UnexpectedError) as info:
+        asyncio.run(consume())
+    assert info.value.__cause__ is boom and nbllm.history()[-1].status == "error"
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (httpx.ReadTimeout("slow"), nbllm.APITimeoutError),
+        (httpx.ConnectError("refused"), nbllm.APIConnectionError),
+        (sqlite3.OperationalError("database is locked"), nbllm.UnexpectedError),
+        (PermissionError(13, "Permission denied"), nbllm.UnexpectedError),
+        (KeyError("choices"), nbllm.UnexpectedError),
+    ],
+)
+def test_the_translation_table(exc: Exception, expected: type[nbllm.NbllmError], server: Any) -> None:
+    resolved = nbllm.get_store().resolve("p/m")
+    error = translate(exc, resolved)
+    assert type(error) is expected and error.__cause__ is exc
+    assert type(exc).__name__ in error.message and "p/m" in error.message and error.hint
+
+
+def test_a_translated_message_never_repeats_a_secret(server: Any) -> None:
+    resolved = nbllm.get_store().resolve("p/m")
+    leaked = ValueError(f"header Authorization: Bearer {SENTINEL_KEY} rejected; also x-tenant=acme-secret-1")
+    error = translate(leaked, resolved, {"acme-secret-1"})
+    assert SENTINEL_KEY not in str(error) and "acme-secret-1" not in str(error)
+
+
+def test_an_nbllm_error_is_passed_through_as_it_is() -> None:
+    error = nbllm.PromptError("already ours")
+    assert translate(error, None) is error  # type: ignore[arg-type]
