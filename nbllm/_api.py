@@ -19,18 +19,19 @@ from typing_extensions import Unpack
 
 from nbllm._batch.counters import ProgressView
 from nbllm._batch.rows import read_rows, with_outputs
-from nbllm._batch.run import MapRun, MapSpec
+from nbllm._batch.run import MapRun, MapSpec, checkpoint_path, map_spec
 from nbllm._calls.call import run_call, stream_call, to_messages
 from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.history import CallRecord, get_history
 from nbllm._calls.loop_thread import loop_thread
-from nbllm._calls.request import TOOL_CHOICES, ChatRequest
+from nbllm._calls.preparation import PreparedCall, prepare_call
+from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatEvent, ChatResult, EmbedResult
 from nbllm._calls.routes import plan_routes
 from nbllm._cells.tools import Tool
 from nbllm._cells.typed import check_schema, run_typed
 from nbllm._cells.ui_thread import run_with_ui
-from nbllm._constants import MAP_CONCURRENCY, PROGRESS_TICK_S
+from nbllm._constants import PROGRESS_TICK_S
 from nbllm._exceptions import PromptError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import get_store
@@ -83,10 +84,7 @@ def _refuse_unknown(given: Mapping[str, Any], names: Sequence[str]) -> None:
         )
 
 
-Built = tuple[ChatRequest, list[Resolved], type[pydantic.BaseModel] | None]
-
-
-def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> Built:
+def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> PreparedCall:
     _refuse_unknown(given, OPTION_NAMES)
     if not (isinstance(prompt, str) or (isinstance(prompt, Sequence) and not isinstance(prompt, bytes))):
         raise PromptError(f"the prompt should be text or a list of messages, not {type(prompt).__name__}")
@@ -108,41 +106,33 @@ def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> Built:
     schema = options.pop("schema")
     if schema is not None:
         schema = check_schema(schema)
-        if options["json_schema"] is not None or given.get("json"):
-            raise PromptError("give schema= or json/json_schema=, not both: schema= asks for JSON itself")
     json_mode = options.pop("json")
     if not isinstance(options["check_context"], bool):
         raise PromptError(f"check_context should be True or False, not {options['check_context']!r}")
     request = ChatRequest(
         messages=to_messages(prompt, system),
         stop=[stop] if isinstance(stop, str) else stop,
-        tools=_tool_schemas(tools, options.get("tool_choice")),
+        tools=_tool_schemas(tools),
         json_mode=json_mode,
         **options,
     )
-    return request, plan_routes(model, fallback), schema
+    return prepare_call(request, plan_routes(model, fallback), schema)
 
 
-async def _typed_or_plain(request: ChatRequest, routes: list[Resolved], schema: Any) -> ChatResult:
-    if schema is None:
-        return await run_call(request, routes)
-    return await run_typed(request, routes[0], schema, lambda asking: run_call(asking, routes))
+async def _typed_or_plain(call: PreparedCall) -> ChatResult:
+    if call.schema is None:
+        return await run_call(call.request, call.routes)
+    return await run_typed(
+        call.request, call.resolved, call.schema, lambda asking: run_call(asking, call.routes)
+    )
 
 
-def _tool_schemas(tools: Sequence[ToolSpec] | None, choice: str | None) -> list[dict[str, Any]] | None:
+def _tool_schemas(tools: Sequence[ToolSpec] | None) -> list[dict[str, Any]] | None:
     if tools is None:
-        if choice is not None and choice not in TOOL_CHOICES:
-            raise PromptError(f"tool_choice {choice!r} names a tool, but no tools were given")
         return None
     if isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Sequence):
         raise PromptError("tools should be a list of Python functions or OpenAI tool schemas")
-    schemas = [tool if isinstance(tool, dict) else tool_schema(tool) for tool in tools]
-    names = [s.get("function", {}).get("name") for s in schemas]
-    if choice is not None and choice not in TOOL_CHOICES and choice not in names:
-        raise PromptError(
-            f"tool_choice {choice!r} names no tool given; the tools are {', '.join(str(n) for n in names)}"
-        )
-    return schemas
+    return [tool if isinstance(tool, dict) else tool_schema(tool) for tool in tools]
 
 
 def chat(
@@ -169,8 +159,7 @@ def chat(
     window is refused before sending (`ContextTooLongError`) unless `check_context=False`.
     Raises an `nbllm.NbllmError` subclass on failure; the partial result is on the error's
     ``result``."""
-    request, routes, schema = _build(prompt, model, options)
-    return loop_thread().run(_typed_or_plain(request, routes, schema))
+    return loop_thread().run(_typed_or_plain(_build(prompt, model, options)))
 
 
 async def achat(
@@ -179,8 +168,7 @@ async def achat(
     **options: Unpack[RequestOptions],
 ) -> ChatResult:
     """`chat`, awaited on the caller's event loop."""
-    request, routes, schema = _build(prompt, model, options)
-    return await _typed_or_plain(request, routes, schema)
+    return await _typed_or_plain(_build(prompt, model, options))
 
 
 def astream(
@@ -191,10 +179,10 @@ def astream(
     """Yield `TokenEvent`, `ReasoningEvent` (thinking), `StatusEvent` and `ToolCallEvent` as
     the reply arrives, then
     `DoneEvent`. The options are `chat`'s, checked here, before the first event."""
-    request, routes, schema = _build(prompt, model, options)
-    if schema is not None:
+    call = _build(prompt, model, options)
+    if call.schema is not None:
         raise PromptError("schema= works with chat and achat, which validate the whole reply; not astream")
-    return stream_call(request, routes)
+    return stream_call(call.request, call.routes)
 
 
 Texts = str | Iterable[str]
@@ -320,7 +308,11 @@ class MapOptions(TypedDict, total=False):
     effort: str | None
 
 
-MAP_REQUEST_OPTIONS = ("temperature", "max_tokens", "seed", "stop", "effort")
+def _map_spec(template: str, model: str | None, options: MapOptions) -> MapSpec:
+    _refuse_unknown(options, tuple(MapOptions.__annotations__))
+    return map_spec(
+        template, model, {k: v for k, v in options.items() if k not in ("checkpoint", "progress")}
+    )
 
 
 def map(  # the name the issue gives it; this module uses no builtin map
@@ -364,9 +356,10 @@ def map(  # the name the issue gives it; this module uses no builtin map
     if type(data).__module__.split(".")[0] == "dask":
         from nbllm._batch.dask_runner import map_dask
 
-        directory = None if checkpoint is None or isinstance(checkpoint, bool) else os.fspath(checkpoint)
+        chosen = checkpoint_path(checkpoint)
+        directory = chosen if isinstance(chosen, str) else None
         return map_dask(data, spec, plan_routes(model, spec.fallback), directory)
-    run = MapRun(spec, read_rows(data), checkpoint=_checkpoint_arg(checkpoint))
+    run = MapRun(spec, read_rows(data), checkpoint=checkpoint_path(checkpoint))
     # A plain cell keeps the kernel's loop busy: a Stop click would wait until the end, so
     # the bar offers the interrupt instead (amap and %%chat --map have the button).
     view = progress_view(_title(run), None, options.get("progress", True))
@@ -384,7 +377,7 @@ async def amap(template: str, data: Any, model: str | None = None, **options: Un
     spec = _map_spec(template, model, options)
     if type(data).__module__.split(".")[0] == "dask":
         raise PromptError("a Dask DataFrame goes to nbllm.map, which returns a lazy Dask DataFrame")
-    run = MapRun(spec, read_rows(data), checkpoint=_checkpoint_arg(options.get("checkpoint")))
+    run = MapRun(spec, read_rows(data), checkpoint=checkpoint_path(options.get("checkpoint")))
     view = progress_view(_title(run), run.stop, options.get("progress", True))
     return await run_map_with_view(run, view)
 
@@ -407,36 +400,6 @@ async def run_map_with_view(run: MapRun, view: ProgressView) -> Any:
         ticker.cancel()
         view.finish(run.progress)
     return with_outputs(run.rows, outputs)
-
-
-def _map_spec(template: str, model: str | None, options: MapOptions) -> MapSpec:
-    _refuse_unknown(options, tuple(MapOptions.__annotations__))
-    if model is not None and not isinstance(model, str):
-        raise PromptError(f"model should be a name such as 'provider/model', not {model!r}")
-    given: dict[str, Any] = dict(options)
-    request = {k: given.pop(k) for k in MAP_REQUEST_OPTIONS if given.get(k) is not None}
-    if isinstance(request.get("stop"), str):
-        request["stop"] = [request["stop"]]
-    fallback = given.get("fallback")
-    if isinstance(fallback, Sequence) and not isinstance(fallback, str):
-        fallback = list(fallback)
-    return MapSpec(
-        template=template,
-        model=model,
-        schema=given.get("schema"),
-        system=given.get("system"),
-        concurrency=given.get("concurrency", MAP_CONCURRENCY),
-        rpm=given.get("rpm"),
-        tpm=given.get("tpm"),
-        max_cost=given.get("max_cost"),
-        output=given.get("output", "output"),
-        request=request,
-        fallback=fallback,
-    )
-
-
-def _checkpoint_arg(checkpoint: str | os.PathLike[str] | bool | None) -> str | bool | None:
-    return checkpoint if checkpoint is None or isinstance(checkpoint, bool) else os.fspath(checkpoint)
 
 
 def _title(run: MapRun) -> str:

@@ -95,6 +95,7 @@ def test_python_functions_are_tools_and_the_schema_helper_is_public() -> None:
 
 
 def test_json_mode_fills_parsed(server: LoopbackServer) -> None:
+    nbllm.get_store().set_model("p", "m", nbllm.ModelSpec(capabilities="json"))
     result = nbllm.chat("a city as JSON", json=True)
     assert result.parsed == {"city": "Paris"} and server.requests[-1].body["response_format"]
 
@@ -102,7 +103,7 @@ def test_json_mode_fills_parsed(server: LoopbackServer) -> None:
 def test_json_mode_with_text_that_is_not_json_is_an_error_that_keeps_the_text() -> None:
     with serve("Sure! {oops", models=["m"]) as srv:
         nbllm.get_store().add_provider(
-            nbllm.ProviderConfig(name="j", url=srv.base_url, auth="none", models=["m"])
+            nbllm.ProviderConfig(name="j", url=srv.base_url, auth="none", models={"m": {"caps": "json"}})
         )
         with pytest.raises(nbllm.ProtocolError, match="not valid JSON") as caught:
             nbllm.chat("json please", json=True)
@@ -147,7 +148,7 @@ def test_chat_tool_choice_is_sent_and_checked(ip: Any) -> None:
         nbllm.get_store().add_provider(
             nbllm.ProviderConfig(name="t", url=srv.base_url, auth="none", models={"m": {"caps": "tools"}})
         )
-        with pytest.raises(UsageError, match="is not one of --tools"):
+        with pytest.raises(UsageError, match="is none of the tools given"):
             ip.run_cell_magic("chat", "t/m --tools lookup --tool-choice other", "weather?")
         ip.run_cell_magic("chat", "t/m --tools lookup --tool-choice required", "weather?")
         first, second = [r.body for r in srv.requests if r.method == "POST"]

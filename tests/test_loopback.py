@@ -241,7 +241,7 @@ def test_rate_limit_shared_by_concurrent_calls(server: LoopbackServer) -> None:
 
 def test_tool_calls_stream_assembled(server: LoopbackServer) -> None:
     server.tool_calls = [ScriptedToolCall("get_weather", {"city": "Paris", "unit": "celsius"})]
-    register(server)
+    register(server, models={"test-model": ModelSpec(context_window=2048, capabilities="tools")})
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     result = nbllm.chat("weather?", model="test-model", tools=tools, tool_choice="get_weather")
     assert result.finish_reason == "tool_calls"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from collections.abc import Mapping
 from contextlib import aclosing
@@ -28,6 +29,7 @@ from nbllm._batch.counters import Progress
 from nbllm._batch.rows import RESULT_COLUMNS, Rows, check_columns
 from nbllm._calls.call import CallOptions, stream_call, to_messages
 from nbllm._calls.pacing import budgets
+from nbllm._calls.preparation import prepare_call
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatResult, DoneEvent, StatusEvent
 from nbllm._calls.routes import plan_routes
@@ -90,6 +92,45 @@ class MapSpec:
         )
 
 
+def map_spec(template: str, model: str | None, options: Mapping[str, Any]) -> MapSpec:
+    """The one builder of a `MapSpec`, for `nbllm.map`/`amap` and ``%%chat --map``: `options`
+    holds what the caller was given (None for "not given"), under `nbllm.map`'s names."""
+    if model is not None and not isinstance(model, str):
+        raise PromptError(f"model should be a name such as 'provider/model', not {model!r}")
+    given = {name: value for name, value in options.items() if value is not None}
+    request = {name: given.pop(name) for name in REQUEST_FIELDS if name in given}
+    if isinstance(request.get("stop"), str):
+        request["stop"] = [request["stop"]]
+    fallback = given.get("fallback")
+    if isinstance(fallback, list | tuple):
+        fallback = list(fallback)
+    return MapSpec(
+        template=template,
+        model=model,
+        schema=given.get("schema"),
+        system=given.get("system"),
+        concurrency=given.get("concurrency", MAP_CONCURRENCY),
+        rpm=given.get("rpm"),
+        tpm=given.get("tpm"),
+        max_cost=given.get("max_cost"),
+        output=given.get("output", "output"),
+        request=request,
+        fallback=fallback,
+    )
+
+
+Checkpointing = str | os.PathLike[str] | bool | None
+
+
+def checkpoint_path(checkpoint: Checkpointing) -> str | bool | None:
+    """What a run's `checkpoint` option means: None or True, the default file; False (or the
+    word ``none``, as ``%%chat --map --checkpoint none`` writes it), no checkpoint; else a path."""
+    if checkpoint is None or isinstance(checkpoint, bool):
+        return checkpoint
+    path = os.fspath(checkpoint)
+    return False if path.strip().lower() == "none" else path
+
+
 def _whole(name: str, value: Any, *, at_least: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
         raise PromptError(f"{name} should be a whole number of at least {at_least}, not {value!r}")
@@ -120,6 +161,10 @@ class MapRun:
         self.namespace = namespace or {}
         self.call_options = call_options or CallOptions()
         self.prompts = [self._prompt(index, row) for index, row in enumerate(rows.records)]
+        # Every row asks the same but for its text: one preparation, before any row is sent.
+        prepare_call(
+            self._request(self.prompts[0] if self.prompts else spec.template), self.routes, spec.schema
+        )
         run_key = spec.run_key(self.resolved)
         self.keys = [fingerprint(run_key, row) for row in rows.records]
         self.checkpoint = self._open_checkpoint(checkpoint, run_key)
@@ -233,10 +278,11 @@ class MapRun:
         per_row = sum(self._row_costs) / len(self._row_costs) if self._row_costs else 0.0
         return self.progress.cost + per_row * (self.progress.in_flight + 1) > limit
 
+    def _request(self, prompt: str) -> ChatRequest:
+        return ChatRequest(messages=to_messages(prompt, self.spec.system), stream=False, **self.spec.request)
+
     async def _ask(self, index: int) -> dict[str, Any]:
-        request = ChatRequest(
-            messages=to_messages(self.prompts[index], self.spec.system), stream=False, **self.spec.request
-        )
+        request = self._request(self.prompts[index])
         try:
             if self.spec.schema is not None:
                 result = await run_typed(request, self.resolved, self.spec.schema, self._call)

@@ -20,7 +20,8 @@ from typing import Any
 import pydantic
 
 from nbllm._calls.call import CallOptions, stream_call
-from nbllm._calls.request import TOOL_CHOICES, ChatRequest
+from nbllm._calls.preparation import prepare_call
+from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import (
     ChatResult,
     DoneEvent,
@@ -59,11 +60,9 @@ from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import (
     APIError,
     BadRequestError,
-    CapabilityError,
     NbllmError,
     PromptError,
     StoppedError,
-    ToolError,
 )
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
@@ -113,9 +112,12 @@ class PreparedCell:
     def resolved(self) -> Resolved:
         return self.routes[0]
 
-    def request(self, messages: list[Message], *, with_tools: bool, first_round: bool = True) -> ChatRequest:
-        """The request for one round. --tool-choice binds the first round only: after the tools'
-        results the model decides (a forced choice on every round would loop to the limit)."""
+    def request(
+        self, messages: list[Message], *, with_tools: bool, first_round: bool = True, typed: bool = True
+    ) -> ChatRequest:
+        """The request for one round (in --schema's shape unless not `typed`). --tool-choice binds
+        the first round only: after the tools' results the model decides (a forced choice on
+        every round would loop to the limit)."""
         options = self.options
         request = ChatRequest(
             messages=messages,
@@ -129,33 +131,9 @@ class PreparedCell:
             effort=options.effort,
             check_context=options.check_context,
         )
-        return request if self.schema is None else typed_request(request, self.resolved, self.schema)
-
-
-def _flag_command(resolved: Resolved, flag: str) -> str:
-    return f"%llm_provider model {resolved.provider.name} set {resolved.model} --caps {flag}"
-
-
-def preflight(
-    routes: Sequence[Resolved], *, tools: bool, json_mode: bool, images: bool, effort: bool = False
-) -> None:
-    """Refuse, before any network call, a request a model is not flagged for."""
-    needs = [
-        (tools, "tools", "tool calling"),
-        (json_mode, "json", "JSON mode"),
-        (images, "vision", "images"),
-        (effort, "reasoning", "reasoning (--effort)"),
-    ]
-    for resolved in routes:
-        flags = resolved.spec.capabilities.as_flags()
-        for needed, flag, what in needs:
-            have = flags[flag]
-            if needed and not have:
-                raise CapabilityError(
-                    f"{resolved.qualified_name} is not flagged for {what} (the {flag!r} capability), "
-                    "so nothing was sent",
-                    hint=f"if the model supports it, run: {_flag_command(resolved, flag)}",
-                )
+        if self.schema is None or not typed:
+            return request
+        return typed_request(request, self.resolved, self.schema)
 
 
 def prepare_cell(
@@ -180,19 +158,6 @@ def prepare_cell(
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
     schema = schema_from_name(options.schema, namespace) if options.schema else None
-    if schema is not None and options.json:
-        raise PromptError("give --schema or --json, not both: --schema asks for JSON itself")
-    choice = options.tool_choice
-    if choice is not None and choice not in TOOL_CHOICES and choice not in tools:
-        given, keywords = ", ".join(tools), "/".join(TOOL_CHOICES)
-        raise ToolError(f"--tool-choice {choice!r} is not one of --tools ({given}) nor {keywords}")
-    preflight(
-        routes,
-        tools=bool(tools),
-        json_mode=options.json,
-        images=bool(prompt.images),
-        effort=options.effort is not None,
-    )
     conversation = conversations.get(options.conversation)
     if system is None and not options.new:
         system = conversation.system
@@ -205,7 +170,10 @@ def prepare_cell(
         context_window=routes[0].spec.context_window,
         max_tokens=options.max_tokens,
     )
-    return PreparedCell(options, routes, conversation, system, user_message, plan, tools, schema)
+    cell = PreparedCell(options, routes, conversation, system, user_message, plan, tools, schema)
+    # The same preparation as nbllm.chat's: options checked, tool choice, capability flags.
+    prepare_call(cell.request(plan.messages, with_tools=bool(tools), typed=False), routes, schema)
+    return cell
 
 
 def schema_from_name(name: str, namespace: Mapping[str, Any]) -> type[pydantic.BaseModel]:

@@ -25,7 +25,7 @@ from IPython.display import display
 from traitlets import Enum, Int, TraitError, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
-from nbllm._constants import EFFORTS, LIVE_ENV, MAP_CONCURRENCY, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 if TYPE_CHECKING:
@@ -182,7 +182,6 @@ class ChatMagics(Magics):
             tick()
 
     def _options(self, line: str) -> ChatOptions:
-        from nbllm._calls.request import check_options
         from nbllm._cells.cell import ChatOptions
 
         args = parse_line(self.chat, line)
@@ -191,12 +190,6 @@ class ChatMagics(Magics):
         rounds = self.max_tool_rounds if args.max_tool_rounds is None else args.max_tool_rounds
         if rounds < 0:
             raise UsageError("--max-tool-rounds cannot be negative")
-        check_options(
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            seed=args.seed,
-            tool_choice=args.tool_choice,
-        )
         if args.tool_choice is not None and not args.tools:
             raise UsageError("--tool-choice goes with --tools; name the functions the model may call")
         map_only = [
@@ -331,28 +324,27 @@ class ChatMagics(Magics):
     def _map_job(self, args: Any, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job:
         """``%%chat --map DF``: the cell as a template over DF's rows, with a progress bar."""
         from nbllm._batch.rows import read_rows, with_outputs
-        from nbllm._batch.run import MapRun, MapSpec
+        from nbllm._batch.run import MapRun, checkpoint_path, map_spec
         from nbllm._cells.cell import schema_from_name
         from nbllm._views.progress import progress_view
 
         if args.map not in namespace:
             raise UsageError(f"--map {args.map!r} names nothing in the notebook; give a DataFrame's name")
-        request = {"temperature": options.temperature, "max_tokens": options.max_tokens, "seed": options.seed}
-        spec = MapSpec(
-            template=cell.strip(),
-            model=options.model,
-            schema=schema_from_name(options.schema, namespace) if options.schema else None,
-            system=options.system,
-            concurrency=args.concurrency or MAP_CONCURRENCY,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            max_cost=args.max_cost,
-            request={k: v for k, v in request.items() if v is not None},
-            fallback=options.fallback,
-        )
-        checkpoint: str | bool | None = args.checkpoint
-        if isinstance(checkpoint, str) and checkpoint.lower() == "none":
-            checkpoint = False
+        given = {
+            "temperature": options.temperature,
+            "max_tokens": options.max_tokens,
+            "seed": options.seed,
+            "effort": options.effort,
+            "schema": schema_from_name(options.schema, namespace) if options.schema else None,
+            "system": options.system,
+            "concurrency": args.concurrency,
+            "rpm": args.rpm,
+            "tpm": args.tpm,
+            "max_cost": args.max_cost,
+            "fallback": options.fallback,
+        }
+        spec = map_spec(cell.strip(), options.model, given)
+        checkpoint = checkpoint_path(args.checkpoint)
         run = MapRun(spec, read_rows(namespace[args.map]), checkpoint=checkpoint, namespace=namespace)
         view = progress_view(
             f"%%chat --map {args.map}: {len(run.rows.records)} rows to {run.resolved.qualified_name}",
