@@ -188,3 +188,52 @@ def test_needs_are_read_from_the_request_itself() -> None:
         json_mode=True,
     )
     assert [flag for flag, _ in needs(image)] == ["json", "vision"]
+
+
+def test_a_typed_two_round_call_sums_the_same_through_the_api_and_a_cell(ip: Any) -> None:
+    """One typed-output loop and one way to sum rounds: the same bad-then-good replies (with
+    thinking, usage and a price) give the same totals from nbllm.chat and %%chat --schema."""
+
+    def replies() -> Iterator[str]:
+        while True:
+            yield '{"label": 5}'
+            yield '{"label": "ham"}'
+
+    script = replies()
+    with serve(lambda body: next(script), reasoning="Let me think.") as running:
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(
+                name="t",
+                url=running.base_url,
+                auth="none",
+                models={"m": {"caps": "reasoning,json", "price": "2,8"}},
+            )
+        )
+        from_api = nbllm.chat("Classify: hi", "t/m", schema=Label)
+        ip.user_ns["Label"] = Label
+        ip.run_cell_magic("chat", "t/m --new --schema Label -o typed", "Classify: hi")
+        from_cell = nbllm.last()
+    assert from_api.parsed == Label(label="ham") and ip.user_ns["typed"] == Label(label="ham")
+    assert from_cell is not None and len(running.requests) == 4
+
+    def totals(result: nbllm.ChatResult) -> tuple[Any, ...]:
+        u = result.usage
+        return (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+            u.estimated,
+            result.reasoning,
+            result.retries,
+            result.fallbacks,
+            result.cost,
+            result.status,
+            result.thinking_s is not None,
+        )
+
+    assert totals(from_api) == totals(from_cell)
+    assert (
+        from_api.usage.reasoning_tokens > 0
+        and from_api.cost
+        and from_api.reasoning.count("Let me think") == 2
+    )

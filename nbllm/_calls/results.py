@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -216,3 +217,37 @@ class EmbedResult:
         dims = f"{self.dimensions} dimensions" if self.dimensions else "no vectors"
         done = len(self.vectors) - len(self.missing())
         return f"<EmbedResult {self.model}: {done} of {len(self.vectors)} texts, {dims}, {self.status}>"
+
+
+def combine_rounds(rounds: Sequence[ChatResult]) -> ChatResult:
+    """One result for a call that took several rounds (tool calls, a typed reply's repair round):
+    the last round's text and status, every round's tool calls and thinking, and the tokens,
+    time, cost, retries and fallbacks of all. The one way rounds are summed: the API, cells and
+    batch runs all use it, and it is associative, so rounds summed in groups give the same."""
+    last = rounds[-1]
+    thinking_times = [r.thinking_s for r in rounds if r.thinking_s is not None]
+    return ChatResult(
+        text=last.text,
+        model=last.model,
+        status=last.status,
+        finish_reason=last.finish_reason,
+        usage=Usage(
+            sum(r.usage.prompt_tokens for r in rounds),
+            sum(r.usage.completion_tokens for r in rounds),
+            any(r.usage.estimated for r in rounds),
+            sum(r.usage.reasoning_tokens for r in rounds),
+            any(r.usage.reasoning_estimated for r in rounds),
+        ),
+        tool_calls=[c for r in rounds for c in r.tool_calls],
+        reasoning="\n\n".join(r.reasoning for r in rounds if r.reasoning),
+        ttft_s=rounds[0].ttft_s,
+        thinking_s=sum(thinking_times) if thinking_times else None,
+        latency_s=sum(r.latency_s or 0.0 for r in rounds),
+        retries=sum(r.retries for r in rounds),
+        fallbacks=list(dict.fromkeys(f for r in rounds for f in r.fallbacks)),
+        request_id=last.request_id,
+        error=last.error,
+        replayed=last.replayed if all(r.replayed == last.replayed for r in rounds) else None,
+        cost=sum(costs) if (costs := [r.cost for r in rounds if r.cost is not None]) else None,
+        cost_reported=all(r.cost_reported for r in rounds),
+    )

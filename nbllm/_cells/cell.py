@@ -11,8 +11,9 @@ ended well, so re-running a failed cell does not leave half a turn behind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from nbllm._calls.results import (
     StatusEvent,
     TokenEvent,
     ToolCall,
-    Usage,
+    combine_rounds,
 )
 from nbllm._calls.routes import plan_routes
 from nbllm._calls.tokens import Message
@@ -46,22 +47,15 @@ from nbllm._cells.conversation import (
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
-from nbllm._cells.typed import (
-    check_schema,
-    learn_refusal,
-    mismatch,
-    repair_messages,
-    typed_request,
-    validate,
-)
+from nbllm._cells.typed import ask_typed_round, check_schema, repair_messages, typed_loop, typed_request
 from nbllm._cells.ui_thread import Ui
 from nbllm._cells.view import MultiView, View
 from nbllm._constants import MAX_TOOL_ROUNDS
 from nbllm._exceptions import (
     APIError,
-    BadRequestError,
     NbllmError,
     PromptError,
+    SchemaMismatchError,
     StoppedError,
 )
 from nbllm._providers.resolved import Resolved
@@ -186,38 +180,6 @@ def schema_from_name(name: str, namespace: Mapping[str, Any]) -> type[pydantic.B
     return check_schema(namespace[name])
 
 
-def combine(rounds: Sequence[ChatResult]) -> ChatResult:
-    """One result for a cell that took several rounds (tool calls): the last round's text and
-    status, every round's tool calls and thinking, and the tokens, time and retries of all."""
-    last = rounds[-1]
-    thinking_times = [r.thinking_s for r in rounds if r.thinking_s is not None]
-    return ChatResult(
-        text=last.text,
-        model=last.model,
-        status=last.status,
-        finish_reason=last.finish_reason,
-        usage=Usage(
-            sum(r.usage.prompt_tokens for r in rounds),
-            sum(r.usage.completion_tokens for r in rounds),
-            any(r.usage.estimated for r in rounds),
-            sum(r.usage.reasoning_tokens for r in rounds),
-            any(r.usage.reasoning_estimated for r in rounds),
-        ),
-        tool_calls=[c for r in rounds for c in r.tool_calls],
-        reasoning="\n\n".join(r.reasoning for r in rounds if r.reasoning),
-        ttft_s=rounds[0].ttft_s,
-        thinking_s=sum(thinking_times) if thinking_times else None,
-        latency_s=sum(r.latency_s or 0.0 for r in rounds),
-        retries=sum(r.retries for r in rounds),
-        fallbacks=list(dict.fromkeys(f for r in rounds for f in r.fallbacks)),
-        request_id=last.request_id,
-        error=last.error,
-        replayed=last.replayed if all(r.replayed == last.replayed for r in rounds) else None,
-        cost=sum(costs) if (costs := [r.cost for r in rounds if r.cost is not None]) else None,
-        cost_reported=all(r.cost_reported for r in rounds),
-    )
-
-
 def assistant_message(result: ChatResult, *, with_reasoning: bool = False) -> Message:
     """The model's turn as the next request repeats it. A turn that only calls tools has empty
     content: OpenAI accepts null or none there, but llama-cpp-python's server refuses null (a 500)
@@ -243,6 +205,14 @@ class CellOutcome:
     error: BaseException | None = None
     value: Any = None
     """What ``-o VAR`` receives: the result, or the parsed JSON in JSON mode."""
+
+
+class _ToolRoundsSpent(Exception):
+    """The model still asked for tools after --max-tool-rounds: the cell ends with `outcome`."""
+
+    def __init__(self, outcome: CellOutcome) -> None:
+        super().__init__("tool rounds spent")
+        self.outcome = outcome
 
 
 class CellRun:
@@ -298,7 +268,7 @@ class CellRun:
             return outcome
         except NbllmError as error:  # an API failure, or e.g. a key that went missing
             if isinstance(error, APIError) and error.result is not None:
-                outcome = CellOutcome(combine([*self.rounds, error.result]), error)
+                outcome = CellOutcome(combine_rounds([*self.rounds, error.result]), error)
             else:
                 outcome = CellOutcome(self._partial_result("error"), error)
             return outcome
@@ -329,40 +299,59 @@ class CellRun:
             status=status,
             latency_s=time.perf_counter() - self._started,
         )
-        return combine([*self.rounds, partial])
+        return combine_rounds([*self.rounds, partial])
 
     async def _rounds(self, ui: Ui) -> CellOutcome:
         cell = self.cell
+        schema = cell.schema
         messages = list(cell.plan.messages)
+        try:
+            if schema is None:
+                result = await self._tool_rounds(ui, messages)
+            else:
+                result = await typed_loop(
+                    schema,
+                    lambda: self._tool_rounds(ui, messages),
+                    lambda reply, problem: self._repair_round(ui, messages, reply, problem),
+                    functools.partial(ui.post, self.view.status),
+                )
+        except _ToolRoundsSpent as spent:
+            return spent.outcome
+        except SchemaMismatchError as error:  # its result sums every round already
+            return CellOutcome(error.result, error)
+        value: Any = result
+        if schema is not None:
+            value = result.parsed
+        elif cell.options.json:  # the call decoded it, or failed saying why
+            result.parsed = value = self.rounds[-1].parsed
+        if self.commit:
+            cell.conversation.add_turn(self.turn)
+        return CellOutcome(result, None, value)
+
+    async def _tool_rounds(self, ui: Ui, messages: list[Message]) -> ChatResult:
+        """Model rounds, running the tools each asks for between them, until a round asks for
+        none; every round so far, summed. Appends to `messages` and the turn as it goes."""
+        cell = self.cell
         rounds_left = cell.options.max_tool_rounds
         while True:
-            request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
-            try:
-                result = await self._one_round(ui, request)
-            except BadRequestError as refusal:
-                if cell.schema is None or not learn_refusal(refusal, request, cell.resolved):
-                    raise
-                # The server refused the schema as response_format: the same round, with it in
-                # the prompt (as every later typed call to the model this session).
-                refused = StatusEvent("retry", "the server refused the schema; asking with it in the prompt")
-                ui.post(self.view.status, refused)
-                request = cell.request(messages, with_tools=bool(cell.tools), first_round=not self.rounds)
-                result = await self._one_round(ui, request)
-            self.rounds.append(result)
+            build = functools.partial(
+                cell.request, messages, with_tools=bool(cell.tools), first_round=not self.rounds
+            )
+            result = await self._model_round(ui, build)
             reply = assistant_message(result, with_reasoning=self._sends_reasoning_back(result))
             self.turn.append(reply)
             messages.append(reply)
             if not (cell.tools and result.tool_calls):
-                break
+                return combine_rounds(self.rounds)
             if rounds_left == 0:
-                combined = combine(self.rounds)
+                combined = combine_rounds(self.rounds)
                 error = PromptError(
                     f"stopped after {cell.options.max_tool_rounds} tool rounds: "
                     "the model still asks for tools",
                     hint="raise --max-tool-rounds, or check that the tools give the model what it needs",
                 )
                 combined.status = "error"
-                return CellOutcome(combined, error)
+                raise _ToolRoundsSpent(CellOutcome(combined, error))
             rounds_left -= 1
             for call in result.tool_calls:
                 ui.post(self.view.tool_call, call)
@@ -371,41 +360,32 @@ class CellRun:
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
                 self.turn.append(tool_message)
                 messages.append(tool_message)
-        if cell.schema is not None:
-            return await self._typed_outcome(ui, messages, cell.schema)
-        combined = combine(self.rounds)
-        value: Any = combined
-        if cell.options.json:  # the call decoded it, or failed saying why
-            combined.parsed = value = self.rounds[-1].parsed
-        if self.commit:
-            cell.conversation.add_turn(self.turn)
-        return CellOutcome(combined, None, value)
 
-    async def _typed_outcome(
-        self, ui: Ui, messages: list[Message], schema: type[pydantic.BaseModel]
-    ) -> CellOutcome:
-        """Validate the reply against --schema; one repair round, shown in the cell, if it fails."""
-        try:
-            instance = validate(schema, self.rounds[-1].text)
-        except ValueError as exc:
-            ui.post(
-                self.view.status,
-                StatusEvent("retry", f"the reply does not match {schema.__name__}; repairing"),
+    async def _repair_round(
+        self, ui: Ui, messages: list[Message], reply: ChatResult, problem: str
+    ) -> ChatResult:
+        """--schema's repair round: the conversation without the bad reply, then the reply and
+        what is wrong with it; no tools."""
+        repair = repair_messages(messages[:-1], self.rounds[-1].text, problem)
+        result = await self._model_round(ui, functools.partial(self.cell.request, repair, with_tools=False))
+        self.turn.append(assistant_message(result))
+        return result
+
+    async def _model_round(self, ui: Ui, build: Callable[[], ChatRequest]) -> ChatResult:
+        """One model round, kept in `rounds`; a typed cell's rounds go through the typed loop's
+        round (a refused schema asked again in the prompt, a reply JSON mode could not decode
+        kept for the repair)."""
+        if self.cell.schema is None:
+            result = await self._one_round(ui, build())
+        else:
+            result = await ask_typed_round(
+                build,
+                functools.partial(self._one_round, ui),
+                self.cell.resolved,
+                functools.partial(ui.post, self.view.status),
             )
-            repair = repair_messages(messages[:-1], self.rounds[-1].text, str(exc))
-            self.rounds.append(await self._one_round(ui, self.cell.request(repair, with_tools=False)))
-            self.turn.append(assistant_message(self.rounds[-1]))
-            try:
-                instance = validate(schema, self.rounds[-1].text)
-            except ValueError as again:
-                combined = combine(self.rounds)
-                combined.status = "error"
-                return CellOutcome(combined, mismatch(combined, schema, str(again)))
-        combined = combine(self.rounds)
-        combined.parsed = instance
-        if self.commit:
-            self.cell.conversation.add_turn(self.turn)
-        return CellOutcome(combined, None, instance)
+        self.rounds.append(result)
+        return result
 
     def _sends_reasoning_back(self, result: ChatResult) -> bool:
         answered = next((r for r in self.cell.routes if r.qualified_name == result.model), None)

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 
 from nbllm._calls.request import ChatRequest
-from nbllm._calls.results import ChatResult
+from nbllm._calls.results import ChatResult, StatusEvent, combine_rounds
 from nbllm._exceptions import BadRequestError, PromptError, ProtocolError, SchemaMismatchError
 from nbllm._providers.resolved import Resolved
 
@@ -111,54 +111,79 @@ def repair_messages(messages: list[Message], reply: str, problem: str) -> list[M
     ]
 
 
-def merge(first: ChatResult, second: ChatResult) -> ChatResult:
-    """The repair round's result, carrying the tokens, time and cost of both rounds."""
-    merged = replace(second, usage=replace(second.usage))
-    merged.usage.prompt_tokens += first.usage.prompt_tokens
-    merged.usage.completion_tokens += first.usage.completion_tokens
-    merged.usage.estimated = first.usage.estimated or second.usage.estimated
-    merged.latency_s = (first.latency_s or 0.0) + (second.latency_s or 0.0)
-    merged.ttft_s = first.ttft_s
-    merged.retries = first.retries + second.retries + 1
-    if first.cost is not None or second.cost is not None:
-        merged.cost = (first.cost or 0.0) + (second.cost or 0.0)
-        merged.cost_reported = first.cost_reported and second.cost_reported
-    return merged
-
-
 Run = Callable[[ChatRequest], Awaitable[ChatResult]]
+Announce = Callable[[StatusEvent], None]
 
 
-async def run_typed(
-    request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel], run: Run
+def _quiet(event: StatusEvent) -> None:
+    """Where no one watches the typed loop's steps (the API; a batch run counts retries itself)."""
+
+
+async def ask_typed_round(
+    build: Callable[[], ChatRequest], run: Run, resolved: Resolved, announce: Announce = _quiet
 ) -> ChatResult:
-    """Ask for `schema`'s shape with `run`, repair once, and return the result with the model
-    instance on ``parsed``. Raises `SchemaMismatchError` (the last result on ``.result``)."""
-    asking = typed_request(request, resolved, schema)
+    """One model round of a typed call: `run` the request `build` makes. A server that refuses
+    the schema in ``response_format`` is asked again at once with it in the prompt (`build`
+    reads what was learned), and that counts as a retry; a reply that JSON mode could not
+    decode is returned as it is, for the repair round to fix."""
+    asking = build()
     try:
-        first = await _attempt(asking, run)
+        return await _tolerating_bad_json(asking, run)
     except BadRequestError as error:
         if not learn_refusal(error, asking, resolved):
             raise
-        asking = typed_request(request, resolved, schema)
-        first = await _attempt(asking, run)
-        first.retries += 1
+    announce(StatusEvent("retry", "the server refused the schema; asking with it in the prompt"))
+    result = await _tolerating_bad_json(build(), run)
+    result.retries += 1
+    return result
+
+
+async def typed_loop(
+    schema: type[pydantic.BaseModel],
+    first: Callable[[], Awaitable[ChatResult]],
+    repair: Callable[[ChatResult, str], Awaitable[ChatResult]],
+    announce: Announce = _quiet,
+) -> ChatResult:
+    """The one typed-output loop (`nbllm.chat`, `nbllm.map` and ``%%chat --schema``): the reply
+    `first` gets, validated against `schema`; if it does not match, one `repair` round (given
+    the reply and what is wrong with it). Returns the rounds summed (`combine_rounds`) with the
+    instance on ``parsed``; raises `SchemaMismatchError` carrying that sum when the repaired
+    reply does not match either."""
+    rounds = [await first()]
     try:
-        first.parsed = validate(schema, first.text)
-        return first
+        rounds[0].parsed = validate(schema, rounds[0].text)
+        return rounds[0]
     except ValueError as exc:
         problem = str(exc)
-    second = await _attempt(
-        replace(asking, messages=repair_messages(asking.messages, first.text, problem)), run
-    )
-    result = merge(first, second)
+    announce(StatusEvent("retry", f"the reply does not match {schema.__name__}; repairing"))
+    rounds.append(await repair(rounds[0], problem))
+    result = combine_rounds(rounds)
     try:
-        result.parsed = validate(schema, second.text)
+        result.parsed = validate(schema, rounds[-1].text)
         return result
     except ValueError as exc:
         result.status = "error"
         result.error = f"the reply does not match {schema.__name__}: {exc}"
         raise mismatch(result, schema, str(exc)) from None
+
+
+async def run_typed(
+    request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel], run: Run
+) -> ChatResult:
+    """A typed call of one round (and its repair): `typed_loop` over `run`, for the API and
+    batch runs. Raises `SchemaMismatchError` (the last result on ``.result``)."""
+
+    def build() -> ChatRequest:
+        return typed_request(request, resolved, schema)
+
+    def repairing(reply: ChatResult, problem: str) -> Callable[[], ChatRequest]:
+        return lambda: replace(build(), messages=repair_messages(build().messages, reply.text, problem))
+
+    return await typed_loop(
+        schema,
+        lambda: ask_typed_round(build, run, resolved),
+        lambda reply, problem: ask_typed_round(repairing(reply, problem), run, resolved),
+    )
 
 
 def mismatch(result: ChatResult, schema: type[pydantic.BaseModel], problem: str) -> SchemaMismatchError:
@@ -183,7 +208,7 @@ def learn_refusal(error: BadRequestError, asked: ChatRequest, resolved: Resolved
     return True
 
 
-async def _attempt(request: ChatRequest, run: Run) -> ChatResult:
+async def _tolerating_bad_json(request: ChatRequest, run: Run) -> ChatResult:
     """One round; a reply JSON mode could not decode still gets its repair round."""
     try:
         return await run(request)
