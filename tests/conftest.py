@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import nbllm
+import nbllm._session
 
 SLOW_FILES = frozenset(
     {
@@ -42,9 +43,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.endswith("_API_KEY") or name.startswith("NBLLM_TEST"):
             monkeypatch.delenv(name)
     monkeypatch.setattr("nbllm._providers.auth.keyring_module", lambda: None)
-    nbllm.get_store().clear()
     yield
-    nbllm.get_store().clear()
 
 
 @pytest.fixture(scope="session")
@@ -58,24 +57,8 @@ def ip():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
-def fresh_session_state() -> Iterator[None]:
-    """Each test starts with no history, conversations, last result, rate limiters, learned
-    tokenizer endpoints or calls in flight, so no test sees what another left behind."""
-    from nbllm._calls import context_fit as preflight
-    from nbllm._calls import history
-    from nbllm._calls import pacing as throttle
-    from nbllm._calls.wire.protocols import forget_learned
-    from nbllm._cells.conversation import get_conversations
-    from nbllm._cells.inflight import get_in_flight
-    from nbllm._cells.typed import forget_refusals
-
-    nbllm.get_history().clear()
-    get_conversations().clear()
-    history._LAST.clear()
-    preflight._tokenizer_path.clear()
-    throttle.reset_limiters()
-    throttle.reset_pacers()
-    get_in_flight().clear()
-    forget_learned()
-    forget_refusals()
+def fresh_session() -> Iterator[None]:
+    """Each test starts in a new session: no providers, history, conversations, last result,
+    pacing, learned facts, calls in flight or cassette/cache slots (see `nbllm._session`)."""
+    nbllm._session.new_session()
     yield

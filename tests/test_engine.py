@@ -157,3 +157,44 @@ def test_a_translated_message_never_repeats_a_secret(server: Any) -> None:
 def test_an_nbllm_error_is_passed_through_as_it_is() -> None:
     error = nbllm.PromptError("already ours")
     assert translate(error, None) is error  # type: ignore[arg-type]
+
+
+def test_a_new_session_forgets_everything_the_old_one_knew(server: Any, tmp_path: Path) -> None:
+    from nbllm._calls.learned import learned
+    from nbllm._calls.pacing import pacer_for
+    from nbllm._cells.conversation import get_conversations
+    from nbllm._session import new_session, session
+
+    nbllm.chat("hi", "p/m")
+    learned().refused_schemas.add("p/m")
+    pacer_for("p").hold(30)
+    get_conversations().get("c").system = "be brief"
+    nbllm.response_cache(tmp_path / "c.sqlite").activate()
+    old = session()
+    assert "History" in repr(old) and "Store" in repr(old)
+
+    new_session()
+    assert session() is not old and nbllm.get_store().providers == {}
+    assert nbllm.history() == [] and nbllm.last() is None
+    assert learned().refused_schemas == set() and pacer_for("p").held_for() == 0
+    assert get_conversations().get("c").system is None and tape.active("cache") is None
+
+
+def test_an_attempt_reads_with_the_protocol_that_prepared_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent call learning "no Responses API here" between preparing a request and
+    reading its reply must not pair a Responses request with a Chat Completions reader."""
+    from nbllm._calls.protocol_choice import WireProtocol, learn_no_responses
+
+    with serve("From Responses.", responses=True) as running:
+        provider = ProviderConfig(name="a", url=running.base_url, auth="none", api="auto", models=["m"])
+        nbllm.get_store().add_provider(provider)
+        prepare = WireProtocol.prepare
+
+        def prepare_then_learn(self: WireProtocol, resolved: Any, request: Any) -> Any:
+            prepared = prepare(self, resolved, request)
+            learn_no_responses(resolved.provider)  # what a concurrent call might learn meanwhile
+            return prepared
+
+        monkeypatch.setattr(WireProtocol, "prepare", prepare_then_learn)
+        assert nbllm.chat("hi", "a/m").text == "From Responses."
+        assert running.requests[-1].path.endswith("/responses")

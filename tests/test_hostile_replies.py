@@ -211,9 +211,9 @@ async def test_json_in_a_code_fence_is_decoded() -> None:
 
 @respx.mock
 async def test_the_preflight_uses_the_servers_tokenizer_once_found() -> None:
-    from nbllm._calls import context_fit as preflight
+    from nbllm._calls.learned import learned
 
-    preflight._tokenizer_path.clear()
+    assert learned().tokenizer_paths == {}  # a fresh session knows no tokenizer
     extras = respx.post("https://hostile.example.com/extras/tokenize").mock(return_value=httpx.Response(404))
     tokenize = respx.post("https://hostile.example.com/tokenize").mock(
         return_value=httpx.Response(200, json={"tokens": list(range(1200))})
@@ -231,9 +231,9 @@ async def test_the_preflight_uses_the_servers_tokenizer_once_found() -> None:
 
 @respx.mock
 async def test_without_a_tokenizer_the_estimate_gets_a_margin() -> None:
-    from nbllm._calls import context_fit as preflight
+    from nbllm._calls.learned import learned
 
-    preflight._tokenizer_path.clear()
+    assert learned().tokenizer_paths == {}  # a fresh session knows no tokenizer
     respx.post(url__regex=r".*/tokenize$").mock(return_value=httpx.Response(404))
     chat = respx.post(URL).mock(return_value=httpx.Response(200, content=sse(text("ok", "stop"))))
     with pytest.raises(nbllm.ContextTooLongError, match=r"estimated, with a 1.25x margin"):

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "_exceptions": 0,
     "_constants": 0,
     "_observers": 0,
+    "_session": 0,
     "_providers": 1,
     "_replay": 2,
     "_calls": 3,

@@ -15,8 +15,8 @@ from IPython.utils.capture import capture_output
 
 import nbllm
 from nbllm import ProviderConfig, get_store
+from nbllm._calls.protocol_choice import prepare
 from nbllm._calls.request import ChatRequest
-from nbllm._calls.wire.protocols import prepare
 from nbllm._providers.urls import chat_url, responses_url
 from nbllm.testing import ScriptedToolCall, serve
 

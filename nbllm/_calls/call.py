@@ -25,6 +25,7 @@ from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pacing import Booking, book_request, in_flight, pacer_for
 from nbllm._calls.pool import lease
+from nbllm._calls.protocol_choice import NO_RESPONSES_STATUSES, choose_protocol, learn_no_responses
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import (
@@ -37,7 +38,6 @@ from nbllm._calls.results import (
 )
 from nbllm._calls.retry import is_fallback_status, is_retryable_status, retry_decision
 from nbllm._calls.tokens import default_counter
-from nbllm._calls.wire.protocols import NO_RESPONSES_STATUSES, learn_no_responses, prepare, tries_responses
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
 from nbllm._exceptions import (
     APIError,
@@ -256,8 +256,8 @@ class _Call:
         while True:
             attempt += 1
             self.booking = await wait_for_pacing(provider, self.options.sleep, self._size)
-            asked_responses = tries_responses(provider)
-            prepared = prepare(resolved, asking)
+            protocol = choose_protocol(provider)  # once: it prepares and it reads
+            prepared = protocol.prepare(resolved, asking)
             self.state = state = ReplyState()
             tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
             self.attempts.append(tried)
@@ -267,7 +267,7 @@ class _Call:
                     lease(provider, self.options.transport) as client,
                     exchange(client, resolved, prepared, state) as response,
                 ):
-                    async for token in read_reply(response, resolved, prepared, state):
+                    async for token in read_reply(response, protocol, resolved, prepared, state):
                         yield token
                 too_long = self._too_long(resolved, state)  # None unless nothing came back
                 if too_long is None and _streamed_nothing_for_tools(prepared, state):
@@ -311,7 +311,7 @@ class _Call:
                 tried.latency_s = time.perf_counter() - state.started
                 tried.http_status = error.status or state.http_status
                 tried.outcome, tried.error = type(error).__name__, error.message[:200]
-                if asked_responses and not state.shown and error.status in NO_RESPONSES_STATUSES:
+                if protocol.probing and not state.shown and error.status in NO_RESPONSES_STATUSES:
                     learn_no_responses(provider)  # for the rest of the session
                     attempt -= 1  # not one of the retry policy's attempts
                     self.result.retries += 1

@@ -29,10 +29,10 @@ from nbllm._calls.errors import (
     transport_reason,
     unresolved_host,
 )
+from nbllm._calls.protocol_choice import WireProtocol
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent
-from nbllm._calls.wire.protocols import reader
 from nbllm._exceptions import (
     APIConnectionError,
 )
@@ -43,12 +43,16 @@ MAX_REDIRECTS = 5
 
 
 def read_reply(
-    response: httpx.Response, resolved: Resolved, prepared: PreparedRequest, state: ReplyState
+    response: httpx.Response,
+    protocol: WireProtocol,
+    resolved: Resolved,
+    prepared: PreparedRequest,
+    state: ReplyState,
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
     """The reply's text and thinking as they arrive, read by the wire protocol (streamed or whole). The
     protocol's own generator, not a wrapper: every layer between the socket and the consumer
     costs per token."""
-    return reader(resolved, stream=bool(prepared.body.get("stream")))(response, resolved, state)
+    return protocol.reader(stream=bool(prepared.body.get("stream")))(response, resolved, state)
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from nbllm._calls.learned import learned
 from nbllm._calls.pool import lease
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.tokens import default_counter
@@ -31,9 +32,6 @@ from nbllm._providers.auth import auth_headers
 from nbllm._providers.resolved import Resolved
 
 TOKENIZE_PATHS = ("/extras/tokenize", "/tokenize")
-
-_tokenizer_path: dict[tuple[str, str], str | None] = {}
-"""Per (provider, URL): the tokenize path that answered, or None when none does."""
 
 
 async def check_fits(
@@ -76,7 +74,8 @@ async def _server_count(
     parts = urlsplit(provider.url)
     origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     key = (provider.name, provider.url)
-    paths = TOKENIZE_PATHS if key not in _tokenizer_path else (_tokenizer_path[key],)
+    paths_known = learned().tokenizer_paths
+    paths = TOKENIZE_PATHS if key not in paths_known else (paths_known[key],)
     texts = [m.get("content") for m in request.messages]
     text = "\n".join(t for t in texts if isinstance(t, str))
     body = {"model": resolved.model, "input": text, "content": text, "prompt": text}
@@ -93,7 +92,7 @@ async def _server_count(
                 payload = response.json()
                 count = payload.get("count")
                 tokens = len(payload["tokens"]) if count is None else int(count)
-                _tokenizer_path[key] = path
+                paths_known[key] = path
                 return tokens + MESSAGE_FRAMING_TOKENS * len(request.messages)
-    _tokenizer_path[key] = None
+    paths_known[key] = None
     return None

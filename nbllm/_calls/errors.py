@@ -31,6 +31,7 @@ from nbllm._exceptions import (
     RateLimitError,
     ServerError,
     StatusError,
+    StreamError,
 )
 from nbllm._providers.auth import find_key
 from nbllm._providers.resolved import Resolved
@@ -92,6 +93,46 @@ def upstream_message(payload: Any) -> str | None:
         return clip("; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail))
     message = payload.get("message")
     return clip(str(message)) if message else None
+
+
+STREAM_ERROR_KINDS: dict[str, tuple[type[StatusError], int, str]] = {
+    # An error event's type that means what an HTTP status means: retried like that status
+    # while nothing was shown (Anthropic sends these mid-stream; OpenAI-style servers may too).
+    "overloaded_error": (
+        ServerError,
+        529,
+        "the server is overloaded; try again later, or add --fallback models",
+    ),
+    "rate_limit_error": (
+        RateLimitError,
+        429,
+        "the provider is rate limiting; wait, or add --fallback models",
+    ),
+}
+
+
+def stream_error(
+    payload: dict[str, Any], resolved: Resolved, state: ReplyState, error: Any = None
+) -> StreamError | StatusError:
+    """The one error for an error the server reports inside a 2xx reply, whatever the
+    protocol: `error` is the error object the protocol found (``payload["error"]`` when not
+    given). An overloaded or rate-limit kind is a `ServerError` or `RateLimitError`, retried as
+    its status would be; anything else ends the reply as a `StreamError`."""
+    error = payload.get("error") if error is None else error
+    kind = str(error.get("type") or error.get("code") or "") if isinstance(error, dict) else ""
+    upstream = clip(upstream_message({"error": error}) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
+    message = f"{resolved.qualified_name} reported an error mid-stream: {upstream}"
+    common: dict[str, Any] = {"upstream_message": upstream, "request_id": state.request_id, "body": payload}
+    if kind in STREAM_ERROR_KINDS:
+        error_type, status, hint = STREAM_ERROR_KINDS[kind]
+        return error_type(message, status=status, hint=hint, **common)
+    provider, model = resolved.provider.name, resolved.model
+    return StreamError(
+        message,
+        hint="if it concerns tools, JSON mode or usage reporting, turn that capability off, e.g. "
+        f"%llm_provider model {provider} set {model} --caps no-include_usage",
+        **common,
+    )
 
 
 def json_object(text: str, resolved: Resolved, state: ReplyState, what: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from nbllm._calls.results import ChatResult, Status, tokens_per_second
 from nbllm._observers import Observers
+from nbllm._session import session
 
 DEFAULT_MAX_RECORDS = 1000
 _ids = itertools.count(1)
@@ -216,21 +217,24 @@ class History:
         printer.text(repr(self))
 
 
-_HISTORY = History()
-_LAST: list[ChatResult] = []
+@dataclass
+class LastResult:
+    """The session's most recent result (`nbllm.last()`)."""
+
+    result: ChatResult | None = None
 
 
 def set_last(result: ChatResult) -> None:
     """Make `result` the one `nbllm.last()` returns."""
-    _LAST[:] = [result]
+    session().part(LastResult).result = result
 
 
 def last() -> ChatResult | None:
     """The result of the most recent call or `%%chat` cell (also a failed, cancelled or
     interrupted one, with its partial text), or None."""
-    return _LAST[0] if _LAST else None
+    return session().part(LastResult).result
 
 
 def get_history() -> History:
     """The session's history: the one every call records into and the panel shows."""
-    return _HISTORY
+    return session().part(History)

@@ -19,6 +19,8 @@ from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._session import session
+
 
 class RateLimiter:
     """At most `rate` requests per second, shared by every call to one provider,
@@ -39,23 +41,14 @@ class RateLimiter:
             return slot - now
 
 
-_limiters: dict[tuple[str, float], RateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
 def limiter_for(provider: str, rate: float) -> RateLimiter:
     """The limiter shared by all calls to `provider` at `rate` requests per second."""
-    with _limiters_lock:
+    pacing = session().part(ProviderPacing)
+    with pacing.lock:
         key = (provider, rate)
-        if key not in _limiters:
-            _limiters[key] = RateLimiter(rate)
-        return _limiters[key]
-
-
-def reset_limiters() -> None:
-    """Forget every provider's rate limiter (a fresh session's state; used by tests)."""
-    with _limiters_lock:
-        _limiters.clear()
+        if key not in pacing.limiters:
+            pacing.limiters[key] = RateLimiter(rate)
+        return pacing.limiters[key]
 
 
 WINDOW_S = 60.0
@@ -128,22 +121,22 @@ class Pacer:
         return max(0.0, self.held_until - time.monotonic())
 
 
-_pacers: dict[str, Pacer] = {}
-_pacers_lock = threading.Lock()
+@dataclass
+class ProviderPacing:
+    """The session's pacers (by provider) and request-rate limiters (by provider and rate)."""
+
+    pacers: dict[str, Pacer] = field(default_factory=dict)
+    limiters: dict[tuple[str, float], RateLimiter] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def pacer_for(provider: str) -> Pacer:
-    pacer = _pacers.get(provider)  # every call asks: no lock, no new object once it exists
+    pacing = session().part(ProviderPacing)
+    pacer = pacing.pacers.get(provider)  # every call asks: no lock, no new object once it exists
     if pacer is None:
-        with _pacers_lock:
-            pacer = _pacers.setdefault(provider, Pacer())
+        with pacing.lock:
+            pacer = pacing.pacers.setdefault(provider, Pacer())
     return pacer
-
-
-def reset_pacers() -> None:
-    """Forget every provider's pauses and budgets (a fresh session's state; used by tests)."""
-    with _pacers_lock:
-        _pacers.clear()
 
 
 @dataclass
@@ -185,7 +178,7 @@ def book_request(
 def in_flight(provider: str) -> AbstractAsyncContextManager[None]:
     """One of the provider's in-flight slots for one request, while a batch run sets some;
     otherwise (the usual case) nothing to hold, at no cost."""
-    pacer = _pacers.get(provider)
+    pacer = session().part(ProviderPacing).pacers.get(provider)
     if pacer is None or not pacer.slot_budgets:
         return NO_SLOT
     return _Slot(pacer)

@@ -20,6 +20,7 @@ from typing import Any
 
 from nbllm._calls.tokens import Message, TokenCounter, default_counter
 from nbllm._constants import REPLY_RESERVE_TOKENS
+from nbllm._session import session
 
 Turn = list[Message]
 DEFAULT_CONVERSATION = "default"
@@ -147,8 +148,6 @@ class Conversations:
             self._by_name.clear()
 
 
-_CONVERSATIONS = Conversations()
-
-
 def get_conversations() -> Conversations:
-    return _CONVERSATIONS
+    """The session's conversations."""
+    return session().part(Conversations)

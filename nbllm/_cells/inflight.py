@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbllm._observers import Observers
+from nbllm._session import session
 
 _ids = itertools.count(1)
 
@@ -75,8 +76,6 @@ class InFlight:
         self._observers.emit()
 
 
-_IN_FLIGHT = InFlight()
-
-
 def get_in_flight() -> InFlight:
-    return _IN_FLIGHT
+    """The session's calls in flight (the panel's Stop buttons)."""
+    return session().part(InFlight)

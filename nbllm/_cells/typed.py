@@ -19,6 +19,7 @@ from typing import Any
 
 import pydantic
 
+from nbllm._calls.learned import learned
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import ChatResult, StatusEvent, combine_rounds
 from nbllm._exceptions import BadRequestError, PromptError, ProtocolError, SchemaMismatchError
@@ -52,19 +53,10 @@ def instruction(schema: type[pydantic.BaseModel]) -> str:
     )
 
 
-_REFUSED_SCHEMAS: set[str] = set()
-"""Models (qualified names) whose server refused a schema in response_format this session."""
-
-
-def forget_refusals() -> None:
-    """Forget which servers refused schemas (a fresh session's state; used by tests)."""
-    _REFUSED_SCHEMAS.clear()
-
-
 def typed_request(request: ChatRequest, resolved: Resolved, schema: type[pydantic.BaseModel]) -> ChatRequest:
     """`request` asking for a reply of `schema`'s shape, in the way `resolved`'s flags allow."""
     flags = resolved.spec.capabilities
-    if flags.json_schema and resolved.qualified_name not in _REFUSED_SCHEMAS:
+    if flags.json_schema and resolved.qualified_name not in learned().refused_schemas:
         return replace(request, json_schema=json_schema_of(schema), json_mode=False)
     return replace(request, messages=with_instruction(request.messages, schema), json_mode=flags.json_mode)
 
@@ -204,7 +196,7 @@ def learn_refusal(error: BadRequestError, asked: ChatRequest, resolved: Resolved
     (the error has told the user how to turn the flag off for good)."""
     if asked.json_schema is None or "response_format" not in error.message:
         return False
-    _REFUSED_SCHEMAS.add(resolved.qualified_name)
+    learned().refused_schemas.add(resolved.qualified_name)
     return True
 
 

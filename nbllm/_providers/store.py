@@ -27,6 +27,7 @@ from nbllm._providers.config import ProviderConfig
 from nbllm._providers.models import ModelSpec, Price
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.secret_text import looks_like_key
+from nbllm._session import session
 
 ADD_PROVIDER_HINT = "%llm_provider add NAME --url http://localhost:8000/v1 --model MODEL_ID"
 
@@ -348,9 +349,6 @@ def _or_list(items: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
-_STORE = Store()
-
-
 def get_store() -> Store:
     """The session store that the magics, the panel and the Python API share."""
-    return _STORE
+    return session().part(Store)

@@ -5,7 +5,7 @@ Only nbllm's own clients carry it (see `nbllm._calls.pool`): nothing in httpx, o
 library the kernel has loaded, is patched. It wraps whichever transport httpx chose for the
 URL, so ``HTTPS_PROXY`` and ``NO_PROXY`` keep working while a cassette records.
 
-One cassette and one cache can be active at a time, for the whole process: the calls run on
+One cassette and one cache can be active at a time, for the whole session: the calls run on
 nbllm's background event loop, where a context variable set in a notebook cell would not be
 seen. A cassette, when active, answers first.
 """
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import abc
 import threading
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
 from typing_extensions import Self
+
+from nbllm._session import session
 
 
 class Tape(Protocol):
@@ -57,26 +60,32 @@ class Switchable(abc.ABC):
         self.deactivate()
 
 
-_LOCK = threading.Lock()
-_active: dict[str, Tape] = {}
+@dataclass
+class TapeSlots:
+    """The session's active cassette and cache, by slot."""
+
+    active: dict[str, Tape] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def use(slot: str, tape: Tape | None) -> Tape | None:
     """Make `tape` the active ``cassette`` or ``cache`` (None turns it off); returns the one
     it replaces."""
-    with _LOCK:
-        previous = _active.pop(slot, None)
+    slots = session().part(TapeSlots)
+    with slots.lock:
+        previous = slots.active.pop(slot, None)
         if tape is not None:
-            _active[slot] = tape
+            slots.active[slot] = tape
         return previous
 
 
 def active(slot: str) -> Tape | None:
-    return _active.get(slot)
+    return session().part(TapeSlots).active.get(slot)
 
 
 def _answering() -> Tape | None:
-    return _active.get("cassette") or _active.get("cache")
+    active = session().part(TapeSlots).active
+    return active.get("cassette") or active.get("cache")
 
 
 class TapeTransport(httpx.AsyncBaseTransport):

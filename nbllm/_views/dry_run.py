@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm._calls.wire.protocols import prepare
+from nbllm._calls.protocol_choice import prepare
 from nbllm._cells.cell import PreparedCell
 from nbllm._exceptions import MissingKeyError
 

@@ -23,11 +23,9 @@ import httpx
 
 from nbllm._calls.errors import (
     SHAPE_ERRORS,
-    UPSTREAM_TEXT_LIMIT,
-    clip,
     json_object,
     protocol_error,
-    upstream_message,
+    stream_error,
 )
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
@@ -35,7 +33,7 @@ from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
 from nbllm._calls.wire.headers import request_headers
 from nbllm._calls.wire.stream import read_events, typed_take, whole_events
 from nbllm._constants import ANTHROPIC_MAX_TOKENS, ANTHROPIC_THINKING_BUDGETS
-from nbllm._exceptions import PromptError, RateLimitError, ServerError, StreamError
+from nbllm._exceptions import PromptError
 from nbllm._providers.resolved import Resolved
 
 FINISH_REASONS = {
@@ -242,7 +240,7 @@ def _apply(
         state.saw_done = True
         return True
     elif kind == "error":
-        raise _stream_error(payload, resolved, state)
+        raise stream_error(payload, resolved, state)
     return False
 
 
@@ -303,40 +301,13 @@ def _usage(usage: Any, state: ReplyState) -> None:
     state.usage = current
 
 
-def _stream_error(
-    payload: dict[str, Any], resolved: Resolved, state: ReplyState
-) -> StreamError | ServerError | RateLimitError:
-    """An ``error`` event. Overloaded and rate-limit errors before any text are retried like
-    their HTTP statuses (529 and 429); others end the reply."""
-    error = payload.get("error") or {}
-    kind = str(error.get("type", "")) if isinstance(error, dict) else ""
-    upstream = clip(upstream_message(payload) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
-    message = f"{resolved.qualified_name} reported an error mid-stream: {upstream}"
-    common: dict[str, Any] = {"upstream_message": upstream, "request_id": state.request_id, "body": payload}
-    if kind == "overloaded_error":
-        return ServerError(
-            message,
-            status=529,
-            hint="the server is overloaded; try again later, or add --fallback models",
-            **common,
-        )
-    if kind == "rate_limit_error":
-        return RateLimitError(
-            message,
-            status=429,
-            hint="the provider is rate limiting; wait, or add --fallback models",
-            **common,
-        )
-    return StreamError(message, hint="see the server's message above", **common)
-
-
 async def read_whole(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
     text = (await response.aread()).decode("utf-8", errors="replace")
     payload = json_object(text, resolved, state, "reply")
     if payload.get("type") == "error":
-        raise _stream_error(payload, resolved, state)
+        raise stream_error(payload, resolved, state)
     pieces: list[str] = []
     thoughts: list[str] = []
     try:

@@ -12,11 +12,10 @@ import httpx
 
 from nbllm._calls.errors import (
     SHAPE_ERRORS,
-    UPSTREAM_TEXT_LIMIT,
     clip,
     json_object,
     protocol_error,
-    upstream_message,
+    stream_error,
 )
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
@@ -98,7 +97,7 @@ def _take(events: list[ServerSentEvent], resolved: Resolved, state: ReplyState) 
                 break
             payload = json.loads(data)  # not _parse_chunk: this runs once per token
             if event.event == "error" or "error" in payload:
-                raise _stream_error(payload, resolved, state)
+                raise stream_error(payload, resolved, state)
             _apply_chunk(payload, state, pieces, thoughts)
     except SHAPE_ERRORS as exc:
         _keep(state, pieces, thoughts)
@@ -131,7 +130,7 @@ async def read_whole(
     text = (await response.aread()).decode("utf-8", errors="replace")
     payload = json_object(text, resolved, state, "chunk")
     if "error" in payload:
-        raise _stream_error(payload, resolved, state)
+        raise stream_error(payload, resolved, state)
     try:
         choices = payload.get("choices") or [{}]
         message = choices[0].get("message") or {}
@@ -242,16 +241,3 @@ def _count(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_TOKEN_COUNT:
         return int(value)
     return None
-
-
-def _stream_error(payload: dict[str, Any], resolved: Resolved, state: ReplyState) -> StreamError:
-    upstream = clip(upstream_message(payload) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
-    model = resolved.qualified_name
-    return StreamError(
-        f"{model} reported an error mid-stream: {upstream}",
-        hint="if it concerns tools, JSON mode or usage reporting, turn that capability off: "
-        f"%llm_provider model {resolved.provider.name} set {resolved.model} --caps no-include_usage",
-        upstream_message=upstream,
-        request_id=state.request_id,
-        body=payload,
-    )

@@ -14,7 +14,6 @@ are not sent.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,18 +22,15 @@ import httpx
 
 from nbllm._calls.errors import (
     SHAPE_ERRORS,
-    UPSTREAM_TEXT_LIMIT,
-    clip,
     json_object,
     protocol_error,
-    upstream_message,
+    stream_error,
 )
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
 from nbllm._calls.wire.headers import request_headers
 from nbllm._calls.wire.stream import read_events, typed_take, whole_events
-from nbllm._exceptions import StreamError
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import responses_url
 
@@ -179,7 +175,7 @@ def _apply(
         state.saw_done = True
         return True
     elif kind in ("response.failed", "error"):
-        raise _error(payload, resolved, state)
+        raise stream_error(payload, resolved, state, _error_object(payload))
     return False
 
 
@@ -217,25 +213,13 @@ def _finished(response: dict[str, Any], state: ReplyState, kind: str) -> None:
             state.reasoning_tokens = thinking
 
 
-def _error(payload: dict[str, Any], resolved: Resolved, state: ReplyState) -> StreamError:
-    error = payload.get("error") or (payload.get("response") or {}).get("error") or payload
-    upstream = clip(upstream_message({"error": error}) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
-    return StreamError(
-        f"{resolved.qualified_name} reported an error mid-stream: {upstream}",
-        hint="see the server's message above",
-        upstream_message=upstream,
-        request_id=state.request_id,
-        body=payload,
-    )
-
-
 async def read_whole(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
     text = (await response.aread()).decode("utf-8", errors="replace")
     payload = json_object(text, resolved, state, "reply")
     if payload.get("error"):
-        raise _error(payload, resolved, state)
+        raise stream_error(payload, resolved, state, _error_object(payload))
     pieces: list[str] = []
     thoughts: list[str] = []
     try:
@@ -261,3 +245,8 @@ async def read_whole(
     _finished(payload, state, "response.incomplete" if status == "incomplete" else "response.completed")
     for event in whole_events(state, "".join(thoughts), "".join(pieces)):
         yield event
+
+
+def _error_object(payload: dict[str, Any]) -> Any:
+    """Where the Responses API puts an error: the event's own, its response's, or the event."""
+    return payload.get("error") or (payload.get("response") or {}).get("error") or payload
