@@ -198,3 +198,40 @@ def test_an_attempt_reads_with_the_protocol_that_prepared_it(monkeypatch: pytest
         monkeypatch.setattr(WireProtocol, "prepare", prepare_then_learn)
         assert nbllm.chat("hi", "a/m").text == "From Responses."
         assert running.requests[-1].path.endswith("/responses")
+
+
+EMBED_SEAMS = ["transport", "tape", "pool", "vector reader"]
+
+
+@pytest.mark.parametrize("seam", EMBED_SEAMS)
+@pytest.mark.parametrize("exc", FOREIGN[:3], ids=lambda e: type(e).__name__)
+def test_embeddings_go_through_the_same_engine_and_edge(
+    seam: str, exc: BaseException, server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if seam == "vector reader":
+        monkeypatch.setattr("nbllm._calls.embed.read_vectors", _raiser(exc))
+    else:
+        plant(seam, exc, monkeypatch, tmp_path)
+    with pytest.raises(nbllm.NbllmError) as info:
+        nbllm.embed(["a", "b"], "p/m")
+    assert info.value.__cause__ is exc and "batch 1 of 1" in str(info.value)
+    record = nbllm.history()[-1]
+    assert record.kind == "embed" and record.status == "error" and record.attempts[-1].outcome != "ok"
+
+
+def test_an_embedding_retry_is_one_more_attempt_of_the_same_engine(server: Any) -> None:
+    from nbllm.testing import Fault
+
+    nbllm.get_store().add_provider(
+        ProviderConfig(
+            name="r",
+            url=server.base_url,
+            key=SENTINEL_KEY,
+            models=["m"],
+            retry={"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.01},
+        )
+    )
+    server.enqueue(Fault("server_error", status=503))
+    assert len(nbllm.embed(["a"], "r/m")) == 1
+    record = nbllm.history()[-1]
+    assert [a.outcome for a in record.attempts] == ["ServerError", "ok"] and record.retries == 1

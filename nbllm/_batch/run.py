@@ -27,7 +27,8 @@ import pydantic
 from nbllm._batch.checkpoint import Checkpoint, default_path, fingerprint
 from nbllm._batch.counters import Progress
 from nbllm._batch.rows import RESULT_COLUMNS, Rows, check_columns
-from nbllm._calls.call import CallOptions, stream_call, to_messages
+from nbllm._calls.attempt import CallOptions
+from nbllm._calls.call import stream_call, to_messages
 from nbllm._calls.pacing import budgets
 from nbllm._calls.preparation import prepare_call
 from nbllm._calls.request import ChatRequest

@@ -1,8 +1,10 @@
-"""A whole call: rate limit, attempts, retries, fallbacks, the result and its history record.
-
-`astream` is the engine; `achat` and `chat` are built on it. A call is retried
-only while nothing has reached the consumer; after that a failure keeps the
-partial text (on the raised error's `result`) and is recorded as it ended.
+"""A whole chat call: its routes (the model, then its fallbacks), the result and its history
+record. Each route's attempts run in the one attempt engine (`nbllm._calls.attempt`);
+`_ChatExchange` is what a chat round does inside it (the protocol chosen per attempt, the
+reply read as events, the checks a success must pass). `stream_call` is the call's own event
+generator; `nbllm.chat`, `achat` and `astream` (`nbllm._api`) are built on it. A call is
+retried only while nothing has reached the consumer; after that a failure keeps the partial
+text (on the raised error's `result`) and is recorded as it ended.
 """
 
 from __future__ import annotations
@@ -10,21 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 
-from nbllm._calls.client import exchange, read_reply
+from nbllm._calls.attempt import Again, AttemptLoop, CallOptions, Outgoing, fallback_worthy
+from nbllm._calls.client import read_reply
 from nbllm._calls.context_fit import check_fits
 from nbllm._calls.edge import translate
-from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history, set_last
+from nbllm._calls.history import AttemptRecord, CallRecord, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
-from nbllm._calls.pacing import Booking, book_request, in_flight, pacer_for
-from nbllm._calls.pool import lease
+from nbllm._calls.pacing import Booking
 from nbllm._calls.protocol_choice import NO_RESPONSES_STATUSES, choose_protocol, learn_no_responses
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
@@ -36,48 +38,19 @@ from nbllm._calls.results import (
     ToolCallEvent,
     Usage,
 )
-from nbllm._calls.retry import is_fallback_status, is_retryable_status, retry_decision
 from nbllm._calls.tokens import default_counter
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
 from nbllm._exceptions import (
     APIError,
-    BadRequestError,
     ContextTooLongError,
     EmptyReplyError,
     IncompleteStreamError,
     ProtocolError,
-    RateLimitError,
-    StatusError,
     ThinkingBudgetError,
     ToolChoiceIgnoredError,
-    TransportError,
 )
-from nbllm._providers.config import ProviderConfig
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import host_of
-
-Sleep = Callable[[float], Awaitable[Any]]
-
-
-@dataclass
-class CallOptions:
-    """How to run a call, apart from what to ask (`ChatRequest`) and whom (the routes)."""
-
-    history: History | None = None
-    sleep: Sleep = asyncio.sleep
-    transport: httpx.AsyncBaseTransport | None = None
-
-
-async def wait_for_pacing(
-    provider: ProviderConfig, sleep: Sleep, tokens: Callable[[], int] | None = None
-) -> Booking:
-    """Wait until every limit on the provider lets one more request go: its --rps, a batch
-    run's rpm and tpm, a 429's pause (see `nbllm._calls.pacing`); shared with every other
-    call to it. `tokens` estimates the request's size for a tpm budget."""
-    booking = book_request(provider.name, provider.requests_per_second, tokens)
-    if booking.wait_s > 0:
-        await sleep(booking.wait_s)
-    return booking
 
 
 def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = None) -> list[dict[str, Any]]:
@@ -86,24 +59,6 @@ def to_messages(prompt: str | Sequence[dict[str, Any]], system: str | None = Non
         messages = [m for m in messages if m.get("role") != "system"]
         messages.insert(0, {"role": "system", "content": system})
     return messages
-
-
-def retryable(error: APIError, state: ReplyState) -> bool:
-    """Whether sending the same request again could end differently (chat calls and embedding
-    batches share this rule)."""
-    if isinstance(error, ThinkingBudgetError | BadRequestError):  # the same request would fail the same
-        return False  # (also a server's 500 that nbllm knows is a refused request)
-    if isinstance(error, StatusError):
-        return error.status is not None and is_retryable_status(error.status)
-    if isinstance(error, IncompleteStreamError):
-        return not state.shown
-    return isinstance(error, TransportError)
-
-
-def _fallback_worthy(error: APIError, state: ReplyState) -> bool:
-    if isinstance(error, StatusError):
-        return error.status is not None and is_fallback_status(error.status)
-    return retryable(error, state)
 
 
 def _incomplete_hint(state: ReplyState) -> str:
@@ -159,14 +114,6 @@ def _json_reply(resolved: Resolved, state: ReplyState) -> Any:
         ) from None
 
 
-class _FailOver(Exception):
-    """Raised inside a call to move on to the next route."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class _Call:
     """The state of one call across its routes and attempts."""
 
@@ -199,11 +146,24 @@ class _Call:
                         "fallback", f"{previous} failed; falling back to {resolved.qualified_name}"
                     )
                 self.result.model = resolved.qualified_name
+                # The engine's events come straight through (no generator per route between):
+                # every layer an event passes costs on each token.
+                await check_fits(self.request, resolved, self.options.transport)
+                loop = AttemptLoop(
+                    _ChatExchange(self, resolved), resolved, self.options, self.attempts, self._size
+                )
                 try:
-                    async for event in self._route(resolved, last=index == len(self.routes) - 1):
+                    async for event in loop.run():
+                        if isinstance(event, StatusEvent):
+                            self.result.retries += 1  # each status the loop yields precedes an attempt
                         yield event
-                except _FailOver:
-                    continue
+                except APIError as failed:
+                    if index < len(self.routes) - 1 and fallback_worthy(failed, loop.state):
+                        continue  # the next route
+                    raise
+                finally:
+                    self.state, self.booking = loop.state, loop.booking
+                self.result.finish_reason = loop.state.finish_reason
                 self._finish()
                 self.result.status = "ok"
                 self.done = True  # a consumer that stops after DoneEvent has not cancelled anything
@@ -245,116 +205,6 @@ class _Call:
                 error_class=self.error_class,
             )
             self.history.add(record)
-
-    async def _route(self, resolved: Resolved, *, last: bool) -> AsyncGenerator[ChatEvent, None]:
-        """Attempts at one model until one succeeds; raises `_FailOver` to try the next route."""
-        provider = resolved.provider
-        policy = provider.retry
-        await check_fits(self.request, resolved, self.options.transport)
-        asking = self.request
-        attempt = 0
-        while True:
-            attempt += 1
-            self.booking = await wait_for_pacing(provider, self.options.sleep, self._size)
-            protocol = choose_protocol(provider)  # once: it prepares and it reads
-            prepared = protocol.prepare(resolved, asking)
-            self.state = state = ReplyState()
-            tried = AttemptRecord(resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc))
-            self.attempts.append(tried)
-            try:
-                async with (
-                    in_flight(provider.name),
-                    lease(provider, self.options.transport) as client,
-                    exchange(client, resolved, prepared, state) as response,
-                ):
-                    async for token in read_reply(response, protocol, resolved, prepared, state):
-                        yield token
-                too_long = self._too_long(resolved, state)  # None unless nothing came back
-                if too_long is None and _streamed_nothing_for_tools(prepared, state):
-                    # llama-cpp-python cannot stream an automatic tool choice and streams nothing;
-                    # the same request unstreamed gets the tool call.
-                    tried.latency_s = time.perf_counter() - state.started
-                    tried.http_status = state.http_status
-                    tried.outcome, tried.error = "EmptyReplyError", "streamed nothing for tool_choice auto"
-                    asking = replace(asking, stream=False)
-                    attempt -= 1  # not one of the retry policy's attempts
-                    self.result.retries += 1
-                    yield StatusEvent(
-                        "retry", "the server streamed nothing for an automatic tool choice; asking unstreamed"
-                    )
-                    continue
-                if not state.complete:
-                    raise too_long or IncompleteStreamError(
-                        f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
-                        hint=_incomplete_hint(state),
-                        request_id=state.request_id,
-                    )
-                if state.finish_reason == "length" and not state.tools.calls() and _thought(state):
-                    raise self._thinking_budget(resolved, state, asking)
-                if not state.pieces and not state.tools.calls():
-                    raise too_long or self._empty(resolved, state)
-                if _tool_call_required(asking) and not state.tools.calls():
-                    raise ToolChoiceIgnoredError(
-                        f"{resolved.qualified_name} answered in text, but tool_choice "
-                        f"{asking.tool_choice!r} requires a tool call",
-                        hint="the server ignored tool_choice (llama.cpp's llama-server does for a model "
-                        "whose chat template has no tools); the text is in nbllm.last(). Use a model "
-                        "that calls tools, or let the model choose (tool_choice auto)",
-                        request_id=state.request_id,
-                    )
-                if self.request.json_mode and not state.tools.calls():
-                    self.result.parsed = _json_reply(resolved, state)
-            except Exception as exc:
-                error = translate(exc, resolved, prepared.secrets)
-                if not isinstance(error, APIError):  # e.g. a key that went missing: not the server's doing
-                    raise error from error.__cause__
-                tried.latency_s = time.perf_counter() - state.started
-                tried.http_status = error.status or state.http_status
-                tried.outcome, tried.error = type(error).__name__, error.message[:200]
-                if protocol.probing and not state.shown and error.status in NO_RESPONSES_STATUSES:
-                    learn_no_responses(provider)  # for the rest of the session
-                    attempt -= 1  # not one of the retry policy's attempts
-                    self.result.retries += 1
-                    yield StatusEvent(
-                        "retry",
-                        f"{provider.name} has no Responses API (HTTP {error.status}); using Chat Completions",
-                    )
-                    continue
-                can_fail_over = not last and not state.shown and _fallback_worthy(error, state)
-                if state.shown or not retryable(error, state):
-                    if can_fail_over:
-                        raise _FailOver(error) from error
-                    raise error from error.__cause__
-                asked = error.retry_after_s if isinstance(error, RateLimitError) else None
-                decision = retry_decision(attempt, policy, asked)
-                if not decision.retry:
-                    if can_fail_over:
-                        raise _FailOver(error) from error
-                    if asked is not None and asked > policy.retry_after_ceiling_s:
-                        error.message += (
-                            f" (the server asks to wait {asked:.0f} s; nbllm waits at most "
-                            f"{policy.retry_after_ceiling_s:.0f} s)"
-                        )
-                    raise error from error.__cause__
-                self.result.retries += 1
-                of = policy.max_retries + 1
-                limited = isinstance(error, RateLimitError)
-                what = "rate limited" if limited else type(error).__name__
-                yield StatusEvent(
-                    "rate_limited" if limited else "retry",
-                    f"{what}, retrying in {decision.wait_s:.1f} s, attempt {attempt + 1} of {of}",
-                    decision.wait_s,
-                    attempt + 1,
-                    of,
-                )
-                if limited:  # the whole provider waits, not only this call: no storm of retries
-                    pacer_for(provider.name).hold(decision.wait_s)
-                await self.options.sleep(decision.wait_s)
-                continue
-            tried.latency_s = time.perf_counter() - state.started
-            tried.http_status = state.http_status
-            self.result.finish_reason = state.finish_reason
-            return
 
     def _size(self) -> int:
         """About how many tokens the request spends, for a tokens-per-minute budget: the prompt
@@ -453,6 +303,77 @@ class _Call:
             thinking = counter.count_text(result.reasoning)
             result.usage.reasoning_tokens = min(thinking, result.usage.completion_tokens)
             result.usage.reasoning_estimated = True
+
+
+class _ChatExchange:
+    """A chat round inside the attempt engine: the protocol chosen per attempt, the reply read
+    as events, and the checks a reply must pass to be a success."""
+
+    def __init__(self, call: _Call, resolved: Resolved) -> None:
+        self.call, self.resolved = call, resolved
+        self.asking = call.request
+
+    def prepare(self, resolved: Resolved) -> Outgoing:
+        protocol = choose_protocol(resolved.provider)  # once: it prepares and it reads
+        return Outgoing(protocol.prepare(resolved, self.asking), protocol)
+
+    def read(
+        self, response: httpx.Response, outgoing: Outgoing, state: ReplyState
+    ) -> AsyncIterator[ChatEvent]:
+        assert outgoing.protocol is not None
+        return read_reply(response, outgoing.protocol, self.resolved, outgoing.request, state)
+
+    def check(self, outgoing: Outgoing, state: ReplyState) -> Again | None:
+        call, resolved, asking = self.call, self.resolved, self.asking
+        too_long = call._too_long(resolved, state)  # None unless nothing came back
+        if too_long is None and _streamed_nothing_for_tools(outgoing.request, state):
+            # llama-cpp-python cannot stream an automatic tool choice and streams nothing;
+            # the same request unstreamed gets the tool call.
+            self.asking = replace(asking, stream=False)
+            return Again(
+                StatusEvent(
+                    "retry", "the server streamed nothing for an automatic tool choice; asking unstreamed"
+                ),
+                "EmptyReplyError",
+                "streamed nothing for tool_choice auto",
+            )
+        if not state.complete:
+            raise too_long or IncompleteStreamError(
+                f"the stream from {resolved.qualified_name} ended without a finish reason or [DONE]",
+                hint=_incomplete_hint(state),
+                request_id=state.request_id,
+            )
+        if state.finish_reason == "length" and not state.tools.calls() and _thought(state):
+            raise call._thinking_budget(resolved, state, asking)
+        if not state.pieces and not state.tools.calls():
+            raise too_long or call._empty(resolved, state)
+        if _tool_call_required(asking) and not state.tools.calls():
+            raise ToolChoiceIgnoredError(
+                f"{resolved.qualified_name} answered in text, but tool_choice "
+                f"{asking.tool_choice!r} requires a tool call",
+                hint="the server ignored tool_choice (llama.cpp's llama-server does for a model "
+                "whose chat template has no tools); the text is in nbllm.last(). Use a model "
+                "that calls tools, or let the model choose (tool_choice auto)",
+                request_id=state.request_id,
+            )
+        if call.request.json_mode and not state.tools.calls():
+            call.result.parsed = _json_reply(resolved, state)
+        return None
+
+    def learn(self, error: APIError, outgoing: Outgoing, state: ReplyState) -> Again | None:
+        protocol, provider = outgoing.protocol, self.resolved.provider
+        probing = protocol is not None and protocol.probing
+        if probing and not state.shown and error.status in NO_RESPONSES_STATUSES:
+            learn_no_responses(provider)  # for the rest of the session
+            return Again(
+                StatusEvent(
+                    "retry",
+                    f"{provider.name} has no Responses API (HTTP {error.status}); using Chat Completions",
+                ),
+                type(error).__name__,
+                error.message,
+            )
+        return None
 
 
 def stream_call(

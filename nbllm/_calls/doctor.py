@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from nbllm._calls.call import CallOptions, run_call
+from nbllm._calls.attempt import CallOptions
+from nbllm._calls.call import run_call
 from nbllm._calls.client import send
 from nbllm._calls.embed import EmbedRequest, run_embed
 from nbllm._calls.errors import (

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from nbllm._calls.call import CallOptions, retryable, wait_for_pacing
-from nbllm._calls.client import exchange
+import httpx
+
+from nbllm._calls.attempt import Again, AttemptLoop, CallOptions, Outgoing
+from nbllm._calls.edge import translate
 from nbllm._calls.errors import json_object
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
-from nbllm._calls.pacing import in_flight
-from nbllm._calls.pool import lease
 from nbllm._calls.reply_state import ReplyState
-from nbllm._calls.results import EmbedResult, Usage
-from nbllm._calls.retry import retry_decision
+from nbllm._calls.results import ChatEvent, EmbedResult, Usage
 from nbllm._calls.tokens import default_counter
 from nbllm._calls.wire.embeddings import Vector, prepare, read_vectors
 from nbllm._constants import EMBED_BATCH_SIZE, EMBED_CONCURRENCY
@@ -33,7 +32,6 @@ from nbllm._exceptions import (
     NbllmError,
     PromptError,
     ProtocolError,
-    RateLimitError,
 )
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import host_of
@@ -122,7 +120,9 @@ class _Embedding:
     def __init__(self, request: EmbedRequest, resolved: Resolved, options: CallOptions) -> None:
         self.request, self.resolved, self.options = request, resolved, options
         self.history: History = options.history or get_history()
-        self.result = EmbedResult(vectors=[None] * len(request.texts), model=resolved.qualified_name)
+        self.result = EmbedResult(
+            vectors=[None] * len(request.texts), model=resolved.qualified_name, status="error"
+        )
         self.attempts: list[AttemptRecord] = []
         self.counted_tokens = 0
         self.estimated_tokens = 0
@@ -146,10 +146,12 @@ class _Embedding:
         ]
         try:
             await asyncio.gather(*tasks)
-        except NbllmError as error:  # the first batch to fail; the others stop
+            self.result.status = "ok"  # earned: every batch came back whole
+        except Exception as exc:  # the first batch to fail; the others stop
             await _cancel(tasks)
+            error = translate(exc, self.resolved)
             self._fail(error)
-            raise
+            raise error from error.__cause__
         except BaseException:  # cancelled or interrupted
             await _cancel(tasks)
             self.result.status = "cancelled"
@@ -159,52 +161,21 @@ class _Embedding:
         return self.result
 
     async def _batch(self, number: int, of: int, start: int, texts: list[str]) -> None:
-        """One batch's attempts, until it succeeds or fails for good."""
-        provider = self.resolved.provider
-        policy = provider.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            await wait_for_pacing(provider, self.options.sleep)
-            prepared = prepare(self.resolved, texts, self.request.dimensions)
-            state = ReplyState()
-            tried = AttemptRecord(
-                self.resolved.qualified_name, host_of(prepared.url), datetime.now(timezone.utc)
-            )
-            self.attempts.append(tried)
-            if attempt == 1:
-                self.result.requests += 1
-            try:
-                async with (
-                    in_flight(provider.name),
-                    lease(provider, self.options.transport) as client,
-                    exchange(client, self.resolved, prepared, state) as response,
-                ):
-                    body = (await response.aread()).decode("utf-8", errors="replace")
-                payload = json_object(body, self.resolved, state, "embeddings reply")
-                vectors, tokens = read_vectors(
-                    payload, len(texts), self.request.dimensions, self.resolved, state
-                )
-            except APIError as error:
-                tried.latency_s = time.perf_counter() - state.started
-                tried.http_status = error.status or state.http_status
-                tried.outcome, tried.error = type(error).__name__, error.message[:200]
-                asked = error.retry_after_s if isinstance(error, RateLimitError) else None
-                decision = retry_decision(attempt, policy, asked)
-                if not retryable(error, state) or not decision.retry:
-                    where = f"batch {number} of {of} (texts {start}-{start + len(texts) - 1})"
-                    error.message = f"{where}: {error.message}"
-                    if error.hint and "--fallback" in error.hint:
-                        error.hint = NO_FALLBACK_HINT
-                    raise
+        """One batch, through the attempt engine, until it succeeds or fails for good."""
+        batch = _EmbedExchange(self.resolved, texts, self.request.dimensions)
+        loop = AttemptLoop(batch, self.resolved, self.options, self.attempts)
+        self.result.requests += 1
+        try:
+            async for _ in loop.run():  # a status before each new attempt: a retry
                 self.result.retries += 1
-                await self.options.sleep(decision.wait_s)
-                continue
-            tried.latency_s = time.perf_counter() - state.started
-            tried.http_status = state.http_status
-            self.sources.add(state.replayed)
-            self._store(start, texts, vectors, tokens)
-            return
+        except APIError as error:
+            where = f"batch {number} of {of} (texts {start}-{start + len(texts) - 1})"
+            error.message = f"{where}: {error.message}"
+            if error.hint and "--fallback" in error.hint:
+                error.hint = NO_FALLBACK_HINT
+            raise
+        self.sources.add(loop.state.replayed)
+        self._store(start, texts, batch.vectors, batch.tokens)
 
     def _store(self, start: int, texts: list[str], vectors: list[Vector], tokens: int | None) -> None:
         length = len(vectors[0])
@@ -243,25 +214,45 @@ class _Embedding:
         )
         price = self.resolved.spec.price
         self.history.add(
-            CallRecord(
-                model=result.model,
-                requested=result.model,
+            CallRecord.from_embedding(
+                result,
                 host=host_of(self.resolved.provider.url),
                 started_at=self.started_at,
-                latency_s=result.latency_s,
-                prompt_tokens=result.usage.prompt_tokens,
-                tokens_estimated=result.usage.estimated,
-                status=result.status,
+                attempts=self.attempts,
                 error_class=self.error_class,
-                error_message=result.error,
-                retries=result.retries,
-                attempts=list(self.attempts),
-                kind="embed",
-                texts=len(result.vectors),
                 replayed=next(iter(self.sources)) if len(self.sources) == 1 else None,
                 cost=price.cost(result.usage.prompt_tokens, 0) if price else None,
             )
         )
+
+
+class _EmbedExchange:
+    """An embeddings batch inside the attempt engine: one JSON reply, read whole."""
+
+    def __init__(self, resolved: Resolved, texts: list[str], dimensions: int | None) -> None:
+        self.resolved, self.texts, self.dimensions = resolved, texts, dimensions
+        self.vectors: list[Vector] = []
+        self.tokens: int | None = None
+
+    def prepare(self, resolved: Resolved) -> Outgoing:
+        return Outgoing(prepare(resolved, self.texts, self.dimensions))
+
+    async def read(
+        self, response: httpx.Response, outgoing: Outgoing, state: ReplyState
+    ) -> AsyncIterator[ChatEvent]:
+        body = (await response.aread()).decode("utf-8", errors="replace")
+        payload = json_object(body, self.resolved, state, "embeddings reply")
+        self.vectors, self.tokens = read_vectors(
+            payload, len(self.texts), self.dimensions, self.resolved, state
+        )
+        return
+        yield  # an async generator that shows nothing: vectors are not streamed
+
+    def check(self, outgoing: Outgoing, state: ReplyState) -> Again | None:
+        return None
+
+    def learn(self, error: APIError, outgoing: Outgoing, state: ReplyState) -> Again | None:
+        return None
 
 
 async def _cancel(tasks: Sequence[asyncio.Future[None]]) -> None:

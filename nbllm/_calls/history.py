@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from nbllm._calls.results import ChatResult, Status, tokens_per_second
+from nbllm._calls.results import ChatResult, EmbedResult, Status, tokens_per_second
 from nbllm._observers import Observers
 from nbllm._session import session
 
@@ -34,8 +34,9 @@ class AttemptRecord:
     started_at: datetime
     latency_s: float | None = None
     http_status: int | None = None
-    outcome: str = "ok"
-    """ok, or the error class name."""
+    outcome: str = "unfinished"
+    """ok, the error class name, or cancelled; unfinished until the attempt ends (earned, never
+    assumed: see `nbllm._calls.attempt`)."""
     error: str | None = None
 
 
@@ -118,6 +119,38 @@ class CallRecord:
             replayed=result.replayed,
             cost=result.cost,
             cost_reported=result.cost_reported,
+        )
+
+    @classmethod
+    def from_embedding(
+        cls,
+        result: EmbedResult,
+        *,
+        host: str,
+        started_at: datetime,
+        attempts: list[AttemptRecord],
+        error_class: str | None,
+        replayed: str | None,
+        cost: float | None,
+    ) -> CallRecord:
+        """The record of a finished `nbllm.embed` call: its tokens are all input; never a text."""
+        return cls(
+            model=result.model,
+            requested=result.model,
+            host=host,
+            started_at=started_at,
+            latency_s=result.latency_s,
+            prompt_tokens=result.usage.prompt_tokens,
+            tokens_estimated=result.usage.estimated,
+            status=result.status,
+            error_class=error_class,
+            error_message=result.error,
+            retries=result.retries,
+            attempts=list(attempts),
+            kind="embed",
+            texts=len(result.vectors),
+            replayed=replayed,
+            cost=cost,
         )
 
 

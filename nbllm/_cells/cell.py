@@ -20,7 +20,8 @@ from typing import Any
 
 import pydantic
 
-from nbllm._calls.call import CallOptions, stream_call
+from nbllm._calls.attempt import CallOptions
+from nbllm._calls.call import stream_call
 from nbllm._calls.preparation import prepare_call
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import (
