@@ -33,7 +33,8 @@ class ChatRequest:
     effort: str | None = None
     """How hard a reasoning model thinks: none, low, medium or high (None: the server's default)."""
     check_context: bool = True
-    """Refuse to send a prompt that does not fit the model's declared window (`preflight`)."""
+    """Refuse to send a prompt that does not fit the model's declared window (see
+    `nbllm._calls.context_fit`)."""
 
     def __post_init__(self) -> None:
         check_options(

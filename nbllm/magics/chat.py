@@ -181,7 +181,8 @@ class ChatMagics(Magics):
             await asyncio.sleep(RENDER_TICK_S)
             tick()
 
-    def _options(self, line: str) -> ChatOptions:
+    def _options(self, line: str) -> tuple[ChatOptions, Any]:
+        """The line, parsed once: the cell's options, and the arguments only --map uses."""
         from nbllm._cells.cell import ChatOptions
 
         args = parse_line(self.chat, line)
@@ -228,7 +229,7 @@ class ChatMagics(Magics):
             raise UsageError("--compare cannot run tools; drop --tools, or chat with one model at a time")
         if options.compare and options.model:
             raise UsageError("give the models to compare in --compare only, e.g. --compare a/m1,b/m2")
-        return options
+        return options, args
 
     def _mode(self) -> str:
         if self.display_mode != "auto":
@@ -248,9 +249,8 @@ class ChatMagics(Magics):
 
         namespace = self.shell.user_ns if self.shell is not None else {}
         with usage_errors(line):
-            options = self._options(line)
+            options, args = self._options(line)
             ensure_a_provider(get_store(), print)
-            args = parse_line(self.chat, line)
             if args.map:
                 return self._map_job(args, options, cell, namespace)
             if options.compare:
