@@ -59,6 +59,9 @@ def ip():  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def fresh_session() -> Iterator[None]:
     """Each test starts in a new session: no providers, history, conversations, last result,
-    pacing, learned facts, calls in flight or cassette/cache slots (see `nbllm._session`)."""
+    pacing, learned facts, calls in flight or cassette/cache slots (see `nbllm._session`). And
+    leaves one behind: a module-scoped fixture set up before the next test's own fixtures must
+    not see this test's providers."""
     nbllm._session.new_session()
     yield
+    nbllm._session.new_session()
