@@ -141,3 +141,6 @@ PROGRESS_TICK_S = 0.25
 """Shortest interval between updates of a batch run's progress bar."""
 OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent", "anthropic-version"})
 """The headers nbllm itself sets: the only ones a redirect to another host receives."""
+CACHE_LOCK_WAIT_S = 1.0
+"""How long the response cache waits for a file another process holds before it lets the call
+go to the endpoint (with a warning)."""

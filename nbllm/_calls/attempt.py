@@ -203,6 +203,8 @@ class AttemptLoop:
                 raise
             if again is None:
                 _close(tried, state, "ok", None)
+                if state.keep is not None:
+                    state.keep()  # only now may the response cache keep it
                 return
             if tried.outcome == "unfinished":  # asked again after a reply that read well
                 _close(tried, state, again.outcome, again.note)

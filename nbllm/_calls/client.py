@@ -37,7 +37,7 @@ from nbllm._exceptions import (
     APIConnectionError,
 )
 from nbllm._providers.resolved import Resolved
-from nbllm._replay.recording import GATEWAY_COST_HEADER, REPLAYED_HEADER
+from nbllm._replay.recording import GATEWAY_COST_HEADER, KEEP_EXTENSION, REPLAYED_HEADER
 
 MAX_REDIRECTS = 5
 
@@ -72,6 +72,7 @@ async def exchange(
                 state.request_id = request_id_of(response.headers)
                 state.server = response.headers.get("server")
                 state.replayed = response.headers.get(REPLAYED_HEADER)
+                state.keep = response.extensions.get(KEEP_EXTENSION)
                 _take_gateway_cost(response.headers, state)
                 if response.status_code in (307, 308) and "location" in response.headers:
                     target = _redirect_target(response)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,9 @@ class ReplyState:
     """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
     replayed: str | None = None
     """``cassette`` or ``cache`` when the reply was played back from a recording."""
+    keep: Callable[[], None] | None = None
+    """What keeps this reply in the response cache; the attempt engine calls it only when the
+    reply passed every check (a success is earned, and only successes are kept)."""
     tools: _ToolCallAssembler = field(default_factory=_ToolCallAssembler)
 
     @property

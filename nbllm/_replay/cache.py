@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from typing import Any
 import httpx
 import platformdirs
 
+from nbllm._constants import CACHE_LOCK_WAIT_S
 from nbllm._exceptions import ConfigError, ConfigFileError
 from nbllm._replay import tape
 from nbllm._replay.recording import (
     Recording,
     ScrubbedRequest,
     digest,
+    identity,
     recording_response,
 )
 
@@ -74,7 +77,7 @@ class ResponseCache(tape.Switchable):
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=CACHE_LOCK_WAIT_S)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, created REAL, recording TEXT)"
             )
@@ -92,17 +95,40 @@ class ResponseCache(tape.Switchable):
         if request.method != "POST" or not (self.force or deterministic(scrubbed.url, scrubbed.body)):
             self.skipped += 1
             return await inner.handle_async_request(request)
-        key = digest(scrubbed.key)
-        recording = self._get(key)
+        request.headers["accept-encoding"] = "identity"  # stored decoded; part of no key
+        key = digest(identity(request, scrubbed.secrets))
+        try:
+            recording = self._get(key)
+        except sqlite3.Error as exc:
+            self._bypass("read", exc)
+            return await inner.handle_async_request(request)
         if recording is not None:
             self.hits += 1
             return recording.response(request, "cache")
         self.misses += 1
-        request.headers["accept-encoding"] = "identity"
         response = await inner.handle_async_request(request)
         if not 200 <= response.status_code < 300:
             return response
-        return recording_response(response, request, scrubbed, lambda done: self._put(key, done))
+        finished: list[Recording] = []
+
+        def keep() -> None:  # the engine calls it once the reply passed every check
+            if finished:
+                try:
+                    self._put(key, finished[0])
+                except sqlite3.Error as exc:
+                    self._bypass("write", exc)
+
+        return recording_response(response, request, scrubbed, finished.append, keep)
+
+    def _bypass(self, doing: str, exc: sqlite3.Error) -> None:
+        """A locked or damaged file: the call goes on without the cache, and the user is told."""
+        self.skipped += 1
+        warnings.warn(
+            f"the response cache at {self.path} could not {doing} ({exc}); this call went to the "
+            "endpoint. Another process may hold the file, or it is damaged: %llm_cache clear, or "
+            "turn it off with %llm_cache off",
+            stacklevel=2,
+        )
 
     def _get(self, key: str) -> Recording | None:
         with self._lock:

@@ -219,6 +219,41 @@ def match_key(method: str, url: str, body: Any) -> str:
     return f"{method.upper()} {parts.scheme}://{netloc}{parts.path}?{query}\n{shown_body}"
 
 
+VOLATILE_HEADERS = frozenset(
+    {"host", "content-length", "accept-encoding", "connection", "user-agent", "traceparent", "tracestate"}
+)
+"""Request headers that say nothing about the answer or the right to it (the host is in the URL)."""
+
+KEEP_EXTENSION = "nbllm_keep"
+"""Where a recorded response carries its `keep` (see `recording_response`)."""
+
+
+def identity(request: httpx.Request, secrets: Iterable[str]) -> str:
+    """Everything that can change a request's answer or the right to it, for the response
+    cache: the method, the full URL (scheme, host, port, path, query), the body and every sent
+    header that is not volatile. Credentials appear only as one-way fingerprints; the whole is
+    digested again before it is stored (`digest`)."""
+    secret_values = set(secrets)
+
+    def shown(value: str) -> str:
+        hidden = value in secret_values or value.partition(" ")[2] in secret_values
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest() if hidden else value
+
+    parts = urlsplit(str(request.url))
+    query = sorted((k, shown(v)) for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    headers = sorted(
+        (name.lower(), shown(value))
+        for name, value in request.headers.items()
+        if name.lower() not in VOLATILE_HEADERS
+    )
+    body = request_body(request)
+    return json.dumps(
+        [request.method.upper(), parts.scheme, parts.hostname, parts.port, parts.path, query, headers, body],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -290,14 +325,20 @@ class Recorder(httpx.AsyncByteStream):
 
 
 def recording_response(
-    response: httpx.Response, request: httpx.Request, scrubbed: ScrubbedRequest, on_complete: Any
+    response: httpx.Response,
+    request: httpx.Request,
+    scrubbed: ScrubbedRequest,
+    on_complete: Any,
+    keep: Any = None,
 ) -> httpx.Response:
     """`response` with its body recorded as it is read (see `Recorder`). The headers pass
-    unchanged, so a compressed body stays compressed for httpx to decode."""
+    unchanged, so a compressed body stays compressed for httpx to decode. `keep`, when given,
+    rides on the response (`KEEP_EXTENSION`) for the attempt engine to call once the reply
+    passed every check: a recording that ends a failed attempt is never kept."""
     return httpx.Response(
         response.status_code,
         headers=response.headers,
         stream=Recorder(response, scrubbed, on_complete),
         request=request,
-        extensions=response.extensions,
+        extensions={**response.extensions, KEEP_EXTENSION: keep} if keep else response.extensions,
     )

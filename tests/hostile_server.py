@@ -1,0 +1,93 @@
+"""A deliberately small, standard-library HTTP server for attack tests: each POST is answered by
+a function of (path, headers, body) that returns (status, content type, body bytes or a list of
+SSE events). Not `nbllm.testing`: a double we did not write for nbllm's convenience, so what
+nbllm does with odd replies is tested against replies shaped by the test alone."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = tuple[int, str, bytes | list[str]]
+Answer = Callable[[str, dict[str, str], Any], Reply]
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Hostile:
+    answer: Answer
+    port: int = 0
+    seen: list[Seen] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def chat_events(text: str, *, done: bool = True, finish: str | None = "stop") -> list[str]:
+    """A Chat Completions stream of `text` (one event per word), optionally cut short."""
+    events = [
+        json.dumps({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+        for word in re.findall(r"\S+\s*", text)
+    ]
+    if finish:
+        events.append(json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+    if done:
+        events.append("[DONE]")
+    return events
+
+
+@contextmanager
+def hostile(answer: Answer) -> Iterator[Hostile]:
+    state = Hostile(answer)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            state.seen.append(Seen(self.path, headers, body))
+            status, content_type, payload = state.answer(self.path, headers, body)
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            if isinstance(payload, list):  # server-sent events, one chunk each, as real servers send
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for event in payload:
+                    data = f"data: {event}\n\n".encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
