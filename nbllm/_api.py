@@ -88,6 +88,12 @@ def _build(prompt: Prompt, model: str | None, given: RequestOptions) -> Prepared
     _refuse_unknown(given, OPTION_NAMES)
     if not (isinstance(prompt, str) or (isinstance(prompt, Sequence) and not isinstance(prompt, bytes))):
         raise PromptError(f"the prompt should be text or a list of messages, not {type(prompt).__name__}")
+    if not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt):
+        raise PromptError(
+            "a list prompt should hold messages (dicts with 'role' and 'content'), not "
+            f"{type(next(m for m in prompt if not isinstance(m, dict))).__name__}",
+            hint='e.g. [{"role": "user", "content": "Hi"}]; for several prompts use nbllm.map',
+        )
     if not prompt or (isinstance(prompt, str) and not prompt.strip()):
         raise PromptError("there is nothing to send: give a prompt or at least one message")
     if model is not None and not isinstance(model, str):

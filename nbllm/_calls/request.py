@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,22 @@ class ChatRequest:
             raise PromptError("tools should be Python functions or OpenAI tool schemas (dicts)")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise PromptError("json_schema should be a JSON schema, as a dict")
+        _check_sendable("the messages", self.messages)
+        _check_sendable("json_schema", self.json_schema)
+        _check_sendable("tools", self.tools)
+
+
+def _check_sendable(what: str, value: Any) -> None:
+    """Refuse, before sending, what cannot go on the wire as JSON in UTF-8: a Python set, a
+    date, an object, or text with a lone surrogate (pasted from a broken decode)."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        reason = "a lone surrogate character" if isinstance(exc, UnicodeError) else str(exc)
+        raise PromptError(
+            f"{what} cannot be sent as JSON: {reason}",
+            hint="use lists instead of sets, strings instead of other objects, and valid text",
+        ) from None
 
 
 def check_options(

@@ -163,7 +163,11 @@ def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfi
 def _write_private(target: Path, text: str) -> None:
     """Write atomically, readable by the owner only (the file names key sources)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.exists():
+            # mkdir's mode is masked by the umask (a 022 umask would leave it readable by all);
+            # a folder made for files that name key sources is the owner's alone.
+            target.parent.mkdir(parents=True)
+            os.chmod(target.parent, 0o700)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".providers-", suffix=".yaml")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
