@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nbllm._safe_markdown import inert_markdown
+
 Status = Literal["ok", "error", "cancelled", "incomplete"]
 
 SHORTEST_SPEED_WINDOW_S = 0.005
@@ -143,7 +145,7 @@ class ChatResult:
         return self.text
 
     def _repr_markdown_(self) -> str:
-        return f"{self.text}\n\n<sub>{html.escape(self.footer())}</sub>"
+        return f"{inert_markdown(self.text)}\n\n<sub>{html.escape(self.footer())}</sub>"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(f"{self.text}\n[{self.footer()}]")

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TextIO
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError, ThinkingBudgetError
+from nbllm._safe_markdown import inert_markdown
 from nbllm._views.thinking import LiveThinkingFrame, Thinking, thinking_markdown, thinking_plain
 
 Clock = Callable[[], float]
@@ -228,6 +229,8 @@ class _Transcript:
 
     parts: list[str | ToolLine] = field(default_factory=list)
     length: int = 0
+    remote_images: bool = False
+    """Whether the reply's remote images show as images (see `nbllm._safe_markdown`)."""
 
     def add_text(self, text: str) -> None:
         if self.parts and isinstance(self.parts[-1], str):
@@ -244,7 +247,11 @@ class _Transcript:
         self.parts.append(line)
 
     def markdown(self) -> str:
-        return "\n\n".join(p.markdown() if isinstance(p, ToolLine) else p for p in self.parts if p)
+        return "\n\n".join(
+            p.markdown() if isinstance(p, ToolLine) else inert_markdown(p, remote_images=self.remote_images)
+            for p in self.parts
+            if p
+        )
 
     def text(self) -> str:
         return "\n".join(p.text() if isinstance(p, ToolLine) else p for p in self.parts if p)
@@ -262,6 +269,7 @@ class LiveView:
         display: Display | None = None,
         clock: Clock = time.monotonic,
         show_thinking: bool = False,
+        remote_images: bool = False,
     ) -> None:
         self.model = model
         self.live = live
@@ -273,7 +281,7 @@ class LiveView:
         self.throttle = throttle or Throttle()
         self.handle = Handle(display)
         self.clock = clock
-        self.transcript = _Transcript()
+        self.transcript = _Transcript(remote_images=remote_images)
         self.notice: str | None = None
         self.countdown: _Countdown | None = None
         self.dirty = False

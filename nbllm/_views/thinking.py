@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm._calls.results import ChatResult
+from nbllm._safe_markdown import inert_markdown
 
 Bundle = dict[str, Any]
 THINKING_STYLE = "white-space: pre-wrap; line-height: 1.45; opacity: 0.7; font-size: 0.92em"
@@ -77,7 +78,7 @@ def thinking_markdown(result: ChatResult, *, open_: bool) -> str:
     if not result.reasoning:
         return ""
     lines = result.reasoning.split("\n")
-    quoted = "\n".join(f"> {html.escape(line)}" if line.strip() else ">" for line in lines)
+    quoted = "\n".join(f"> {inert_markdown(html.escape(line))}" if line.strip() else ">" for line in lines)
     summary = f"<summary><i>{html.escape(_summary(result))}</i></summary>"
     return f"<details{' open' if open_ else ''}>{summary}\n\n{quoted}\n\n</details>"
 

@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Enum, Int, TraitError, validate
+from traitlets import Bool, Enum, Int, TraitError, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
 from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
@@ -76,6 +76,13 @@ class ChatMagics(Magics):
     max_tool_rounds = Int(
         MAX_TOOL_ROUNDS, config=True, help="Default for --max-tool-rounds: tool-call rounds per cell."
     )
+    remote_images = Bool(
+        False,
+        config=True,
+        help="Show remote images in replies as images. Off by default: a reply (or a prompt "
+        "injection in what the model read) could make the browser fetch a URL carrying your data, "
+        "so remote images show as links; data: images always show.",
+    )
 
     @validate("throttle_ms", "max_tool_rounds")
     def _not_negative(self, proposal: Any) -> int:
@@ -119,6 +126,11 @@ class ChatMagics(Magics):
         "--effort",
         choices=EFFORTS,
         help="How hard a reasoning model thinks; none turns thinking off where the server allows it.",
+    )
+    @argument(
+        "--remote-images",
+        action="store_true",
+        help="Show remote images in this reply as images (links by default; see ChatMagics.remote_images).",
     )
     @argument(
         "--show-thinking",
@@ -271,7 +283,13 @@ class ChatMagics(Magics):
             view = TerminalView(model, show_thinking=options.show_thinking)
         else:
             live, throttle = mode == "live", Throttle(self.throttle_ms / 1000)
-            view = LiveView(model, live=live, throttle=throttle, show_thinking=options.show_thinking)
+            view = LiveView(
+                model,
+                live=live,
+                throttle=throttle,
+                show_thinking=options.show_thinking,
+                remote_images=self.remote_images or args.remote_images,
+            )
         run = CellRun(prepared, view)
 
         def conclude(outcome: CellOutcome) -> None:

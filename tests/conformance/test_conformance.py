@@ -535,6 +535,9 @@ def test_effort_in_each_reasoning_style(provider: Server) -> None:
     adds in each style; a refusal's error must name the field and the style to change."""
     refused: dict[str, str] = {}
     statuses: set[int] = set()
+    # --effort needs the reasoning flag (refused before sending otherwise, on every entry point):
+    # flagged here so the fields reach the server, which is what this row tests.
+    nbllm.get_store().update_model(provider.name, provider.model, flags={"reasoning": True})
     try:
         for style in REASONING_STYLES:
             nbllm.get_store().update_provider(provider.name, reasoning_style=style)
@@ -549,6 +552,7 @@ def test_effort_in_each_reasoning_style(provider: Server) -> None:
             assert result.status == "ok" and result.text
     finally:
         nbllm.get_store().update_provider(provider.name, reasoning_style=None)
+        nbllm.get_store().update_model(provider.name, provider.model, flags={"reasoning": False})
     if not refused:
         FINDINGS.ok(provider.name, "effort")
         return
