@@ -18,7 +18,8 @@ import httpx
 
 from nbllm._exceptions import APIConnectionError, APIError, APITimeoutError, NbllmError, UnexpectedError
 from nbllm._providers.resolved import Resolved
-from nbllm._providers.secret_text import MASK, mask_secrets
+from nbllm._providers.secret_registry import session_secrets
+from nbllm._providers.secret_text import mask_secrets, mask_values
 
 FOREIGN_ERRORS: tuple[tuple[type[BaseException], type[APIError], str, str], ...] = (
     # (raised type, nbllm error, what failed, the next step); the first match wins.
@@ -80,6 +81,14 @@ def translate(exc: Exception, resolved: Resolved, secrets: Iterable[str] = ()) -
 
 
 def _masked(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """The one masker (every secret by value), then anything else that looks like a key."""
+    text = mask_values(text, [*secrets, *_session_secrets_if_readable()])
     return mask_secrets(text, text.split())[:300]
+
+
+def _session_secrets_if_readable() -> set[str]:
+    """The session's secrets; none if the registry itself cannot be read (this is an error path)."""
+    try:
+        return session_secrets()
+    except Exception:
+        return set()

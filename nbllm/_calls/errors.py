@@ -35,13 +35,11 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.auth import find_key
 from nbllm._providers.resolved import Resolved
-from nbllm._providers.secret_text import MASK
+from nbllm._providers.secret_registry import provider_secrets
+from nbllm._providers.secret_text import mask_json, mask_values
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-ms-request-id", "cf-ray")
 
-
-MIN_MASKED_KEY_CHARS = 4
-"""A key this short (a local server's "x") would mask ordinary words; it guards nothing anyway."""
 
 UPSTREAM_TEXT_LIMIT = 2000
 """The most characters of server text an error quotes (a hostile server once sent 200,000)."""
@@ -73,6 +71,7 @@ def protocol_error(
     hint = "the server is not speaking the OpenAI chat completions format"
     if not_json:
         hint += "; check that the URL is the API's (not a web page or a proxy's), or try --no-stream"
+    what = mask_values(what, provider_secrets(resolved.provider))  # `what` may quote the reply
     return ProtocolError(f"{resolved.qualified_name} {what}", hint=hint, request_id=state.request_id)
 
 
@@ -118,7 +117,9 @@ def stream_error(
     protocol: `error` is the error object the protocol found (``payload["error"]`` when not
     given). An overloaded or rate-limit kind is a `ServerError` or `RateLimitError`, retried as
     its status would be; anything else ends the reply as a `StreamError`."""
-    error = payload.get("error") if error is None else error
+    secrets = provider_secrets(resolved.provider)
+    payload = mask_json(payload, secrets)
+    error = payload.get("error") if error is None else mask_json(error, secrets)
     kind = str(error.get("type") or error.get("code") or "") if isinstance(error, dict) else ""
     upstream = clip(upstream_message({"error": error}) or json.dumps(payload), UPSTREAM_TEXT_LIMIT)
     message = f"{resolved.qualified_name} reported an error mid-stream: {upstream}"
@@ -199,10 +200,7 @@ def error_from_response(
 ) -> StatusError:
     """The nbllm error for an HTTP error status, with the upstream's message and a hint. A
     server that quotes the key back (some do, for a rejected one) has it masked."""
-    key, _ = find_key(resolved.provider)
-    secret = key.get_secret_value() if key is not None else ""
-    if len(secret) >= MIN_MASKED_KEY_CHARS and secret in body:
-        body = body.replace(secret, MASK)
+    body = mask_values(body, provider_secrets(resolved.provider))
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):

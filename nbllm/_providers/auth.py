@@ -26,6 +26,7 @@ from nbllm import _constants
 from nbllm._exceptions import MissingKeyError
 from nbllm._providers.config import ProviderConfig, is_sensitive_header
 from nbllm._providers.entra import entra_token
+from nbllm._providers.secret_text import MIN_SECRET_CHARS
 from nbllm._providers.urls import is_loopback
 
 VENDOR_KEY_VARS = {
@@ -172,6 +173,12 @@ def security_warnings(config: ProviderConfig, environ: Mapping[str, str] | None 
     warnings = []
     key, _ = find_key(config, environ)
     scheme = urlsplit(config.url).scheme
+    if key is not None and 0 < len(key.get_secret_value()) < MIN_SECRET_CHARS and not is_loopback(config.url):
+        warnings.append(
+            f"provider {config.name!r} has a key of fewer than {MIN_SECRET_CHARS} characters: nbllm does not "
+            "mask values that short (they would mask ordinary words and numbers), so if a server echoes "
+            "it back, it shows. Use a longer key if the server allows it."
+        )
     if key is not None and scheme == "http" and not is_loopback(config.url):
         warnings.append(
             f"provider {config.name!r} sends its key over plain http to a host that is not this "

@@ -27,6 +27,8 @@ INSTALL_COMMAND = "pip install 'nbllm[azure]'"
 _LOCK = threading.Lock()
 _tokens: dict[str, tuple[str, float]] = {}
 """Per provider: the last token from the credential, and when it expires (epoch seconds)."""
+_issued: dict[str, str] = {}
+"""The last token issued per provider, from either source (for the masker)."""
 _credential: list[Any] = []
 
 
@@ -49,6 +51,7 @@ def entra_token(config: ProviderConfig) -> str:
     """A current token for `config` (see the module docstring); raises `MissingKeyError`."""
     if config.token_provider is not None:
         token = _called(config)
+        _issued[config.name] = token
     else:
         with _LOCK:
             cached = _tokens.get(config.name)
@@ -56,13 +59,20 @@ def entra_token(config: ProviderConfig) -> str:
                 return cached[0]
             token, expires_on = _from_credential(config)
             _tokens[config.name] = (token, expires_on)
+            _issued[config.name] = token
     return token
+
+
+def cached_token(provider: str) -> str | None:
+    """The last token issued for `provider` (to mask it wherever a server echoes it)."""
+    return _issued.get(provider)
 
 
 def forget_tokens() -> None:
     """Drop cached tokens (a new session's state; used by tests)."""
     with _LOCK:
         _tokens.clear()
+        _issued.clear()
 
 
 def _called(config: ProviderConfig) -> str:

@@ -23,10 +23,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from nbllm._constants import OWN_HEADERS
-from nbllm._providers.auth import find_key
-from nbllm._providers.secret_text import MASK
-from nbllm._providers.store import get_store
+from nbllm._providers.config import is_sensitive_header
+from nbllm._providers.secret_registry import QUERY_CREDENTIALS, session_secrets
+from nbllm._providers.secret_text import mask_json, mask_values
 from nbllm._providers.urls import is_loopback
 
 GATEWAY_COST_HEADER = "x-litellm-response-cost"
@@ -49,16 +48,8 @@ KEPT_RESPONSE_HEADERS = (
 )
 """The response headers nbllm reads; the others are not recorded."""
 
-SECRET_QUERY_NAMES = frozenset(
-    {"key", "api_key", "api-key", "apikey", "token", "access_token", "sig", "code"}
-)
-"""Query parameters that carry credentials (Gemini's ``key``, SAS ``sig``): dropped from URLs."""
-
 ADDED_BODY_FIELDS = ("stream_options",)
 """Request fields nbllm adds by itself, which do not change the answer: ignored in matching."""
-
-MIN_SECRET_CHARS = 4
-"""Shorter values are not masked: a local server's key "x" would mask letters everywhere."""
 
 SSE_TYPES = ("text/event-stream",)
 
@@ -147,7 +138,7 @@ class ScrubbedRequest:
 
     @classmethod
     def of(cls, request: httpx.Request) -> ScrubbedRequest:
-        secrets = frozenset(secrets_of(request, resolved_keys()))
+        secrets = frozenset(secrets_of(request, session_secrets()))
         url = scrub_url(str(request.url), secrets)
         return cls(request.method, url, scrub_json(request_body(request), secrets), secrets)
 
@@ -156,35 +147,20 @@ class ScrubbedRequest:
         return match_key(self.method, self.url, self.body)
 
 
-def resolved_keys() -> list[str]:
-    """Every registered provider's key, to mask wherever a server echoes one."""
-    keys = []
-    for provider in get_store().providers.values():
-        key, _ = find_key(provider)
-        if key is not None:
-            keys.append(key.get_secret_value())
-    return keys
-
-
-def secrets_of(request: httpx.Request, keys: Iterable[str] = ()) -> set[str]:
-    """The values to mask: every header nbllm did not set itself (credentials, configured
-    headers), a bearer token's token alone, and the given resolved keys."""
-    found = {k for k in keys if len(k) >= MIN_SECRET_CHARS}
-    own = {name.lower() for name in OWN_HEADERS}
+def secrets_of(request: httpx.Request, known: Iterable[str] = ()) -> set[str]:
+    """The values to mask: the `known` secrets (the session's registry, `session_secrets`) and
+    the value of every header whose name is a credential's, with a bearer token's token alone.
+    Other header values are not secrets (``X-Title: final`` must not mask "final")."""
+    found = set(known)
     for name, value in request.headers.items():
-        if name.lower() in own or name.lower() in ("host", "content-length", "accept-encoding", "connection"):
-            continue
-        for part in (value, value.partition(" ")[2]):
-            if len(part) >= MIN_SECRET_CHARS:
-                found.add(part)
-    return found
+        if is_sensitive_header(name):
+            found |= {value, value.partition(" ")[2]}
+    return {value for value in found if value}
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+    """`text` with every secret masked where it stands whole (see `mask_values`)."""
+    return mask_values(text, secrets)
 
 
 def scrub_url(url: str, secrets: Iterable[str]) -> str:
@@ -193,17 +169,16 @@ def scrub_url(url: str, secrets: Iterable[str]) -> str:
     query = [
         (k, v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k.lower() not in SECRET_QUERY_NAMES
+        if k.lower() not in QUERY_CREDENTIALS
     ]
     return mask(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")), secrets)
 
 
 def scrub_json(value: Any, secrets: Iterable[str]) -> Any:
-    """`value` (decoded JSON) with every secret masked in its strings."""
+    """`value` (decoded JSON) with every secret masked in its strings (keys and values), never
+    in its structure or numbers."""
     secrets = list(secrets)
-    if not secrets:
-        return value
-    return json.loads(mask(json.dumps(value), secrets))
+    return mask_json(value, secrets) if secrets else value
 
 
 def match_key(method: str, url: str, body: Any) -> str:

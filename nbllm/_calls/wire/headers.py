@@ -8,6 +8,7 @@ from nbllm._constants import ANTHROPIC_VERSION, VERSION
 from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import auth_headers
 from nbllm._providers.config import ProviderConfig, expand_vars
+from nbllm._providers.secret_registry import provider_secrets
 
 
 def protocol_headers(provider: ProviderConfig) -> dict[str, str]:
@@ -35,5 +36,6 @@ def request_headers(provider: ProviderConfig, *, stream: bool) -> tuple[dict[str
         headers[name] = value
     credentials = auth_headers(provider)  # one key lookup per attempt (a keyring read can be slow)
     headers.update(credentials)
-    secrets = set(credentials.values()) | {headers[name] for name in provider.unsaved_headers()}
+    sent = set(credentials.values())
+    secrets = sent | {value.partition(" ")[2] for value in sent} | provider_secrets(provider, with_key=False)
     return headers, secrets
