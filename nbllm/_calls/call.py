@@ -24,6 +24,7 @@ from nbllm._calls.attempt import Again, AttemptLoop, CallOptions, Outgoing, fall
 from nbllm._calls.client import read_reply
 from nbllm._calls.context_fit import check_fits
 from nbllm._calls.edge import translate
+from nbllm._calls.errors import protocol_error
 from nbllm._calls.history import AttemptRecord, CallRecord, get_history, set_last
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pacing import Booking
@@ -347,6 +348,9 @@ class _ChatExchange:
             raise call._thinking_budget(resolved, state, asking)
         if not state.pieces and not state.tools.calls():
             raise too_long or call._empty(resolved, state)
+        if any(not tool_call.name for tool_call in state.tools.calls()):
+            # Arguments for a call that was never started (no name): not a call anyone can run.
+            raise protocol_error(resolved, state, "sent tool-call arguments for a call it never named")
         if _tool_call_required(asking) and not state.tools.calls():
             raise ToolChoiceIgnoredError(
                 f"{resolved.qualified_name} answered in text, but tool_choice "

@@ -213,6 +213,10 @@ def _finished(response: dict[str, Any], state: ReplyState, kind: str) -> None:
             state.reasoning_tokens = thinking
 
 
+UNFINISHED_STATUSES = frozenset({"failed", "cancelled", "in_progress", "queued"})
+"""A whole Responses reply in one of these states is not an answer, even with text in it."""
+
+
 async def read_whole(
     response: httpx.Response, resolved: Resolved, state: ReplyState
 ) -> AsyncIterator[TokenEvent | ReasoningEvent]:
@@ -242,6 +246,9 @@ async def read_whole(
         status = payload.get("status")
     except SHAPE_ERRORS as exc:
         raise protocol_error(resolved, state, f"sent a reply nbllm cannot read ({exc})") from exc
+    if status in UNFINISHED_STATUSES:  # whatever text it holds, this response did not complete
+        problem = payload.get("error") or {"message": f"the response's status is {status!r}, not completed"}
+        raise stream_error(payload, resolved, state, problem)
     _finished(payload, state, "response.incomplete" if status == "incomplete" else "response.completed")
     for event in whole_events(state, "".join(thoughts), "".join(pieces)):
         yield event

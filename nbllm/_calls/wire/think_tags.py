@@ -28,6 +28,11 @@ class ThinkTags:
         """start: no text seen yet (or only spaces, or a prefix of <think>); thinking: inside
         the tags; after: the tags closed, blank lines before the answer are dropped; done."""
         self._held = ""
+        self._blank: list[str] = []
+        """In start mode: the blank pieces before the first other character (kept as a list:
+        joining them again on every piece made 40,000 blank events quadratic)."""
+        self._opening = ""
+        """In start mode: the text from the first non-blank character on (a tag, or not)."""
         self._thought = False
         """Whether any thinking but blank space has come out (the blank space is dropped)."""
 
@@ -39,14 +44,18 @@ class ThinkTags:
         if self._mode == "done":
             return "", text
         if self._mode == "start":
-            self._held += text
-            opening = self._held.lstrip()
+            if not self._opening:
+                stripped = text.lstrip()
+                self._blank.append(text[: len(text) - len(stripped)])
+                text = stripped
+            opening = self._opening = self._opening + text
             if not opening or (len(opening) < len(OPEN_TAG) and OPEN_TAG.startswith(opening)):
                 return "", ""  # blank so far, or a tag that is not whole yet
             if not opening.startswith(OPEN_TAG):
-                answer, self._held, self._mode = self._held, "", "done"
+                answer, self._mode = self._start_text(), "done"
                 return "", answer
-            self._mode, self._held, text = "thinking", "", opening[len(OPEN_TAG) :]
+            self._mode, self._blank, self._opening = "thinking", [], ""
+            text = opening[len(OPEN_TAG) :]
         if self._mode == "thinking":
             text = self._held + text
             end = text.find(CLOSE_TAG)
@@ -58,6 +67,12 @@ class ThinkTags:
             self._mode, self._held = "after", ""
             return self._thinking(thinking), self._after(text)
         return "", self._after(text)
+
+    def _start_text(self) -> str:
+        """Everything held in start mode, as it came; forgotten."""
+        text = "".join(self._blank) + self._opening
+        self._blank, self._opening = [], ""
+        return text
 
     def _thinking(self, text: str) -> str:
         if not self._thought:
@@ -78,4 +93,4 @@ class ThinkTags:
         mode, self._mode = self._mode, "done"
         if mode == "thinking":
             return self._thinking(held), ""
-        return "", held if mode == "start" else ""
+        return "", self._start_text() if mode == "start" else ""
