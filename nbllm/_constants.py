@@ -144,3 +144,8 @@ OWN_HEADERS = frozenset({"Content-Type", "Accept", "User-Agent", "anthropic-vers
 CACHE_LOCK_WAIT_S = 1.0
 """How long the response cache waits for a file another process holds before it lets the call
 go to the endpoint (with a warning)."""
+MAX_CASSETTE_CHARS = 200_000_000
+"""The largest cassette nbllm writes and reads (one limit for both: cassettes of long replies
+are normal, and what nbllm writes it must read back)."""
+MAX_REPLAY_WAIT_S = 10.0
+"""The longest pause a cassette played at its recorded speed makes between two events."""

@@ -7,6 +7,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     NbllmError
     ├── ConfigError                 a provider or model definition is invalid
     │   └── ConfigFileError         a saved config file cannot be read or written
+    │       └── CassetteError       a cassette file holds what is not a recorded exchange
     ├── NameResolutionError         a model name does not pick exactly one model
     │   ├── UnknownModelError       no provider declares it (suggests close names)
     │   └── AmbiguousModelError     several do (lists the qualified choices)
@@ -71,6 +72,11 @@ class ConfigError(NbllmError, ValueError):
 
 class ConfigFileError(ConfigError):
     """A saved config file cannot be read, parsed or written."""
+
+
+class CassetteError(ConfigFileError):
+    """A cassette (hand-edited, or not nbllm's) holds something that is not a recorded exchange:
+    a value of no JSON type, an impossible status or time. The message names the entry."""
 
 
 class NameResolutionError(NbllmError, LookupError):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = tuple[int, str, bytes | list[str]]
+Reply = tuple[int, str, bytes | list[str]] | tuple[int, str, bytes | list[str], dict[str, str]]
+"""(status, content type, a body or SSE events[, more headers])."""
 Answer = Callable[[str, dict[str, str], Any], Reply]
 
 
@@ -67,9 +68,11 @@ def hostile(answer: Answer) -> Iterator[Hostile]:
                 body = raw.decode("utf-8", "replace")
             headers = {k.lower(): v for k, v in self.headers.items()}
             state.seen.append(Seen(self.path, headers, body))
-            status, content_type, payload = state.answer(self.path, headers, body)
+            status, content_type, payload, *more = state.answer(self.path, headers, body)
             self.send_response(status)
             self.send_header("content-type", content_type)
+            for name, value in (more[0] if more else {}).items():
+                self.send_header(name, value)
             if isinstance(payload, list):  # server-sent events, one chunk each, as real servers send
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()

@@ -31,10 +31,10 @@ class _NoAliasLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def load_yaml(text: str, where: str) -> Any:
+def load_yaml(text: str, where: str, max_chars: int = MAX_YAML_CHARS) -> Any:
     """The document in `text`, or a `ConfigError` naming `where` and the line at fault."""
-    if len(text) > MAX_YAML_CHARS:
-        raise ConfigError(f"{where} is {len(text):,} characters; nbllm reads at most {MAX_YAML_CHARS:,}")
+    if len(text) > max_chars:
+        raise ConfigError(f"{where} is {len(text):,} characters; nbllm reads at most {max_chars:,}")
     try:
         return yaml.load(text, Loader=_NoAliasLoader)
     except ConfigError as exc:

@@ -16,17 +16,20 @@ their recorded pace with ``speed="recorded"``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import difflib
 import os
 import tempfile
 import threading
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import yaml
 
-from nbllm._exceptions import CassetteMissError, ConfigError, ConfigFileError
+from nbllm._constants import MAX_CASSETTE_CHARS
+from nbllm._exceptions import CassetteError, CassetteMissError, ConfigError, ConfigFileError
 from nbllm._providers.yaml_text import load_yaml
 from nbllm._replay import tape
 from nbllm._replay.recording import (
@@ -79,6 +82,8 @@ class Cassette(tape.Switchable):
         for index, recording in enumerate(self.recordings):
             self._by_key[recording.match_key()].append(index)
         self._plays: dict[str, int] = defaultdict(int)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nbllm-cassette")
+        self._pending: concurrent.futures.Future[None] | None = None
         self.played = 0
         self.recorded = 0
 
@@ -93,27 +98,59 @@ class Cassette(tape.Switchable):
                 )
             return []
         try:
-            data = load_yaml(self.path.read_text(encoding="utf-8"), str(self.path)) or {}
+            text = self.path.read_text(encoding="utf-8")
+            data = load_yaml(text, str(self.path), max_chars=MAX_CASSETTE_CHARS) or {}
             entries = data.get("interactions") if isinstance(data, dict) else None
             if not isinstance(entries, list):
                 raise ValueError("it has no 'interactions' list")
-            return [Recording.from_dict(entry) for entry in entries]
         except (OSError, ValueError) as exc:
             raise ConfigFileError(
                 f"cannot read the cassette {self.path}: {exc}",
                 hint=f"re-record it with {MODE_ENV}=record, or fix the file",
             ) from None
+        recordings = []
+        for number, entry in enumerate(entries, 1):
+            try:
+                recordings.append(Recording.from_dict(entry))
+            except ValueError as exc:
+                raise CassetteError(
+                    f"cannot read the cassette {self.path}: its entry {number} of {len(entries)} is {exc}",
+                    hint=f"re-record it with {MODE_ENV}=record, or fix that entry",
+                ) from None
+        return recordings
 
-    def _save(self) -> None:
-        document = {"version": FORMAT_VERSION, "interactions": [r.to_dict() for r in self.recordings]}
+    def _save(self, recordings: list[Recording]) -> None:
+        """Write `recordings` (a snapshot) atomically: a reader sees the old file or the new one.
+        Runs on the cassette's own writer thread, never on the event loop."""
+        document = {"version": FORMAT_VERSION, "interactions": [r.to_dict() for r in recordings]}
         text = HEADER + yaml.safe_dump(
             document, sort_keys=False, allow_unicode=True, width=2**31, default_flow_style=False
         )
+        if len(text) > MAX_CASSETTE_CHARS:
+            # Written, it could not be read back: keep the last file that can, and say so now.
+            warnings.warn(
+                f"the cassette {self.path} would be {len(text):,} characters, past the "
+                f"{MAX_CASSETTE_CHARS:,} nbllm reads back; this exchange was not written. Split the "
+                "notebook's calls over several cassettes",
+                stacklevel=1,
+            )
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
         os.replace(temporary, self.path)
+
+    def flush(self) -> None:
+        """Wait until every recorded exchange is in the file (done when the cassette stops)."""
+        with self._lock:
+            pending = self._pending
+        if pending is not None:
+            pending.result()
+
+    def deactivate(self) -> None:
+        super().deactivate()
+        self.flush()
 
     # -- the hook -------------------------------------------------------------------------
 
@@ -148,7 +185,8 @@ class Cassette(tape.Switchable):
         with self._lock:
             self.recordings.append(recording)
             self.recorded += 1
-            self._save()
+            # Off the event loop, in order (one writer thread), each write a whole snapshot.
+            self._pending = self._writer.submit(self._save, list(self.recordings))
 
     def _miss(self, method: str, url: str, key: str) -> CassetteMissError:
         with self._lock:

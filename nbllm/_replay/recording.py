@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from nbllm._constants import MAX_REPLAY_WAIT_S
 from nbllm._providers.config import is_sensitive_header
 from nbllm._providers.secret_registry import QUERY_CREDENTIALS, session_secrets
 from nbllm._providers.secret_text import mask_json, mask_values
@@ -78,17 +81,28 @@ class Recording:
 
     @classmethod
     def from_dict(cls, data: Any) -> Recording:
-        """The recording in `data` (a cassette entry); raises ValueError when it is not one."""
+        """The recording in `data` (a cassette entry); raises ValueError when it is not one: a
+        value of no JSON type (a YAML date, set or binary; a key that is not text), a status
+        that is no final HTTP status, or an event time that is not a finite number of seconds."""
         try:
+            _only_json(data)
             request, response = data["request"], data["response"]
+            status = response["status"]
+            if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+                raise ValueError(f"status {status!r} is not an HTTP status nbllm replays (200-599)")
             events = response.get("events")
+            played = None
+            if events is not None:
+                played = [(float(e["at"]), str(e["data"])) for e in events]
+                if any(not math.isfinite(at) or at < 0 for at, _ in played):
+                    raise ValueError("an event's time ('at') is not a finite number of seconds")
             return cls(
                 method=str(request["method"]).upper(),
                 url=str(request["url"]),
                 body=request.get("body"),
-                status=int(response["status"]),
+                status=status,
                 headers={str(k).lower(): str(v) for k, v in (response.get("headers") or {}).items()},
-                events=None if events is None else [(float(e["at"]), str(e["data"])) for e in events],
+                events=played,
                 content=response.get("body"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -112,6 +126,29 @@ class Recording:
         )
 
 
+def _only_json(value: Any, where: str = "") -> None:
+    """Raise ValueError unless `value` is made of JSON's types only (what nbllm writes);
+    `where` is the path to it (``response.events[0].at``)."""
+    shown = where or "the entry"
+    if value is None or isinstance(value, str | bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{shown} is {value!r}, which is not a JSON number")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _only_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{shown} has a key {key!r} that is not text")
+            _only_json(item, f"{where}.{key}" if where else key)
+        return
+    raise ValueError(f"{shown} holds a {type(value).__name__}, which is not a JSON type")
+
+
 class _PlayedEvents(httpx.AsyncByteStream):
     def __init__(self, events: list[tuple[float, str]], speed: str) -> None:
         self.events, self.speed = events, speed
@@ -121,8 +158,8 @@ class _PlayedEvents(httpx.AsyncByteStream):
         for at, text in self.events:
             if self.speed == "recorded":
                 wait = at - (time.monotonic() - started)
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0:  # capped: a hand-edited time must not hang the cell
+                    await asyncio.sleep(min(wait, MAX_REPLAY_WAIT_S))
             yield (text + "\n\n").encode()
 
 
@@ -257,8 +294,12 @@ class Recorder(httpx.AsyncByteStream):
         events: list[tuple[float, str]] = []
         buffer = b""
         whole = bytearray()
-        async for chunk in self.response.aiter_raw():
-            yield chunk
+        # A server may compress although asked not to: the raw bytes pass on (httpx decodes
+        # them for the reader); the recording holds them decoded, as it drops the header.
+        decoder = _decoder(self.response.headers.get("content-encoding", ""))
+        async for raw in self.response.aiter_raw():
+            yield raw
+            chunk = decoder.decompress(raw) if decoder is not None else raw
             if streaming:
                 buffer += chunk.replace(b"\r\n", b"\n")
                 while b"\n\n" in buffer:
@@ -297,6 +338,13 @@ class Recorder(httpx.AsyncByteStream):
             events=None if events is None else [(at, mask(text, secrets)) for at, text in events],
             content=content,
         )
+
+
+def _decoder(encoding: str) -> Any:
+    """A zlib decoder for a gzip or deflate body (None for an uncompressed one)."""
+    if encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib, told from the header
+    return None
 
 
 def recording_response(
