@@ -149,3 +149,5 @@ MAX_CASSETTE_CHARS = 200_000_000
 are normal, and what nbllm writes it must read back)."""
 MAX_REPLAY_WAIT_S = 10.0
 """The longest pause a cassette played at its recorded speed makes between two events."""
+CHECKPOINT_LOCK_WAIT_S = 5.0
+"""How long a batch run waits for a checkpoint file another process holds before it says so."""

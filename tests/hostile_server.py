@@ -50,6 +50,19 @@ def chat_events(text: str, *, done: bool = True, finish: str | None = "stop") ->
     return events
 
 
+def chat_reply(text: str, body: Any) -> Reply:
+    """`text` as the request asked for it: a stream of events, or one Chat Completions body."""
+    if isinstance(body, dict) and body.get("stream") is False:
+        whole = {
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        }
+        return 200, "application/json", json.dumps(whole).encode()
+    return 200, "text/event-stream", chat_events(text)
+
+
 @contextmanager
 def hostile(answer: Answer) -> Iterator[Hostile]:
     state = Hostile(answer)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import sqlite3
 import time
 from collections.abc import Mapping
 from contextlib import aclosing
@@ -167,7 +168,10 @@ class MapRun:
             self._request(self.prompts[0] if self.prompts else spec.template), self.routes, spec.schema
         )
         run_key = spec.run_key(self.resolved)
-        self.keys = [fingerprint(run_key, row) for row in rows.records]
+        # A row is its fully rendered request (notebook variables filled in), to the endpoint
+        # with its extra body: change any of them and the row is asked again.
+        extra = self.resolved.provider.extra_body
+        self.keys = [fingerprint(run_key, self._request(prompt).messages, extra) for prompt in self.prompts]
         self.checkpoint = self._open_checkpoint(checkpoint, run_key)
         self.outcomes: list[dict[str, Any] | None] = [None] * len(rows.records)
         self.progress = Progress(
@@ -299,7 +303,11 @@ class MapRun:
         self._count(result, ok=True)
         outcome = self._row_outcome(result, "ok", None)
         if self.checkpoint is not None:
-            self.checkpoint.save(self.keys[index], self._to_saved(outcome))
+            try:
+                self.checkpoint.save(self.keys[index], self._to_saved(outcome))
+            except (sqlite3.Error, OSError) as exc:  # the row is done; the checkpoint failed
+                self.progress.notes.append(str(self.checkpoint.error("cannot write", exc)).split("\n")[0])
+                self.stop("the checkpoint could not be written")
         return outcome
 
     async def _call(self, request: ChatRequest) -> ChatResult:
