@@ -151,3 +151,12 @@ MAX_REPLAY_WAIT_S = 10.0
 """The longest pause a cassette played at its recorded speed makes between two events."""
 CHECKPOINT_LOCK_WAIT_S = 5.0
 """How long a batch run waits for a checkpoint file another process holds before it says so."""
+MAX_PLACEHOLDER_CHARS = 200_000
+"""The most one ``{placeholder}`` may put into a prompt (about 50,000 tokens): a variable that
+renders to megabytes is refused before anything is sent, not sent to be refused or billed."""
+MAX_PROMPT_CHARS = 8_000_000
+"""A request whose messages hold more text than this (about 2,000,000 tokens, past any model's
+window) is refused before sending, whether or not the model's window is declared."""
+MAX_SHOWN_THINKING_CHARS = 20_000
+"""The thinking a cell's final output (and so the saved notebook) shows; the rest is on
+``nbllm.last().reasoning``."""

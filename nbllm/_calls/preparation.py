@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 
 from nbllm._calls.request import TOOL_CHOICES, ChatRequest
+from nbllm._constants import MAX_PROMPT_CHARS
 from nbllm._exceptions import CapabilityError, PromptError, ToolError
 from nbllm._providers.resolved import Resolved
 
@@ -48,8 +49,31 @@ def prepare_call(
     if schema is not None and (request.json_mode or request.json_schema is not None):
         raise PromptError("give a schema or JSON mode, not both: a schema asks for JSON itself")
     check_tool_choice(request.tool_choice, tool_names(request.tools))
+    check_size(request)
     check_capabilities(request, routes)
     return PreparedCall(request, list(routes), schema)
+
+
+def check_size(request: ChatRequest) -> None:
+    """Refuse a request far past any model's window, declared or not (`MAX_PROMPT_CHARS`)."""
+    size = sum(len(part) for part in _texts(request.messages))
+    if size > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"the messages hold {size:,} characters (about {size // 4:,} tokens), past any model's "
+            f"context window (nbllm sends at most {MAX_PROMPT_CHARS:,}); nothing was sent",
+            hint="send less: a part or a summary of the data, or start the conversation over (--new)",
+        )
+
+
+def _texts(messages: Sequence[dict[str, Any]]) -> list[str]:
+    texts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return texts
 
 
 def tool_names(tools: Sequence[dict[str, Any]] | None) -> list[str]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._constants import MAX_PLACEHOLDER_CHARS
 from nbllm._exceptions import InterpolationError
 
 _NAME = r"[A-Za-z_]\w*"
@@ -129,11 +130,19 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> Interpolated:
         elif conversion == "a":
             value = ascii(value)
         try:
-            return format(value, match.group("spec") or "")
+            text = format(value, match.group("spec") or "")
         except (ValueError, TypeError) as exc:
             raise InterpolationError(
                 f"the prompt's {match.group()} could not be formatted: {exc}; "
                 f"fix the format spec, or {_HOW_TO_ESCAPE % field_text}"
             ) from None
+        if len(text) > MAX_PLACEHOLDER_CHARS:
+            raise InterpolationError(
+                f"the prompt's {match.group()} renders to {len(text):,} characters (about "
+                f"{len(text) // 4:,} tokens); one placeholder may put at most {MAX_PLACEHOLDER_CHARS:,} "
+                "into a prompt, so nothing was sent",
+                hint="put a part or a summary of it in a variable first (text[:2000], df.head(20))",
+            )
+        return text
 
     return Interpolated(_PLACEHOLDER.sub(replace, template), images)

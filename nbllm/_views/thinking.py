@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm._calls.results import ChatResult
+from nbllm._constants import MAX_SHOWN_THINKING_CHARS
 from nbllm._safe_markdown import inert_markdown
 
 Bundle = dict[str, Any]
@@ -77,7 +78,11 @@ def thinking_markdown(result: ChatResult, *, open_: bool) -> str:
     text quoted (shown dimmed) and escaped, so no tag in it can end the block early."""
     if not result.reasoning:
         return ""
-    lines = result.reasoning.split("\n")
+    shown = result.reasoning
+    if len(shown) > MAX_SHOWN_THINKING_CHARS:  # the saved notebook keeps a part; Python has it all
+        left = len(shown) - MAX_SHOWN_THINKING_CHARS
+        shown = shown[:MAX_SHOWN_THINKING_CHARS] + f"\n\n[{left:,} more characters in nbllm.last().reasoning]"
+    lines = shown.split("\n")
     quoted = "\n".join(f"> {inert_markdown(html.escape(line))}" if line.strip() else ">" for line in lines)
     summary = f"<summary><i>{html.escape(_summary(result))}</i></summary>"
     return f"<details{' open' if open_ else ''}>{summary}\n\n{quoted}\n\n</details>"
