@@ -354,3 +354,76 @@ def test_any_reply_ends_in_a_result_or_an_nbllm_error(
         assert nbllm.history()[-1].status == "ok"
     assert len(nbllm.history()) == before + 1
     assert time.perf_counter() - started < 10
+
+
+# -- the response cache's key and cassette loading (issue 29) -------------------------------
+
+header_values = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
+
+
+@FUZZ
+@given(
+    port=st.integers(1, 65535),
+    other_port=st.integers(1, 65535),
+    key=header_values,
+    other_key=header_values,
+    tenant=header_values,
+    body=st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8)), max_size=4),
+)
+def test_the_cache_key_tells_callers_apart_and_never_holds_a_credential(
+    port: int, other_port: int, key: str, other_key: str, tenant: str, body: dict[str, Any]
+) -> None:
+    import httpx
+
+    from nbllm._replay.recording import identity
+
+    def request(port: int, key: str) -> httpx.Request:
+        headers = {"Authorization": f"Bearer {key}", "X-Tenant": tenant}
+        return httpx.Request(
+            "POST", f"http://127.0.0.1:{port}/v1/chat/completions", headers=headers, json=body
+        )
+
+    mine = identity(request(port, key), {key, f"Bearer {key}"})
+    assert identity(request(port, key), {key, f"Bearer {key}"}) == mine  # stable
+    if (other_port, other_key) != (port, key):
+        assert identity(request(other_port, other_key), {other_key, f"Bearer {other_key}"}) != mine
+    if len(key) >= 8:
+        assert key not in mine
+
+
+entry_values = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10), st.binary(max_size=4)
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(entry=st.fixed_dictionaries({"request": entry_values, "response": entry_values}) | entry_values)
+def test_any_cassette_entry_loads_or_is_refused_with_a_value_error(entry: Any) -> None:
+    from nbllm._replay.recording import Recording
+
+    try:
+        loaded = Recording.from_dict(entry)
+    except ValueError as error:
+        assert str(error).startswith("not a recorded exchange")
+        return
+    assert 200 <= loaded.status <= 599
+
+
+@FUZZ
+@given(text=st.text(max_size=400))
+def test_any_text_as_a_cassette_loads_or_is_a_config_file_error(text: str, tmp_path_factory: Any) -> None:
+    path = tmp_path_factory.mktemp("cassette") / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        cassette = nbllm.cassette(path, mode="replay")
+    except nbllm.ConfigFileError as error:  # CassetteError is one
+        assert "cassette" in str(error) or "YAML" in str(error)
+    else:
+        assert all(200 <= r.status <= 599 for r in cassette.recordings)
