@@ -164,3 +164,33 @@ def test_masked_text_never_holds_the_secret_and_text_without_it_is_untouched(tex
         assert mask_values(text, [secret]) == text
     padded = f"{text} {secret} {text}"
     assert f" {secret} " not in mask_values(padded, [secret])
+
+
+QUERY_SECRET = "query-secret-6d5c4b3a29"
+
+
+@pytest.mark.parametrize("tape_kind", ["cassette", "cache"])
+def test_query_credentials_never_reach_a_cassette_or_the_cache(tape_kind: str, tmp_path: Path) -> None:
+    """Issue 29, item 4: also when the server echoes the request's path back."""
+
+    def echo_path(path: str, headers: dict[str, str], body: Any) -> Reply:
+        return 200, SSE, chat_events(f"you asked {path}")
+
+    with hostile(echo_path) as server:
+        nbllm.get_store().add_provider(
+            ProviderConfig(
+                name="g", url=f"{server.base_url}?api-key={QUERY_SECRET}", auth="none", models=["m"]
+            )
+        )
+        if tape_kind == "cassette":
+            active: Any = nbllm.cassette(tmp_path / "q.yaml", mode="record").activate()
+            stored = tmp_path / "q.yaml"
+        else:
+            active = nbllm.response_cache(tmp_path / "q.sqlite").activate()
+            stored = tmp_path / "q.sqlite"
+        try:
+            nbllm.chat("q", "g/m", temperature=0)
+        finally:
+            active.deactivate()
+        assert server.seen[-1].path.endswith(QUERY_SECRET)  # it was sent, on the wire only
+    assert QUERY_SECRET.encode() not in stored.read_bytes()
