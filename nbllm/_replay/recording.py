@@ -195,11 +195,6 @@ def secrets_of(request: httpx.Request, known: Iterable[str] = ()) -> set[str]:
     return {value for value in found if value}
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret masked where it stands whole (see `mask_values`)."""
-    return mask_values(text, secrets)
-
-
 def scrub_url(url: str, secrets: Iterable[str]) -> str:
     """`url` without credential query parameters and with every secret masked."""
     parts = urlsplit(url)
@@ -208,7 +203,7 @@ def scrub_url(url: str, secrets: Iterable[str]) -> str:
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
         if k.lower() not in QUERY_CREDENTIALS
     ]
-    return mask(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")), secrets)
+    return mask_values(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), "")), secrets)
 
 
 def scrub_json(value: Any, secrets: Iterable[str]) -> Any:
@@ -323,9 +318,9 @@ class Recorder(httpx.AsyncByteStream):
             try:
                 content = scrub_json(json.loads(text), secrets)
             except ValueError:
-                content = mask(text, secrets)
+                content = mask_values(text, secrets)
         headers = {
-            name: mask(value, secrets)
+            name: mask_values(value, secrets)
             for name, value in self.response.headers.items()
             if name.lower() in KEPT_RESPONSE_HEADERS
         }
@@ -335,7 +330,7 @@ class Recorder(httpx.AsyncByteStream):
             body=self.request.body,
             status=self.response.status_code,
             headers=headers,
-            events=None if events is None else [(at, mask(text, secrets)) for at, text in events],
+            events=None if events is None else [(at, mask_values(text, secrets)) for at, text in events],
             content=content,
         )
 
