@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from nbllm._exceptions import ConfigError
 from nbllm._providers import entra
 from nbllm._providers.auth import find_key
 from nbllm._providers.config import _VAR_RE, ProviderConfig, expand_vars, is_sensitive_header
@@ -47,7 +48,7 @@ def provider_secrets(config: ProviderConfig, *, with_key: bool = True) -> set[st
         if is_sensitive_header(name) or _VAR_RE.search(template):
             try:
                 value = expand_vars(template, f"header {name}")
-            except Exception:  # an unset variable: nothing to mask, and nothing is sent either
+            except ConfigError:  # an unset variable: nothing to mask, and nothing is sent either
                 continue
             found |= {value, value.partition(" ")[2]}
     if config.proxy is not None:
