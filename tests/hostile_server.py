@@ -80,6 +80,12 @@ def hostile(answer: Answer) -> Iterator[Hostile]:
             except ValueError:
                 body = raw.decode("utf-8", "replace")
             headers = {k.lower(): v for k, v in self.headers.items()}
+            self._answer(headers, body)
+
+        def do_GET(self) -> None:  # `/models` and the other probes: no body
+            self._answer({k.lower(): v for k, v in self.headers.items()}, None)
+
+        def _answer(self, headers: dict[str, str], body: Any) -> None:
             state.seen.append(Seen(self.path, headers, body))
             status, content_type, payload, *more = state.answer(self.path, headers, body)
             self.send_response(status)

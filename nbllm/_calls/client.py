@@ -87,7 +87,8 @@ async def exchange(
                     continue
                 if response.status_code >= 300:
                     body = (await response.aread()).decode("utf-8", errors="replace")
-                    error = error_from_response(response.status_code, body, response.headers, resolved, url)
+                    shown = (prepared.shown_url or url) if url == prepared.url else url
+                    error = error_from_response(response.status_code, body, response.headers, resolved, shown)
                     if crossed and response.status_code in (401, 403):
                         error.hint = (
                             f"the request was redirected to another host ({crossed}), and nbllm sends "

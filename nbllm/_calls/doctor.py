@@ -110,9 +110,12 @@ async def list_models(
     url = models_url(provider.url, auth=provider.auth, api_version=provider.api_version, api=provider.api)
     listing = Resolved(provider, "(models)", ModelSpec())  # what the error helpers take
     try:
+        wire = models_url(
+            provider.wire_url(), auth=provider.auth, api_version=provider.api_version, api=provider.api
+        )
         async with lease(provider, transport) as client:
             request = client.build_request(
-                "GET", url, headers=auth_headers(provider) | protocol_headers(provider)
+                "GET", wire, headers=auth_headers(provider) | protocol_headers(provider)
             )
             response = await send(client, request)  # resent once if the pooled connection was dead
             await response.aread()

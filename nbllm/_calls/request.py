@@ -124,13 +124,21 @@ def check_options(
 @dataclass
 class PreparedRequest:
     """The exact request one attempt sends. `secrets` are header values never to show;
-    `own_headers` names the headers that are not the provider's (no key, no configured header)."""
+    `own_headers` names the headers that are not the provider's (no key, no configured header).
+    `shown_url` and `shown_fields` are the URL and the provider's `extra_body` as written, with
+    their ``${VAR}`` references, for whatever shows the request instead of sending it."""
 
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
     secrets: set[str] = field(default_factory=set)
     own_headers: frozenset[str] = OWN_HEADERS
+    shown_url: str | None = None
+    shown_fields: dict[str, Any] = field(default_factory=dict)
+
+    def shown(self) -> tuple[str, dict[str, Any]]:
+        """The URL and body as a dry run shows them: references not expanded."""
+        return self.shown_url or self.url, {**self.body, **self.shown_fields}
 
     def masked_headers(self) -> dict[str, str]:
         """The headers for display, every secret replaced by a mask."""

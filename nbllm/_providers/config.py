@@ -6,9 +6,10 @@ Constructing any of it with bad input raises `ConfigError` naming the field and 
 never a raw pydantic `ValidationError`.
 
 ``${VAR}`` and ``${VAR:-default}`` are expanded from the environment in the
-provider's string fields when it is created. Header values are the exception:
-they are kept as written and expanded when a request is built, so a
-``${TOKEN}`` header is never written back into a saved file in plain text.
+provider's string fields when it is created. Where a credential can hide they are
+kept as written and expanded only when a request is built (header values, the URL's
+query, `extra_body`), so a ``${TOKEN}`` is never written back into a saved file, a
+table, a dry run or an error in plain text.
 """
 
 from __future__ import annotations
@@ -53,18 +54,52 @@ def expand_vars(text: str, field: str, environ: Mapping[str, str] | None = None)
     env = os.environ if environ is None else environ
 
     def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = env.get(name)
-        if value:
-            return value
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"{field}: environment variable {name} is not set; set it, "
-            f"or write ${{{name}:-default}} to give a default"
-        )
+        value = _reference_value(match, env)
+        if value is None:
+            name = match.group(1)
+            raise ConfigError(
+                f"{field}: environment variable {name} is not set; set it, "
+                f"or write ${{{name}:-default}} to give a default"
+            )
+        return value
 
     return _VAR_RE.sub(substitute, text)
+
+
+def _reference_value(match: re.Match[str], env: Mapping[str, str]) -> str | None:
+    name, default = match.group(1), match.group(2)
+    return env.get(name) or default
+
+
+def expand_json(value: Any, field: str) -> Any:
+    """`value` (decoded JSON) with ``${VAR}`` expanded in every string in it."""
+    if isinstance(value, str):
+        return expand_vars(value, field) if "${" in value else value
+    if isinstance(value, dict):
+        return {key: expand_json(item, f"{field}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_json(item, field) for item in value]
+    return value
+
+
+def referenced_values(value: Any) -> set[str]:
+    """What the ``${VAR}`` references in `value` (a string or decoded JSON) stand for now;
+    unset variables without a default stand for nothing."""
+    if isinstance(value, dict):
+        return set().union(*(referenced_values(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(referenced_values(item) for item in value))
+    if not isinstance(value, str):
+        return set()
+    found = (_reference_value(match, os.environ) for match in _VAR_RE.finditer(value))
+    return {text for text in found if text}
+
+
+def _expand_before_query(url: str) -> str:
+    """`url` with ``${VAR}`` expanded in its scheme, host and path, which say where requests go
+    (and are checked here); references in the query, where credentials travel, stay as written."""
+    head, mark, query = url.partition("?")
+    return expand_vars(head, "url") + mark + query
 
 
 class RetryPolicy(StrictModel):
@@ -150,9 +185,11 @@ class ProviderConfig(StrictModel):
         if isinstance(key, str) and (whole := _WHOLE_VAR_RE.match(key.strip())):
             # `key: ${VAR}` is a reference: keep the variable's name, not its value.
             data["key"], data["key_env"] = None, whole.group(1)
-        for field in ("name", "url", "api_version", "auth", "key_env", "key_keyring"):
+        for field in ("name", "api_version", "auth", "key_env", "key_keyring"):
             if isinstance(data.get(field), str):
                 data[field] = expand_vars(data[field], field)
+        if isinstance(data.get("url"), str):
+            data["url"] = _expand_before_query(data["url"])
         if isinstance(data.get("key"), str):
             data["key"] = expand_vars(data["key"], "key")
         if isinstance(data.get("models"), list | tuple):
@@ -288,6 +325,15 @@ class ProviderConfig(StrictModel):
     def is_azure(self) -> bool:
         """Whether requests follow Azure OpenAI's rules (an ``*.openai.azure.com`` URL or --auth azure)."""
         return is_azure(self.url, self.auth)
+
+    def wire_url(self) -> str:
+        """The base URL requests go to: `url` with the references in its query expanded (an
+        unset variable is a `ConfigError` naming it). Everything that shows the URL shows `url`."""
+        return expand_vars(self.url, "url") if "${" in self.url else self.url
+
+    def wire_extra_body(self) -> dict[str, Any]:
+        """`extra_body` as sent: its ``${VAR}`` references expanded."""
+        return expand_json(self.extra_body, "extra_body") if self.extra_body else {}
 
     def header_templates(self) -> dict[str, str]:
         """Extra headers as written (``${VAR}`` not yet expanded)."""

@@ -33,3 +33,12 @@ class Resolved:
         deployment path included). Worked out once: every attempt of a call asks for it."""
         p = self.provider
         return chat_url(p.url, self.model, auth=p.auth, api_version=p.api_version, api=p.api)
+
+    @property
+    def wire_url(self) -> str:
+        """`chat_url` as sent: the ``${VAR}`` references in its query expanded. Only the request
+        holds it; messages, tables and dry runs show `chat_url`."""
+        p = self.provider
+        if "${" not in p.url:
+            return self.chat_url
+        return chat_url(p.wire_url(), self.model, auth=p.auth, api_version=p.api_version, api=p.api)

@@ -3,7 +3,8 @@ credential, by value, for the one masker (`secret_text.mask_values`). A value is
 is a provider's key (however found: literal, ``--key-env``, keyring, prompt), a configured
 header whose name is a credential's (authorization, api-key, ``*-key``, ``*token*``,
 ``*secret*``, cookie, subscription-key) or whose value comes from ``${VAR}``, a proxy's user
-and password, a URL query credential, or a token a token provider issued (Entra ID). A plain
+and password, a URL query credential, a value a ``${VAR}`` in the URL's query or in
+`extra_body` stands for, or a token a token provider issued (Entra ID). A plain
 literal header value (``X-Title: final``) is not: masking it would corrupt replies."""
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from nbllm._exceptions import ConfigError
 from nbllm._providers import entra
 from nbllm._providers.auth import find_key
-from nbllm._providers.config import _VAR_RE, ProviderConfig, expand_vars, is_sensitive_header
+from nbllm._providers.config import (
+    _VAR_RE,
+    ProviderConfig,
+    expand_vars,
+    is_sensitive_header,
+    referenced_values,
+)
 from nbllm._providers.store import get_store
 
 QUERY_CREDENTIALS = frozenset(
@@ -56,7 +63,8 @@ def provider_secrets(config: ProviderConfig, *, with_key: bool = True) -> set[st
         if "@" in authority:
             credentials = unquote(authority.rpartition("@")[0])
             found |= {credentials, credentials.partition(":")[2]}
-    found |= query_secrets(config.url)
+    found |= {value for value in query_secrets(config.url) if not _VAR_RE.search(value)}
+    found |= referenced_values(urlsplit(config.url).query) | referenced_values(config.extra_body)
     token = entra.cached_token(config.name)
     if token:
         found.add(token)

@@ -52,11 +52,12 @@ class DryRun:
                 prepared.resolved, provider=prepared.resolved.provider.replace(auth="none")
             )
             built = prepare(anonymous, request)
+        url, body = built.shown()
         return cls(
             model=prepared.resolved.qualified_name,
-            url=built.url,
+            url=url,
             headers=built.masked_headers(),
-            body_json=_abbreviate_images(json.dumps(built.body, indent=2, ensure_ascii=False)),
+            body_json=_abbreviate_images(json.dumps(body, indent=2, ensure_ascii=False)),
             messages=prepared.plan.messages,
             summary=prepared.plan.summary(),
             dropped=prepared.plan.dropped,

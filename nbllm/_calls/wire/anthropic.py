@@ -76,9 +76,16 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.effort is not None:
         body.update(_thinking(request.effort, request.max_tokens))
-    body.update(provider.extra_body)
+    body.update(provider.wire_extra_body())
     headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(resolved.chat_url, headers, body, secrets)
+    return PreparedRequest(
+        resolved.wire_url,
+        headers,
+        body,
+        secrets,
+        shown_url=resolved.chat_url,
+        shown_fields=provider.extra_body,
+    )
 
 
 def _thinking(effort: str, max_tokens: int | None) -> dict[str, Any]:

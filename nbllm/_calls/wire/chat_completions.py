@@ -69,9 +69,16 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["response_format"] = {"type": "json_object"}
     if request.effort is not None:
         body.update(effort_fields(style, request.effort))
-    body.update(provider.extra_body)
+    body.update(provider.wire_extra_body())
     headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(resolved.chat_url, headers, body, secrets)
+    return PreparedRequest(
+        resolved.wire_url,
+        headers,
+        body,
+        secrets,
+        shown_url=resolved.chat_url,
+        shown_fields=provider.extra_body,
+    )
 
 
 def read_stream(

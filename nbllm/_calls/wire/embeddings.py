@@ -35,12 +35,15 @@ def prepare(resolved: Resolved, texts: list[str], dimensions: int | None) -> Pre
     """The exact request for one batch. ``encoding_format`` is left to its default (floats), so
     servers that refuse unknown fields take the request."""
     provider = resolved.provider
-    url = embeddings_url(provider.url, resolved.model, auth=provider.auth, api_version=provider.api_version)
+    url = embeddings_url(
+        provider.wire_url(), resolved.model, auth=provider.auth, api_version=provider.api_version
+    )
+    shown = embeddings_url(provider.url, resolved.model, auth=provider.auth, api_version=provider.api_version)
     headers, secrets = request_headers(provider, stream=False)
     body: dict[str, Any] = {"model": resolved.model, "input": texts}
     if dimensions is not None:
         body["dimensions"] = dimensions
-    return PreparedRequest(url, headers, body, secrets)
+    return PreparedRequest(url, headers, body, secrets, shown_url=shown)
 
 
 def read_vectors(

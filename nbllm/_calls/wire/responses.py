@@ -69,9 +69,16 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["reasoning"] = {"effort": request.effort}
         if request.effort != "none":
             body["reasoning"]["summary"] = "auto"
-    body.update(provider.extra_body)
+    body.update(provider.wire_extra_body())
     headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(responses_url(provider.url), headers, body, secrets)
+    return PreparedRequest(
+        responses_url(provider.wire_url()),
+        headers,
+        body,
+        secrets,
+        shown_url=responses_url(provider.url),
+        shown_fields=provider.extra_body,
+    )
 
 
 def _tool(schema: dict[str, Any]) -> dict[str, Any]:
