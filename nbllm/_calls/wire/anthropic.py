@@ -30,7 +30,7 @@ from nbllm._calls.errors import (
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
-from nbllm._calls.wire.headers import request_headers
+from nbllm._calls.wire.headers import provider_request
 from nbllm._calls.wire.stream import read_events, typed_take, whole_events
 from nbllm._constants import ANTHROPIC_MAX_TOKENS, ANTHROPIC_THINKING_BUDGETS
 from nbllm._exceptions import PromptError
@@ -76,16 +76,7 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["tool_choice"] = _tool_choice(request.tool_choice)
     if request.effort is not None:
         body.update(_thinking(request.effort, request.max_tokens))
-    body.update(provider.wire_extra_body())
-    headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(
-        resolved.wire_url,
-        headers,
-        body,
-        secrets,
-        shown_url=resolved.chat_url,
-        shown_fields=provider.extra_body,
-    )
+    return provider_request(provider, body, url=resolved.wire_url, shown_url=resolved.chat_url, stream=stream)
 
 
 def _thinking(effort: str, max_tokens: int | None) -> dict[str, Any]:

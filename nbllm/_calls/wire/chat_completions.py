@@ -21,7 +21,7 @@ from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
 from nbllm._calls.sse import ServerSentEvent
-from nbllm._calls.wire.headers import request_headers
+from nbllm._calls.wire.headers import provider_request
 from nbllm._calls.wire.reasoning import effort_fields, sends_reasoning_back, style_for
 from nbllm._calls.wire.stream import read_events, whole_events
 from nbllm._calls.wire.think_tags import ThinkTags
@@ -69,16 +69,7 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["response_format"] = {"type": "json_object"}
     if request.effort is not None:
         body.update(effort_fields(style, request.effort))
-    body.update(provider.wire_extra_body())
-    headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(
-        resolved.wire_url,
-        headers,
-        body,
-        secrets,
-        shown_url=resolved.chat_url,
-        shown_fields=provider.extra_body,
-    )
+    return provider_request(provider, body, url=resolved.wire_url, shown_url=resolved.chat_url, stream=stream)
 
 
 def read_stream(

@@ -1,9 +1,13 @@
 """The headers of a request to a provider, whatever the protocol: nbllm's own, the protocol's
 (``anthropic-version``), the provider's configured ones (``${VAR}`` expanded) and its
-credentials, with the values never to show."""
+credentials, with the values never to show; and `provider_request`, which completes a
+protocol's body with the provider's part."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from nbllm._calls.request import PreparedRequest
 from nbllm._constants import ANTHROPIC_VERSION, VERSION
 from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import auth_headers
@@ -39,3 +43,14 @@ def request_headers(provider: ProviderConfig, *, stream: bool) -> tuple[dict[str
     sent = set(credentials.values())
     secrets = sent | {value.partition(" ")[2] for value in sent} | provider_secrets(provider, with_key=False)
     return headers, secrets
+
+
+def provider_request(
+    provider: ProviderConfig, body: dict[str, Any], *, url: str, shown_url: str, stream: bool
+) -> PreparedRequest:
+    """The request for a protocol's `body`: the provider's `extra_body` added (its ``${VAR}``
+    references expanded) and its headers, posted to `url`; shown as `shown_url` and the
+    `extra_body` as written."""
+    body.update(provider.wire_extra_body())
+    headers, secrets = request_headers(provider, stream=stream)
+    return PreparedRequest(url, headers, body, secrets, shown_url=shown_url, shown_fields=provider.extra_body)

@@ -29,7 +29,7 @@ from nbllm._calls.errors import (
 from nbllm._calls.reply_state import ReplyState
 from nbllm._calls.request import ChatRequest, PreparedRequest
 from nbllm._calls.results import ReasoningEvent, TokenEvent, Usage
-from nbllm._calls.wire.headers import request_headers
+from nbllm._calls.wire.headers import provider_request
 from nbllm._calls.wire.stream import read_events, typed_take, whole_events
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import responses_url
@@ -69,15 +69,12 @@ def prepare(resolved: Resolved, request: ChatRequest) -> PreparedRequest:
         body["reasoning"] = {"effort": request.effort}
         if request.effort != "none":
             body["reasoning"]["summary"] = "auto"
-    body.update(provider.wire_extra_body())
-    headers, secrets = request_headers(provider, stream=stream)
-    return PreparedRequest(
-        responses_url(provider.wire_url()),
-        headers,
+    return provider_request(
+        provider,
         body,
-        secrets,
+        url=responses_url(provider.wire_url()),
         shown_url=responses_url(provider.url),
-        shown_fields=provider.extra_body,
+        stream=stream,
     )
 
 
