@@ -63,6 +63,10 @@ def chat_reply(text: str, body: Any) -> Reply:
     return 200, "text/event-stream", chat_events(text)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # sixteen calls at once must not find the backlog (5) full
+
+
 @contextmanager
 def hostile(answer: Answer) -> Iterator[Hostile]:
     state = Hostile(answer)
@@ -104,7 +108,7 @@ def hostile(answer: Answer) -> Iterator[Hostile]:
                 self.end_headers()
                 self.wfile.write(payload)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]
     # A short poll: shutdown() waits up to one poll interval, and the tests start many servers.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)

@@ -166,12 +166,13 @@ class AttemptLoop:
             again: Again | None = None
             try:
                 async with (
-                    in_flight(provider.name),
+                    in_flight(provider.name) as slot,
                     lease(provider, self.options.transport) as client,
                     exchange(client, resolved, outgoing.request, state) as response,
                 ):
                     async for event in self.kind.read(response, outgoing, state):
                         yield event
+                state.crowded = slot.crowded
                 again = self.kind.check(outgoing, state)
             except Exception as exc:  # the edge: whatever was raised under it is an nbllm error now
                 error = translate(exc, resolved, outgoing.request.secrets)

@@ -26,6 +26,7 @@ from nbllm._calls.context_fit import check_fits
 from nbllm._calls.edge import translate
 from nbllm._calls.errors import protocol_error
 from nbllm._calls.history import AttemptRecord, CallRecord, get_history, set_last
+from nbllm._calls.interrupted import SERVER_FLAG, ask_again_alone, dropped_for_another
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pacing import Booking
 from nbllm._calls.protocol_choice import NO_RESPONSES_STATUSES, choose_protocol, learn_no_responses
@@ -258,6 +259,8 @@ class _Call:
                 "the reply reached its token limit before any text (a reasoning model may spend "
                 "it thinking); raise --max-tokens"
             )
+        elif state.crowded:
+            hint = f"other requests to the provider were in flight: {SERVER_FLAG}"
         else:
             hint = (
                 "servers do this when the prompt does not fit the context window, or for a request "
@@ -313,6 +316,7 @@ class _ChatExchange:
     def __init__(self, call: _Call, resolved: Resolved) -> None:
         self.call, self.resolved = call, resolved
         self.asking = call.request
+        self.asked_alone = False
 
     def prepare(self, resolved: Resolved) -> Outgoing:
         protocol = choose_protocol(resolved.provider)  # once: it prepares and it reads
@@ -326,6 +330,9 @@ class _ChatExchange:
 
     def check(self, outgoing: Outgoing, state: ReplyState) -> Again | None:
         call, resolved, asking = self.call, self.resolved, self.asking
+        if not self.asked_alone and dropped_for_another(state):
+            self.asked_alone = True
+            return ask_again_alone(resolved, state)
         too_long = call._too_long(resolved, state)  # None unless nothing came back
         if too_long is None and _streamed_nothing_for_tools(outgoing.request, state):
             # llama-cpp-python cannot stream an automatic tool choice and streams nothing;

@@ -5,7 +5,9 @@ concurrency=, rpm=, tpm=)``) and the pause a 429 asks for.
 A batch run's budgets are registered on the provider for as long as the run lasts, so a
 ``%%chat`` cell sent meanwhile waits like one more row. A 429 pauses the whole
 provider for the time the server asked (or the backoff), so a hundred rows in flight do not
-each retry into the same limit.
+each retry into the same limit. A provider whose server aborts a reply when another request
+arrives (llama-cpp-python's default ``--interrupt_requests True``) is learned to take one
+request at a time (`serve_one_at_a_time`) for the rest of the session.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import bisect
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +112,12 @@ class Pacer:
     request_budgets: list[RateLimiter] = field(default_factory=list)
     token_budgets: list[TokenWindow] = field(default_factory=list)
     slot_budgets: list[Slots] = field(default_factory=list)
+    sending: int = 0
+    """Requests to the provider in flight now, from every call."""
+    sent: int = 0
+    """Requests to the provider so far (to tell whether one started while another was in flight)."""
+    one_at_a_time: bool = False
+    """Learned: the server drops a reply in progress when another request arrives."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, seconds: float) -> None:
@@ -175,39 +183,54 @@ def book_request(
     return Booking(max(waits), bookings)
 
 
-def in_flight(provider: str) -> AbstractAsyncContextManager[None]:
-    """One of the provider's in-flight slots for one request, while a batch run sets some;
-    otherwise (the usual case) nothing to hold, at no cost."""
-    pacer = session().part(ProviderPacing).pacers.get(provider)
-    if pacer is None or not pacer.slot_budgets:
-        return NO_SLOT
-    return _Slot(pacer)
+def in_flight(provider: str) -> InFlightSlot:
+    """One in-flight request to `provider`: counted while it lasts, and waiting first for a free
+    slot while a batch run sets some, or for the provider to be idle once it takes one request
+    at a time."""
+    return InFlightSlot(pacer_for(provider))
 
 
-NO_SLOT: AbstractAsyncContextManager[None] = nullcontext()
+def serve_one_at_a_time(provider: str) -> bool:
+    """From now on send `provider` one request at a time; True the first time (to say so once)."""
+    pacer = pacer_for(provider)
+    with pacer.lock:
+        first, pacer.one_at_a_time = not pacer.one_at_a_time, True
+    return first
 
 
-class _Slot:
+class InFlightSlot:
+    """Holds one request's place among the provider's requests in flight. `crowded` says, once
+    it is released, whether another request to the provider started while this one was in
+    flight, or was still in flight when it ended."""
+
     def __init__(self, pacer: Pacer) -> None:
         self.pacer = pacer
         self.taken: list[Slots] = []
+        self.number = 0
+        self.crowded = False
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> InFlightSlot:
         pacer = self.pacer
         while True:
             with pacer.lock:
-                budgets = list(pacer.slot_budgets)
-                if all(slots.used < slots.limit for slots in budgets):
+                budgets = pacer.slot_budgets
+                free = all(slots.used < slots.limit for slots in budgets) if budgets else True
+                if free and not (pacer.one_at_a_time and pacer.sending):
                     for slots in budgets:
                         slots.used += 1
-                    self.taken = budgets
-                    return
+                    self.taken = list(budgets)
+                    pacer.sending += 1
+                    pacer.sent += 1
+                    self.number = pacer.sent
+                    return self
             # Waiting is rare (a cell's call while a run fills every slot), so a short poll
             # beats a condition shared across threads and event loops.
             await asyncio.sleep(SLOT_POLL_S)
 
     async def __aexit__(self, *exc: object) -> None:
         with self.pacer.lock:
+            self.crowded = self.pacer.sending > 1 or self.pacer.sent != self.number
+            self.pacer.sending -= 1
             for slots in self.taken:
                 slots.used -= 1
 

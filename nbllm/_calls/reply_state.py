@@ -87,6 +87,10 @@ class ReplyState:
     http_status: int | None = None
     server: str | None = None
     """The response's Server header (``uvicorn`` for llama-cpp-python and other FastAPI servers)."""
+    crowded: bool = False
+    """Whether another request to the provider started while this one was in flight, or was
+    still in flight when it ended (a server that serves one request at a time may have dropped
+    this reply for it)."""
     replayed: str | None = None
     """``cassette`` or ``cache`` when the reply was played back from a recording."""
     keep: Callable[[], None] | None = None

@@ -18,6 +18,7 @@ from tests.conformance.findings import (
     ANTHROPIC_SERVERS,
     EMBEDDING_SERVERS,
     FINDINGS,
+    INTERRUPTING_SERVERS,
     RESPONSES_SERVERS,
     ServerInfo,
 )
@@ -51,7 +52,10 @@ class Fleet:
 
     def _start(self, name: str) -> Server:
         if name.startswith("llamacpp_python"):
-            server = servers_module.start_llamacpp_python(self.logs, embeddings=name.endswith("_embeddings"))
+            embeddings, interrupting = name.endswith("_embeddings"), name.endswith("_interrupting")
+            server = servers_module.start_llamacpp_python(
+                self.logs, embeddings=embeddings, interrupting=interrupting
+            )
         elif name.startswith("llama_server"):
             server = servers_module.start_llama_server(self.logs, embeddings=name.endswith("_embeddings"))
         elif name == "transformers":
@@ -118,6 +122,13 @@ def embeddings_server(request: pytest.FixtureRequest, fleet: Fleet) -> tuple[str
 def pooled_embeddings_server(request: pytest.FixtureRequest, fleet: Fleet) -> tuple[str, Server]:
     """The columns whose server makes one vector per text of SmolLM2."""
     return _embeddings_server(request.param, fleet)
+
+
+@pytest.fixture(params=sorted(INTERRUPTING_SERVERS))
+def interrupting_server(request: pytest.FixtureRequest, fleet: Fleet) -> tuple[str, Server]:
+    """Per column whose server can drop a reply for a newer request: an instance with that
+    server's defaults (the chat rows' instance is started so that it does not)."""
+    return request.param, fleet.get(f"{request.param}_interrupting")
 
 
 @pytest.fixture

@@ -49,6 +49,11 @@ BEHAVIOURS: list[tuple[str, str]] = [
     ("map", "`nbllm.map`: 8 rows, 4 in flight, one status per row"),
     ("cancel", "cancel mid-stream, then call again"),
     ("concurrent", "16 concurrent streams"),
+    (
+        "concurrent_interrupting",
+        "16 concurrent streams to a server that drops a reply for the next request "
+        "(llama-cpp-python's default `--interrupt_requests True`)",
+    ),
     ("fallback_rate_limited", "fallback through the gateway: 429 → next model"),
     ("fallback_dead_upstream", "fallback through the gateway: dead upstream → next model"),
     ("fallback_across_protocols", "fallback across protocols: Anthropic Messages 429 → Chat Completions"),
@@ -75,6 +80,9 @@ EMBEDDING_SERVERS = {"llama_server", "litellm"}
 RESPONSES_BEHAVIOURS = {"responses_stream", "responses_whole"}
 RESPONSES_SERVERS = {"transformers", "litellm", "llama_server"}
 """The servers here that serve OpenAI's ``/v1/responses``."""
+INTERRUPTING_BEHAVIOURS = {"concurrent_interrupting"}
+INTERRUPTING_SERVERS = {"llamacpp_python"}
+"""The servers here that can drop a reply in progress for a newer request (with their defaults)."""
 
 
 @dataclass

@@ -99,20 +99,23 @@ def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> 
         return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
 
-def start_llamacpp_python(logs: Path, *, embeddings: bool = False) -> Server:
+def start_llamacpp_python(logs: Path, *, embeddings: bool = False, interrupting: bool = False) -> Server:
     """llama-cpp-python's FastAPI server, as the bundled local model runs it, but with its own key.
 
-    ``--interrupt_requests False``: by default a new request aborts the one in progress. With
-    `embeddings`, a second instance that serves ``/v1/embeddings`` (``--embedding True``; it has
-    no setting for pooling, so SmolLM2, which names none, gets one vector per token)."""
+    ``--interrupt_requests False``: by default a new request aborts the one in progress; with
+    `interrupting`, an instance left at that default. With `embeddings`, a second instance that
+    serves ``/v1/embeddings`` (``--embedding True``; it has no setting for pooling, so SmolLM2,
+    which names none, gets one vector per token)."""
     port, key = free_port(), new_key()
     name = "llamacpp_python" + ("_embeddings" if embeddings else "")
+    name += "_interrupting" if interrupting else ""
     log = logs / f"{name}.log"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
         "--model_alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(CONTEXT_WINDOW), "--n_threads", "2", "--api_key", key,
-        "--chat_format", "chatml-function-calling", "--interrupt_requests", "False",
+        "--chat_format", "chatml-function-calling",
+        *([] if interrupting else ["--interrupt_requests", "False"]),
         *(["--embedding", "True"] if embeddings else []),
     ]  # fmt: skip
     return Server(

@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from tests.conformance.findings import (
     EMBEDDING_SERVERS,
     FINDINGS,
     GATEWAY_ONLY,
+    INTERRUPTING_BEHAVIOURS,
+    INTERRUPTING_SERVERS,
     RESPONSES_BEHAVIOURS,
     RESPONSES_SERVERS,
 )
@@ -858,6 +861,41 @@ async def test_sixteen_concurrent_streams(provider: Server) -> None:
     FINDINGS.ok(provider.name, "concurrent")
 
 
+async def test_sixteen_concurrent_streams_to_a_server_that_interrupts(
+    interrupting_server: tuple[str, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29, item 9: the server drops all but the newest reply; nbllm learns to send it one
+    request at a time, says so once, and asks again for every dropped reply."""
+    column, server = interrupting_server
+    monkeypatch.setenv(KEY_ENV, server.key)
+    nbllm.get_store().add_provider(
+        nbllm.ProviderConfig(
+            name=server.name, url=server.base_url, key_env=KEY_ENV, models={server.model: CONTEXT_WINDOW}
+        )
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        results = await asyncio.gather(
+            *(nbllm.achat(f"Say the number {n}.", qualified(server), max_tokens=12) for n in range(16))
+        )
+    FINDINGS.measure(column, "sixteen_concurrent_interrupting_s", time.perf_counter() - started)
+    assert [r.status for r in results] == ["ok"] * 16
+    assert all(r.text for r in results)
+    told = [str(w.message) for w in said if "one request at a time" in str(w.message)]
+    assert len(told) == 1 and "--interrupt_requests False" in told[0]
+    attempts = [attempt for record in nbllm.history() for attempt in record.attempts]
+    assert any(attempt.error == "dropped for another request" for attempt in attempts), (
+        "the default server should have dropped some replies"
+    )
+    FINDINGS.deviation(
+        column,
+        "concurrent_interrupting",
+        "Drops the reply in progress when another request arrives; nbllm asks again for each dropped "
+        "reply once the server is free, and sends it one request at a time from then on (saying so once)",
+    )
+
+
 # -- fallbacks through the gateway ------------------------------------------------------------
 
 
@@ -971,6 +1009,8 @@ def test_readme_table_matches_this_run() -> None:
         expected_rows[name] -= RESPONSES_BEHAVIOURS
     for name in set(SERVER_NAMES) - EMBEDDING_SERVERS:
         expected_rows[name] -= {"embed_dimensions"}
+    for name in set(SERVER_NAMES) - INTERRUPTING_SERVERS:
+        expected_rows[name] -= INTERRUPTING_BEHAVIOURS
     found = {server: set(rows) for server, rows in FINDINGS.results.items()}
     if found != expected_rows:
         pytest.skip("only part of the conformance suite ran, so the table cannot be checked")
