@@ -89,3 +89,18 @@ def test_a_new_config_folder_is_the_owners_alone_whatever_the_umask(
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "providers.yaml").stat().st_mode) == 0o600
     assert "s" in json.dumps(str((folder / "providers.yaml").read_text()))
+
+
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:99999/v1/chat/completions", "http://[::1:99999/x", "ftp://127.0.0.1/x"]
+)
+def test_a_redirect_nowhere_is_an_nbllm_error_recorded_as_a_failure(location: str) -> None:
+    """Issue 29, item 10: a redirect to a port outside 0-65535 escaped as a raw ExceptionGroup
+    (an OverflowError inside the connect) and was recorded ok."""
+    with hostile(lambda *_: (307, "text/plain", b"moved", {"location": location})) as server:
+        nbllm.get_store().add_provider(
+            ProviderConfig(name="r", url=server.base_url, auth="none", models=["m"], retry={"max_retries": 0})
+        )
+        with pytest.raises(nbllm.APIError):
+            nbllm.chat("q", "r/m")
+    assert nbllm.history()[-1].status == "error"
