@@ -47,12 +47,15 @@ KEYRING_SERVICE = "nbllm"
 VERSION = "0.1.0"
 """The package version (sent in the User-Agent header)."""
 
-THROTTLE_MS = 50
-"""Shortest interval between two live updates of a streaming reply's display."""
+THROTTLE_MS = 66
+"""Shortest interval between two live updates of a streaming reply's display: about 15 a second,
+smooth to read, and each update costs the kernel a display message (and a flush of its output)."""
 
 THROTTLE_STRETCH_CHARS = 2000
-"""Past this many characters the update interval grows with the text (interval x length / this),
-so the bytes resent stay about linear in the reply's length rather than quadratic."""
+"""For `--compare` columns, which resend their whole text: past this many characters the update
+interval grows with the text (interval x length / this), so the bytes resent stay about linear in
+the reply's length rather than quadratic. A single reply resends only its open tail and keeps a
+fixed interval (see `nbllm._views.blocks`)."""
 
 RENDER_TICK_S = 0.05
 """How often a live display checks for text to flush or a countdown to redraw."""
@@ -71,6 +74,8 @@ MAX_TOOL_ROUNDS = 5
 """How many times a %%chat cell runs the model's tool calls before it stops asking."""
 
 LIVE_ENV = "NBLLM_LIVE"
+WIDGETS_ENV = "NBLLM_WIDGETS"
+"""``NBLLM_WIDGETS=0``: draw nothing as a widget (for front ends without a widget manager)."""
 """Set to 0 to render each reply once, when it ends (headless runs: nbval, nbconvert)."""
 
 AFTER_FINISH_GRACE_S = 0.5

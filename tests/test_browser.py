@@ -30,6 +30,7 @@ import nbformat
 import pytest
 
 from nbllm.testing import LoopbackServer, serve
+from nbllm.testing.long_reply import markdown_reply
 from tests.helpers import SENTINEL_KEY
 from tests.jupyter_app import JupyterApp
 
@@ -365,3 +366,72 @@ def test_a_batch_run_shows_progress_and_stops_in_a_real_browser(
         ]
         write_notebook(root / "map.ipynb", sources)
         in_app(app_name, root, tmp_path, lambda app: run_map_flow(app, browser, slow, app_name))
+
+
+LONG_REPLY_TOKENS = 40_000
+LONG_REPLY_RATE = 2_000.0
+WATCH_OUTPUT = """
+(cell) => {
+  window.__nbllmGrowth = [];
+  const area = cell.querySelector('.jp-OutputArea') || cell;
+  let last = -1;
+  const observer = new MutationObserver(() => {
+    const length = area.textContent.length;
+    if (length !== last) { last = length; window.__nbllmGrowth.push([performance.now(), length]); }
+  });
+  observer.observe(area, {subtree: true, childList: true, characterData: true});
+  window.__nbllmObserver = observer;
+}
+"""
+
+
+def run_long_reply_flow(app: JupyterApp, browser: Any, label: str) -> None:
+    """Issue 33: a 40,000-token reply streaming at 2,000 tokens/s keeps growing on screen at
+    least five times a second from its first word to its last, and ends as the whole reply."""
+    with opened(app, browser, "long.ipynb", f"{label}-long", 1300) as (page, notebook):
+        notebook.run_first(0)
+        notebook.run(1)
+        notebook.wait_idle(1)
+        notebook.cell(2).element_handle().evaluate(WATCH_OUTPUT)
+        notebook.run(2)
+        notebook.wait_idle(2, timeout_s=LONG_REPLY_TOKENS / LONG_REPLY_RATE * 4 + 30)
+        growth = page.evaluate("window.__nbllmGrowth")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        notebook.cell(2).screenshot(path=str(RESULTS / f"{label}-long-final.png"))
+        streaming = growth[1:-1]  # from the first word to the last live frame (the final one apart)
+        assert streaming, "the reply never grew in the page"
+        seconds = (streaming[-1][0] - streaming[0][0]) / 1000
+        per_second = [0] * (int(seconds) + 1)
+        for at, _ in streaming:
+            per_second[int((at - streaming[0][0]) / 1000)] += 1
+        assert seconds > LONG_REPLY_TOKENS / LONG_REPLY_RATE * 0.8, f"streamed for only {seconds:.1f} s"
+        assert min(per_second[:-1]) >= 5, (
+            f"visible updates per second: {per_second}; lengths {[g[1] for g in growth[::40]]} "
+            f"{'IOPub' in notebook.output(2)}"
+        )
+        shown = re.findall(r"\S+", notebook.output(2))
+        expected = re.findall(r"\S+", markdown_reply(LONG_REPLY_TOKENS).replace("#", "").replace("`", ""))
+        words = [w for w in shown if w not in ("|", "---", "---:")]
+        assert all(word in words for word in expected[-50:]) and len(words) >= len(expected) * 0.9
+        # The live outputs were emptied: the reply shows once, and they take no room.
+        heights = (
+            notebook.cell(2)
+            .locator(".jp-OutputArea-child")
+            .evaluate_all("(nodes) => nodes.map((node) => node.getBoundingClientRect().height)")
+        )
+        assert sum(heights[1:]) <= 2 * len(heights[1:]), f"emptied outputs take room: {heights[:5]}..."
+
+
+@pytest.mark.parametrize("app_name", ["lab"])
+def test_a_long_reply_stays_live_in_a_real_browser(app_name: str, browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    reply_text = markdown_reply(LONG_REPLY_TOKENS)
+    with serve(reply=reply_text, tokens_per_s=LONG_REPLY_RATE, framing="chunked") as long_server:
+        sources = [
+            "%load_ext nbllm",
+            f"%llm_provider add long --url {long_server.base_url} --model m=100000000",
+            "%%chat long/m\nWrite at length.",
+        ]
+        write_notebook(root / "long.ipynb", sources)
+        in_app(app_name, root, tmp_path, lambda app: run_long_reply_flow(app, browser, app_name))

@@ -236,7 +236,8 @@ class CellRun:
         self.outcome: CellOutcome | None = None
         """Set when the run ends, however it ends (a cancelled run's partial text is here)."""
         self.turn: list[Message] = [cell.user_message]
-        self._partial = self._partial_reasoning = ""
+        self._partial: list[str] = []  # pieces, joined once (appending to a string copies it each time)
+        self._partial_reasoning: list[str] = []
         self._started = time.perf_counter()
 
     async def run(self, ui: Ui) -> CellOutcome:
@@ -294,8 +295,8 @@ class CellRun:
     def _partial_result(self, status: Status) -> ChatResult:
         """What this round had shown when it ended without a result of its own."""
         partial = ChatResult(
-            text=self._partial,
-            reasoning=self._partial_reasoning.strip(),
+            text="".join(self._partial),
+            reasoning="".join(self._partial_reasoning).strip(),
             model=self.cell.resolved.qualified_name,
             status=status,
             latency_s=time.perf_counter() - self._started,
@@ -393,15 +394,15 @@ class CellRun:
         return answered is not None and sends_reasoning_back(answered.provider)
 
     async def _one_round(self, ui: Ui, request: ChatRequest) -> ChatResult:
-        self._partial = self._partial_reasoning = ""
+        self._partial, self._partial_reasoning = [], []
         async with aclosing(stream_call(request, self.cell.routes, self.call_options)) as events:
             async for event in events:
                 if isinstance(event, TokenEvent):
-                    self._partial += event.text
-                    ui.post(self.view.token, event.text)
+                    self._partial.append(event.text)
+                    ui.post_text(self.view.token, event.text)
                 elif isinstance(event, ReasoningEvent):
-                    self._partial_reasoning += event.text
-                    ui.post(self.view.reasoning, event.text)
+                    self._partial_reasoning.append(event.text)
+                    ui.post_text(self.view.reasoning, event.text)
                 elif isinstance(event, StatusEvent):
                     ui.post(self.view.status, event)
                 elif isinstance(event, DoneEvent):

@@ -1,23 +1,32 @@
 """A batch run's progress, as the user sees it: a widget bar with a Stop button in a notebook,
-a text bar in a terminal. Both read the run's counters (`nbllm._batch.counters.Progress`)
-when asked, a few times a second at most, and end with the run's summary."""
+a text bar in a terminal (and in a notebook with ``$NBLLM_WIDGETS=0``). Both read the run's
+counters (`nbllm._batch.counters.Progress`) when asked, a few times a second at most, and end
+with the run's summary."""
 
 from __future__ import annotations
 
 import html
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from nbllm._batch.counters import Progress
-from nbllm._constants import PROGRESS_TICK_S
+from nbllm._constants import PROGRESS_TICK_S, WIDGETS_ENV
 from nbllm._views.reply import Throttle
 
 TEXT_BAR_WIDTH = 30
 INTERRUPT_HINT = "to stop: interrupt the kernel (■); the rows done are kept"
 """Shown instead of a Stop button where the kernel cannot hear one: a plain (not awaited)
 cell keeps the kernel's event loop busy, so a click would wait until the run ended."""
+
+
+def widgets_enabled() -> bool:
+    """Whether widgets may be drawn at all: not when ``$NBLLM_WIDGETS`` is ``0`` (a front end
+    without a widget manager, such as nbconvert, some VS Code set-ups or Colab without its
+    custom widget manager, shows a widget as a line of text)."""
+    return os.environ.get(WIDGETS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def in_notebook() -> bool:
@@ -123,6 +132,6 @@ def progress_view(
     (a plain cell, see `INTERRUPT_HINT`)."""
     if not shown:
         return QuietProgress()
-    if in_notebook():
+    if in_notebook() and widgets_enabled():
         return WidgetProgress(title, stop)
     return TextProgress(title)

@@ -27,7 +27,14 @@ from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError, ThinkingBudgetError
 from nbllm._safe_markdown import inert_markdown
-from nbllm._views.thinking import LiveThinkingFrame, Thinking, thinking_markdown, thinking_plain
+from nbllm._views.blocks import find_cut, freeze_size
+from nbllm._views.thinking import (
+    LiveThinkingFrame,
+    Thinking,
+    thinking_markdown,
+    thinking_plain,
+    thinking_window,
+)
 
 Clock = Callable[[], float]
 Bundle = dict[str, str]
@@ -225,18 +232,20 @@ def countdown_from(event: StatusEvent, now: float) -> _Countdown | None:
 
 @dataclass
 class _Transcript:
-    """What a reply has shown so far: text segments and tool lines, in order."""
+    """What a reply has shown so far: text segments (each kept as the pieces that arrived, joined
+    when drawn: appending to one string per token would copy the whole reply each time) and
+    tool lines, in order."""
 
-    parts: list[str | ToolLine] = field(default_factory=list)
+    parts: list[list[str] | ToolLine] = field(default_factory=list)
     length: int = 0
     remote_images: bool = False
     """Whether the reply's remote images show as images (see `nbllm._safe_markdown`)."""
 
     def add_text(self, text: str) -> None:
-        if self.parts and isinstance(self.parts[-1], str):
-            self.parts[-1] += text
+        if self.parts and isinstance(self.parts[-1], list):
+            self.parts[-1].append(text)
         else:
-            self.parts.append(text)
+            self.parts.append([text])
         self.length += len(text)
 
     def add_tool(self, line: ToolLine) -> None:
@@ -248,13 +257,32 @@ class _Transcript:
 
     def markdown(self) -> str:
         return "\n\n".join(
-            p.markdown() if isinstance(p, ToolLine) else inert_markdown(p, remote_images=self.remote_images)
-            for p in self.parts
-            if p
+            p.markdown() if isinstance(p, ToolLine) else self._inert("".join(p)) for p in self.parts if p
         )
 
+    def _inert(self, text: str) -> str:
+        return inert_markdown(text, remote_images=self.remote_images)
+
     def text(self) -> str:
-        return "\n".join(p.text() if isinstance(p, ToolLine) else p for p in self.parts if p)
+        return "\n".join(p.text() if isinstance(p, ToolLine) else "".join(p) for p in self.parts if p)
+
+    def freeze(self, size: int) -> _Transcript | None:
+        """Split off the finished blocks once the text is `size` long (see
+        `nbllm._views.blocks`): return them, and keep only the open tail; None when nothing is
+        finished yet."""
+        texts = [i for i, part in enumerate(self.parts) if isinstance(part, list)]
+        if not texts:
+            return None
+        last = texts[-1]
+        text = "".join(self.parts[last])  # type: ignore[arg-type]
+        cut = find_cut(text, size)
+        if cut is None:
+            return None
+        done = _Transcript([*self.parts[:last], [cut.frozen(text)]], remote_images=self.remote_images)
+        tail = cut.tail(text)
+        self.parts = [[tail], *self.parts[last + 1 :]]
+        self.length = len(tail)
+        return done
 
 
 class LiveView:
@@ -270,9 +298,13 @@ class LiveView:
         clock: Clock = time.monotonic,
         show_thinking: bool = False,
         remote_images: bool = False,
+        widgets: bool = True,
     ) -> None:
         self.model = model
         self.live = live
+        self.widgets = widgets
+        """Whether the live thinking is a widget section; otherwise dimmed Markdown above the
+        answer (front ends without a widget manager)."""
         self.show_thinking = show_thinking
         """Whether the final frame shows the thinking open (it is collapsed otherwise)."""
         self.thinking = Thinking()
@@ -280,8 +312,23 @@ class LiveView:
         """The live widget frame, from the first thought of a live reply to its final frame."""
         self.throttle = throttle or Throttle()
         self.handle = Handle(display)
+        """The reply's first output: the live frame until the first blocks are finished, the
+        final frame at the end."""
+        self.more: list[Handle] = []
+        """The outputs after the first, in order: the last holds the open tail, each one before
+        it finished blocks (emptied when the final frame replaces them all)."""
+        self.warm: list[str] = []
+        """The finished blocks in the output before the tail's, as Markdown."""
+        self.warm_length = 0
+        self.warm_output: Handle | None = None
+        """The output holding `warm` (None: the thinking frame's answer)."""
         self.clock = clock
         self.transcript = _Transcript(remote_images=remote_images)
+        self.open = _Transcript(remote_images=remote_images)
+        """The part of the reply not yet frozen into an output of its own: all that is redrawn."""
+        self._drawn_length = 0
+        self._rate: float | None = None
+        """Characters of reply per update, smoothed: how big the open tail may grow."""
         self.notice: str | None = None
         self.countdown: _Countdown | None = None
         self.dirty = False
@@ -305,6 +352,7 @@ class LiveView:
         first = self.transcript.length == 0
         self.thinking.end(self.clock())
         self.transcript.add_text(text)
+        self.open.add_text(text)
         self._arrived(first)
 
     def _arrived(self, first: bool) -> None:
@@ -326,11 +374,13 @@ class LiveView:
     def tool_call(self, call: ToolCall) -> None:
         self.thinking.end(self.clock())
         self.transcript.add_tool(ToolLine(call))
+        self.open.add_tool(ToolLine(call))
         self.notice = f"running {call.name}"
         self._draw()
 
     def tool_result(self, call: ToolCall, text: str, ok: bool) -> None:
         self.transcript.add_tool(ToolLine(call, text, ok))
+        self.open.add_tool(ToolLine(call, text, ok))
         self.notice = WAITING
         self._draw()
 
@@ -339,15 +389,17 @@ class LiveView:
         second changes."""
         now = self.clock()
         countdown_moved = self.countdown is not None and self.countdown.text(now) != self._countdown_text
-        length = self.transcript.length + self.thinking.length
-        if countdown_moved or (self.dirty and self.throttle.due(now, length)):
+        # A fixed cadence at any length: only the open tail is redrawn, and it stays small.
+        if countdown_moved or (self.dirty and self.throttle.due(now, 0)):
             self._draw()
             return
         thinking, frame = self.thinking, self.frame
-        if frame is not None and thinking.ended is None and int(thinking.seconds(now)) != self._second:
-            # Only the title's clock: resending the text each second would undo the throttle.
+        if thinking.ended is None and thinking.shown and int(thinking.seconds(now)) != self._second:
             self._second = int(thinking.seconds(now))
-            frame.retitle(thinking.title(now))
+            if frame is not None:  # only the title's clock: resending the text would undo the throttle
+                frame.retitle(thinking.title(now))
+            elif not self.widgets:
+                self._draw()
 
     def finish(self, result: ChatResult, error: BaseException | None = None, note: str | None = None) -> None:
         """The final frame: always drawn, even for an empty, failed or cancelled reply."""
@@ -375,6 +427,8 @@ class LiveView:
         plain_parts.append(f"[{footer}]")
         bundle = {"text/markdown": "\n\n".join(markdown_parts), "text/plain": "\n".join(plain_parts)}
         self.handle.send(bundle, result_metadata(result))
+        for handle in self.more:  # the whole reply is in the first output now
+            handle.send({"text/plain": ""}, {})
         if self.frame is not None:
             self.frame.close()
             self.frame = None
@@ -387,7 +441,14 @@ class LiveView:
         self.throttle.mark(now)
         if not self.live or self.finished:  # nothing may overwrite the final frame
             return
-        lines = [self.transcript.markdown()] if self.transcript.parts else []
+        arrived, self._drawn_length = self.transcript.length - self._drawn_length, self.transcript.length
+        self._rate = arrived if self._rate is None else 0.7 * self._rate + 0.3 * arrived
+        done = self.open.freeze(freeze_size(self._rate))
+        if done is not None:
+            self._freeze(done.markdown())
+        lines = [self.open.markdown()] if self.open.parts else []
+        if self.thinking.shown and not self.widgets and not self.more:
+            lines.insert(0, thinking_window(self.thinking, now))
         if self.countdown is not None:
             self._countdown_text = self.countdown.text(now)
             lines.append(f"*{self._countdown_text}*")
@@ -396,7 +457,7 @@ class LiveView:
         lines.append(f"<sub>{html.escape(self.model)}</sub>")
         answer = "\n\n".join(lines)
         metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
-        if self.thinking.shown:
+        if self.thinking.shown and self.widgets and not self.more:  # the answer is in the frame
             self._second = int(self.thinking.seconds(now))
             if self.frame is None:
                 self.frame = LiveThinkingFrame()
@@ -407,7 +468,47 @@ class LiveView:
                 self.handle.updates += 1
             return
         # Live frames carry markdown only: a text/plain copy would double the bytes resent.
-        self.handle.send({"text/markdown": answer}, metadata)
+        self._send(self._tail_output(), answer)
+
+    def _freeze(self, finished: str) -> None:
+        """Finished blocks join the output before the tail's (the *warm* one), which is redrawn
+        only when blocks join it. Once it holds `warm_chars`, it is left as it is: the tail's
+        output takes the finished blocks instead and the tail moves into a new output below.
+        So a reply needs few outputs (JupyterLab shows only the first 50 of a cell), and each
+        update resends little."""
+        if self.warm and self.warm_length + len(finished) <= warm_chars(self.transcript.length):
+            self.warm.append(finished)
+            self.warm_length += len(finished)
+        else:
+            self.warm, self.warm_length = [finished], len(finished)
+            self.warm_output = self._tail_output()
+            self.more.append(Handle(self.handle.display))
+        self._send(self.warm_output, "\n\n".join(self.warm))
+
+    def _tail_output(self) -> Handle | None:
+        """Where the open tail is drawn: an output, or None for the thinking frame's answer."""
+        if self.more:
+            return self.more[-1]
+        return None if self.frame is not None else self.handle
+
+    def _send(self, output: Handle | None, markdown: str) -> None:
+        metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
+        if output is not None:
+            output.send({"text/markdown": markdown}, metadata)
+        elif self.frame is not None:
+            self.frame.update(self.frame.title, self.thinking, markdown)
+            self.handle.updates += 1
+
+
+WARM_CHARS = 12_000
+"""How much of the finished reply one output holds while it streams (see `LiveView._freeze`)."""
+MAX_LIVE_OUTPUTS = 30
+
+
+def warm_chars(reply_length: int) -> int:
+    """The warm output's size for a reply this long so far: at least `WARM_CHARS`, and enough
+    that a reply of any length needs about `MAX_LIVE_OUTPUTS` outputs."""
+    return max(WARM_CHARS, reply_length // MAX_LIVE_OUTPUTS)
 
 
 class TerminalView:

@@ -82,8 +82,7 @@ def thinking_markdown(result: ChatResult, *, open_: bool) -> str:
     if len(shown) > MAX_SHOWN_THINKING_CHARS:  # the saved notebook keeps a part; Python has it all
         left = len(shown) - MAX_SHOWN_THINKING_CHARS
         shown = shown[:MAX_SHOWN_THINKING_CHARS] + f"\n\n[{left:,} more characters in nbllm.last().reasoning]"
-    lines = shown.split("\n")
-    quoted = "\n".join(f"> {inert_markdown(html.escape(line))}" if line.strip() else ">" for line in lines)
+    quoted = _quote(shown)
     summary = f"<summary><i>{html.escape(_summary(result))}</i></summary>"
     return f"<details{' open' if open_ else ''}>{summary}\n\n{quoted}\n\n</details>"
 
@@ -97,22 +96,54 @@ def thinking_plain(result: ChatResult, *, full: bool) -> str:
     return f"[{_summary(result)}; the thinking is in nbllm.last().reasoning]"
 
 
+THINKING_WINDOW_CHARS = 2_000
+"""Without widgets, how much of the latest thinking the live frame shows."""
+
+
+def thinking_window(thinking: Thinking, now: float) -> str:
+    """The live thinking as Markdown, for front ends without widgets: its title, then (while
+    the model still thinks) the latest `THINKING_WINDOW_CHARS` of it quoted, dimmed by the
+    quote; the final frame has all of it."""
+    title = f"*{html.escape(thinking.title(now))}*"
+    if thinking.ended is not None:
+        return f"> {title}"
+    text = "".join(thinking.pieces[-400:]).strip()  # the latest pieces: never the whole of a long text
+    if len(text) > THINKING_WINDOW_CHARS:
+        text = "\N{HORIZONTAL ELLIPSIS}" + text[-THINKING_WINDOW_CHARS:]
+    return f"> {title}\n>\n{_quote(text)}"
+
+
+def _quote(text: str) -> str:
+    """`text` as a Markdown quote (shown dimmed), escaped, so no tag in it can act."""
+    lines = text.split("\n")
+    return "\n".join(f"> {inert_markdown(html.escape(line))}" if line.strip() else ">" for line in lines)
+
+
 class LiveThinkingFrame:
     """The live frame of a reply that thinks: the thinking section (collapsed), then the answer
-    as Markdown in an `Output` widget. One widget tree, shown through the reply's one handle."""
+    as Markdown in an `Output` widget. One widget tree, shown through the reply's one handle.
+
+    The thinking is a column of `HTML` children: once the last one holds `THINKING_FREEZE_CHARS`,
+    it is left as it is and a new one takes what follows, so an update resends only the open
+    child, however long the model thinks."""
 
     def __init__(self) -> None:
         import ipywidgets as widgets
 
+        self._widgets = widgets
         self._thinking = widgets.HTML()
-        self.section = widgets.Accordion(children=[self._thinking], selected_index=None)
+        self._column = widgets.VBox([self._thinking])
+        self.section = widgets.Accordion(children=[self._column], selected_index=None)
         self.section.add_class("nbllm-thinking")
         self.answer = widgets.Output()
         self.answer.add_class("nbllm-answer")
         self.box = widgets.VBox([self.section, self.answer])
         self.title = ""
         """The section's title as last sent."""
-        self._shown_text = self._answer = ""
+        self._pieces_seen = 0
+        self._open_text = ""
+        """The thinking in the open child (the text before it is in children left as they are)."""
+        self._answer = ""
 
     def bundle(self) -> Bundle:
         return dict(self.box._repr_mimebundle_())
@@ -123,12 +154,22 @@ class LiveThinkingFrame:
             self.section.titles = (title,)
 
     def update(self, title: str, thinking: Thinking, answer_markdown: str) -> None:
-        """Send only what changed: the title, the thinking's text, the answer."""
+        """Send only what changed: the title, the open part of the thinking, the answer."""
         self.retitle(title)
-        if thinking.length != len(self._shown_text):
-            self._shown_text = "".join(thinking.pieces)
-            escaped = html.escape(self._shown_text.strip())
-            self._thinking.value = f'<div style="{THINKING_STYLE}">{escaped}</div>'
+        if len(thinking.pieces) != self._pieces_seen:
+            new = "".join(thinking.pieces[self._pieces_seen :])
+            self._pieces_seen = len(thinking.pieces)
+            text = self._open_text + new
+            if not self._column.children[:-1]:  # the first child: no blank lines on top
+                text = text.lstrip()
+            cut = _plain_cut(text)
+            if cut:
+                self._thinking.value = _thinking_html(text[:cut])
+                self._thinking = self._widgets.HTML()
+                self._column.children = (*self._column.children, self._thinking)
+                text = text[cut:]
+            self._open_text = text
+            self._thinking.value = _thinking_html(text)
         if answer_markdown != self._answer:
             self._answer = answer_markdown
             self.answer.outputs = (
@@ -137,5 +178,24 @@ class LiveThinkingFrame:
 
     def close(self) -> None:
         """Release the widgets (the final Markdown frame has replaced them on screen)."""
-        for widget in (self._thinking, self.section, self.answer, self.box):
+        for widget in (*self._column.children, self._column, self.section, self.answer, self.box):
             widget.close()
+
+
+THINKING_FREEZE_CHARS = 4_000
+
+
+def _plain_cut(text: str) -> int:
+    """Where to leave the open thinking child once it is long: after its last line break, or
+    its last space; 0 for not yet."""
+    if len(text) < THINKING_FREEZE_CHARS:
+        return 0
+    for mark in ("\n", " "):
+        at = text.rfind(mark, 0, len(text) - 1)
+        if at > 0:
+            return at + 1
+    return len(text)
+
+
+def _thinking_html(text: str) -> str:
+    return f'<div style="{THINKING_STYLE}">{html.escape(text.rstrip())}</div>'

@@ -73,6 +73,13 @@ class ChatMagics(Magics):
         "live: update the output as tokens arrive; final: render once at the end; "
         "terminal: write tokens to stdout.",
     )
+    widgets = Bool(
+        True,
+        config=True,
+        help="Draw the live thinking section and progress bars as ipywidgets; False (or "
+        "$NBLLM_WIDGETS=0) for front ends without a widget manager: thinking streams as dimmed "
+        "Markdown above the answer, progress as text.",
+    )
     max_tool_rounds = Int(
         MAX_TOOL_ROUNDS, config=True, help="Default for --max-tool-rounds: tool-call rounds per cell."
     )
@@ -257,6 +264,7 @@ class ChatMagics(Magics):
         from nbllm._providers.local import ensure_a_provider
         from nbllm._providers.store import get_store
         from nbllm._views.dry_run import DryRun
+        from nbllm._views.progress import widgets_enabled
         from nbllm._views.reply import LiveView, TerminalView, Throttle
 
         namespace = self.shell.user_ns if self.shell is not None else {}
@@ -289,6 +297,7 @@ class ChatMagics(Magics):
                 throttle=throttle,
                 show_thinking=options.show_thinking,
                 remote_images=self.remote_images or args.remote_images,
+                widgets=self.widgets and widgets_enabled(),
             )
         run = CellRun(prepared, view)
 
