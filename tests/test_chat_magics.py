@@ -346,7 +346,7 @@ def test_an_interrupt_inside_a_tool_ends_the_reply_as_cancelled(ip: Any, server:
 
     ip.user_ns["stop_here"] = stop_here
     server.tool_calls = [ScriptedToolCall("stop_here", {})]
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(UsageError, match=r"^interrupted: the reply above is partial"):
         ip.run_cell_magic("chat", "--tools stop_here", "go")
     assert "(cancelled" in capsys.readouterr().out
     assert nbllm.last().status == "cancelled"

@@ -84,7 +84,11 @@ def test_interrupt_cancels_keeps_partial_text_and_the_kernel_goes_on(
     msg_id = kernel.submit("%%chat -c interrupt\nendless please")
     execution = kernel.collect(msg_id, timeout=30, on_message=interrupt_once_text_shows)
     assert interrupted_at, "the stream never showed text"
-    assert execution.status == "error"
+    assert execution.status == "error"  # Run All stops here
+    error = execution.reply["content"] if execution.reply else {}
+    assert error["ename"] == "UsageError" and error["evalue"].startswith("interrupted:")
+    shown = "\n".join(error["traceback"]) + "".join(str(m["content"]) for m in execution.of_type("error"))
+    assert "Traceback" not in shown and "CancelledError" not in shown  # one line, as after Stop
     final = execution.displays()[-1]["content"]["data"]["text/plain"]
     assert final.startswith("w0000 w0001 w0002 w0003") and "w4999" not in final
     assert "cancelled" in final and "not added to conversation 'interrupt'" in final

@@ -52,6 +52,11 @@ class _Job:
     on_cancel: Callable[[], None] = lambda: None
 
 
+INTERRUPTED = "interrupted: the reply above is partial (nbllm.last() holds it)"
+"""What an interrupted cell raises: one line under the final frame, as after the panel's Stop,
+never a traceback through the HTTP stack; the cell still fails, so Run All stops there."""
+
+
 def _split_names(text: str | None) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
@@ -174,7 +179,7 @@ class ChatMagics(Magics):
             outcome = run_with_ui(job.start, job.tick, RENDER_TICK_S)
         except KeyboardInterrupt:
             job.on_cancel()
-            raise
+            raise UsageError(INTERRUPTED) from None
         job.conclude(outcome)
 
     chat.__doc__ = (chat.__doc__ or "") + CHAT_HELP_TAIL
@@ -189,7 +194,7 @@ class ChatMagics(Magics):
             outcome = await job.start(DirectUi())
         except (asyncio.CancelledError, KeyboardInterrupt):
             job.on_cancel()
-            raise
+            raise UsageError(INTERRUPTED) from None
         finally:
             ticker.cancel()
         job.conclude(outcome)
