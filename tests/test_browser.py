@@ -167,7 +167,11 @@ def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str
 
         notebook.run(3)  # JSON mode before the model is flagged for it: refused, nothing sent
         notebook.wait_idle(3)
-        assert "not flagged for JSON mode" in notebook.output(3)
+        card = notebook.cell(3).locator(".jp-OutputArea div[style*='border-left']")
+        card.first.wait_for(timeout=10_000)  # Markdown renders a moment after it arrives
+        assert notebook.output(3).count("not flagged for JSON mode") == 1  # one error view, not two
+        colour = card.first.evaluate("(node) => getComputedStyle(node).borderLeftColor")
+        assert colour == "rgb(211, 47, 47)", f"the error card is not in the error colour: {colour}"
         assert not [r for r in endpoint.requests if r.method == "POST"]
 
         row = panel.locator(".nbllm-model-row", has_text="test-model")

@@ -127,7 +127,12 @@ def test_errors_are_one_line_usage_errors(kernel: KernelSession) -> None:
     execution = kernel.execute("%%chat nowhere/none\nhi")
     assert execution.status == "error"
     error = execution.reply["content"] if execution.reply else {}
-    assert error["ename"] == "UsageError" and "nowhere/none" in error["evalue"]
+    assert error["ename"] == "UsageError" and error["evalue"].startswith(
+        "UnknownModelError: nothing was sent"
+    )
+    cards = [m["content"]["data"] for m in execution.displays()]
+    assert len(cards) == 1 and "nowhere" in cards[0]["text/plain"]  # the card says what and why, once
+    assert 'class="nbllm-error"' in cards[0]["text/markdown"]
 
 
 def test_panel_discover_runs_on_the_kernel_loop_without_blocking(kernel: KernelSession) -> None:

@@ -22,6 +22,7 @@ from nbllm._calls.wire.reasoning import effort_fields, style_for
 from nbllm._calls.wire.think_tags import ThinkTags
 from nbllm._views.tables import HistoryTable
 from nbllm.testing import REASONING_SHAPES, ScriptedToolCall, serve
+from tests.helpers import failed_cell
 
 THINKING = "Two plus two: add them. <b>Four</b>, not 5."
 ANSWER = "The answer is 4."
@@ -288,9 +289,9 @@ def test_effort_needs_the_reasoning_flag_before_anything_is_sent(chat_shell: Any
         get_store().add_provider(
             ProviderConfig(name="plain", url=server.base_url, models={"m": {}}), replace=True
         )
-        with pytest.raises(UsageError, match="not flagged for reasoning") as caught:
-            ip.run_cell_magic("chat", "plain/m --effort low", "hi")
-        assert "--caps reasoning" in str(caught.value) and server.requests == []
+        refused = failed_cell(ip, "plain/m --effort low", "hi")
+        assert "not flagged for reasoning" in refused and "--caps reasoning" in refused
+        assert server.requests == []
         with pytest.raises(UsageError, match="invalid choice: 'extreme'"):
             ip.run_cell_magic("chat", "plain/m --effort extreme", "hi")
         register(server.base_url, name="thinker")

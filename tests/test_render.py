@@ -105,7 +105,9 @@ def test_error_card_has_class_upstream_message_and_hint() -> None:
     )
     view.finish(ChatResult(model="p/m", status="error"), error)
     markdown = recorder.frames[-1][1]["text/markdown"]
-    assert "**RateLimitError**" in markdown
+    assert (
+        "HTTP 429 from p" in markdown and "RateLimitError" in markdown and 'class="nbllm-error"' in markdown
+    )
     assert "slow down please" in markdown and "wait or add --fallback" in markdown
 
 

@@ -171,18 +171,47 @@ def result_metadata(result: ChatResult) -> dict[str, Any]:
     }
 
 
-def error_card_markdown(error: BaseException) -> str:
-    """An error as a quoted card: class, the upstream message, the hint."""
-    name = type(error).__name__
+ERROR_CARD_STYLE = (
+    "border-left: 4px solid #d32f2f; background: rgba(211, 47, 47, 0.08); "
+    "padding: 0.4em 0.9em; margin: 0.3em 0; line-height: 1.5"
+)
+
+
+def error_title(error: BaseException, model: str | None = None) -> str:
+    """The card's title: what failed and where ("HTTP 500 from acme-gateway")."""
+    provider = model.split("/")[0] if model else None
+    status = getattr(error, "status", None)
+    what = f"HTTP {status}" if isinstance(status, int) else type(error).__name__
+    return f"{what} from {provider}" if provider else what
+
+
+def error_card_markdown(error: BaseException, model: str | None = None) -> str:
+    """The one view of an error: a card in the error colour with a title, the error's message,
+    the server's own words, the hint and the request id. Our own HTML (every text in it
+    escaped), so a front end shows the colour; the cell's exception is one line pointing here."""
     message = error.message if isinstance(error, NbllmError) else str(error)
-    lines = [f"> \N{WARNING SIGN} **{name}**: {html.escape(message)}"]
+    rows = [
+        f"<b>\N{WARNING SIGN} {html.escape(error_title(error, model))}</b> "
+        f"<span style='opacity: 0.7'>{type(error).__name__}</span>",
+        html.escape(message),
+    ]
     upstream = getattr(error, "upstream_message", None)
     if upstream and upstream not in message:
-        lines += [">", f"> Server said: {html.escape(upstream)}"]
+        rows.append(f"<i>Server said:</i> {html.escape(upstream)}")
     hint = getattr(error, "hint", None)
     if hint:
-        lines += [">", f"> *Hint:* {html.escape(hint)}"]
-    return "\n".join(lines)
+        rows.append(f"<i>Hint:</i> {html.escape(hint)}")
+    request_id = getattr(error, "request_id", None)
+    if request_id:
+        rows.append(f"<span style='opacity: 0.7'>request id {html.escape(str(request_id))}</span>")
+    return f'<div class="nbllm-error" style="{ERROR_CARD_STYLE}">' + "<br>".join(rows) + "</div>"
+
+
+def error_line(error: BaseException, *, sent: bool = True) -> str:
+    """What a failed cell raises: one short line pointing at the card above it."""
+    if not sent:
+        return f"{type(error).__name__}: nothing was sent; see the error above"
+    return f"{type(error).__name__}: see the error above; nbllm.last() holds any partial reply"
 
 
 def error_card_text(error: BaseException) -> str:
@@ -193,6 +222,8 @@ def error_card_text(error: BaseException) -> str:
         lines.append(f"Server said: {upstream}")
     if getattr(error, "hint", None):
         lines.append(f"Hint: {error.hint}")  # type: ignore[attr-defined]
+    if getattr(error, "request_id", None):
+        lines.append(f"Request id: {error.request_id}")  # type: ignore[attr-defined]
     return "\n".join(lines)
 
 
@@ -418,7 +449,7 @@ class LiveView:
             markdown_parts.append(body)
             plain_parts.append(plain)
         if error is not None:
-            markdown_parts.append(error_card_markdown(error))
+            markdown_parts.append(error_card_markdown(error, self.model))
             plain_parts.append(error_card_text(error))
         markdown_parts += [f"*({n})*" for n in notes]
         plain_parts += [f"({n})" for n in notes]

@@ -26,6 +26,16 @@ from traitlets import Bool, Enum, Int, TraitError, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
 from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._exceptions import (
+    CapabilityError,
+    ContextTooLongError,
+    LocalModelError,
+    MissingKeyError,
+    NameResolutionError,
+    NbllmError,
+    ProviderNotFoundError,
+)
+from nbllm._providers.secret_text import mask_secrets
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 if TYPE_CHECKING:
@@ -50,6 +60,35 @@ class _Job:
     start: Callable[[Ui], Coroutine[Any, Any, Any]]
     conclude: Callable[[Any], None]
     on_cancel: Callable[[], None] = lambda: None
+
+
+REFUSALS = (
+    NameResolutionError,
+    ProviderNotFoundError,
+    CapabilityError,
+    ContextTooLongError,
+    MissingKeyError,
+    LocalModelError,
+)
+"""Refusals before sending that are about the model or provider, shown as the card a failed
+call shows. A mistake in the cell's own line or text (an option's value, a {name} that is not
+defined) stays a one-line UsageError, as for any magic."""
+
+
+def show_error(error: NbllmError, model: str | None, line: str) -> None:
+    """The error card for a cell refused before anything was sent (a misspelt model, a flag
+    the model lacks), as a failed call shows it; any word of the line that could be a key
+    masked."""
+    from nbllm._views.reply import error_card_markdown, error_card_text
+
+    words = line.split()
+    display(
+        {
+            "text/markdown": mask_secrets(error_card_markdown(error, model), words),
+            "text/plain": mask_secrets(error_card_text(error), words),
+        },
+        raw=True,
+    )
 
 
 INTERRUPTED = "interrupted: the reply above is partial (nbllm.last() holds it)"
@@ -270,17 +309,22 @@ class ChatMagics(Magics):
         from nbllm._providers.store import get_store
         from nbllm._views.dry_run import DryRun
         from nbllm._views.progress import widgets_enabled
-        from nbllm._views.reply import LiveView, TerminalView, Throttle
+        from nbllm._views.reply import LiveView, TerminalView, Throttle, error_line
 
         namespace = self.shell.user_ns if self.shell is not None else {}
         with usage_errors(line):
             options, args = self._options(line)
             ensure_a_provider(get_store(), print)
-            if args.map:
-                return self._map_job(args, options, cell, namespace)
-            if options.compare:
-                return self._compare_job(options, cell, namespace)
-            prepared = prepare_cell(options, cell, namespace)
+            try:
+                if args.map:
+                    return self._map_job(args, options, cell, namespace)
+                if options.compare:
+                    return self._compare_job(options, cell, namespace)
+                prepared = prepare_cell(options, cell, namespace)
+            except REFUSALS as refused:  # nothing was sent: the same card as a failed call
+                model = options.model or next(iter(options.compare), None) or get_store().default
+                show_error(refused, model, line)
+                raise UsageError(error_line(refused, sent=False)) from None
             if options.dry_run:
                 display(DryRun.of(prepared))
                 return None
@@ -308,12 +352,8 @@ class ChatMagics(Magics):
 
         def conclude(outcome: CellOutcome) -> None:
             set_last(outcome.result)
-            if outcome.error is not None:
-                first = str(outcome.error).split("\n")[0]
-                raise UsageError(
-                    f"{outcome.result.model}: {type(outcome.error).__name__}: {first} "
-                    "(details above; the reply so far is in nbllm.last())"
-                )
+            if outcome.error is not None:  # the final frame's card says what happened
+                raise UsageError(error_line(outcome.error))
             if options.output:
                 namespace[options.output] = outcome.value
 
