@@ -11,7 +11,7 @@ import pytest
 
 from nbllm._calls.results import ChatResult, Usage
 from nbllm._views.blocks import find_cut
-from nbllm._views.reply import MAX_LIVE_OUTPUTS, LiveView, Throttle
+from nbllm._views.reply import CURSOR, MAX_LIVE_OUTPUTS, LiveView, Throttle
 from nbllm._views.thinking import THINKING_FREEZE_CHARS, LiveThinkingFrame, Thinking
 from nbllm.testing.long_reply import markdown_reply
 from tests.test_render import Clock, Recorder
@@ -90,7 +90,7 @@ def test_a_long_reply_updates_at_a_steady_cadence_with_linear_bytes(tokens: int)
     assert sent <= 10 * len(reply)
     shown = visible(recorder)
     assert 2 <= len(shown) <= MAX_LIVE_OUTPUTS + 2  # finished blocks apart; few outputs all the same
-    tail = shown[-1].rsplit("\n\n<sub>", 1)[0]
+    tail = shown[-1].rsplit("\n\n<sub>", 1)[0].removesuffix(CURSOR)
     words, sent_words = re.findall(r"\S+", "\n".join([*shown[:-1], tail])), re.findall(r"\S+", reply)
     assert words == sent_words[: len(words)] and len(words) > len(sent_words) - 100  # the last 50 ms
 
@@ -161,3 +161,24 @@ def test_without_widgets_thinking_streams_as_dimmed_markdown_above_the_answer() 
     assert answer.index("Thought for") < answer.index("The answer.")
     assert all("application/vnd.jupyter.widget-view+json" not in frame[1] for frame in recorder.frames)
     assert view.frame is None
+
+
+def test_a_streaming_reply_shows_a_ticking_status_line_and_a_cursor() -> None:
+    """Issue 35, item 4: the model alone under the text said nothing of time or progress."""
+    recorder, clock = Recorder(), Clock()
+    view = LiveView("p/m", throttle=Throttle(0.05, stretch_chars=0), display=recorder, clock=clock)
+    view.start()
+    for _ in range(3):
+        clock.now += 0.1
+        view.tick()  # nothing has come: the clock still moves
+    assert recorder.frames[-1][1]["text/markdown"].endswith(
+        "<sub>p/m \N{MIDDLE DOT} waiting \N{MIDDLE DOT} 0.3 s</sub>"
+    )
+    for word in ["Hello ", "there, ", "reader."]:
+        clock.now += 0.06
+        view.token(word)
+    live = recorder.frames[-1][1]["text/markdown"]
+    assert live.startswith("Hello there, reader." + CURSOR)
+    assert "streaming \N{MIDDLE DOT} 0.5 s \N{MIDDLE DOT} ~5 tokens" in live
+    view.finish(ChatResult(text="Hello there, reader.", model="p/m", usage=Usage(3, 5)))
+    assert CURSOR not in recorder.frames[-1][1]["text/markdown"]

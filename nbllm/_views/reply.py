@@ -42,6 +42,8 @@ TOOL_TEXT_LIMIT = 300
 DIM, UNDIM = "\x1b[2m", "\x1b[22m"
 """ANSI faint on and off: a terminal shows the thinking dimmed."""
 WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
+CURSOR = "\N{LEFT ONE QUARTER BLOCK}"
+"""Ends the text while it streams (the final frame has none)."""
 
 
 class Throttle:
@@ -367,11 +369,14 @@ class LiveView:
         self._countdown_text = ""
         self._second = 0
         """The whole seconds of thinking the live title showed last."""
+        self.started_at: float | None = None
+        self._status_step = 0
 
     # -- events ------------------------------------------------------------------
 
     def start(self) -> None:
         self.notice = WAITING
+        self.started_at = self.clock()
         self._draw()
 
     def reasoning(self, text: str) -> None:
@@ -424,6 +429,14 @@ class LiveView:
         if countdown_moved or (self.dirty and self.throttle.due(now, 0)):
             self._draw()
             return
+        if self.live and not self.finished and self.started_at is not None:
+            # The status line's clock: tenths while nothing has come, seconds in a pause.
+            waiting = not (self.transcript.length or self.thinking.shown)
+            step = int((now - self.started_at) * (10 if waiting else 1))
+            if step != self._status_step:
+                self._status_step = step
+                self._draw()
+                return
         thinking, frame = self.thinking, self.frame
         if thinking.ended is None and thinking.shown and int(thinking.seconds(now)) != self._second:
             self._second = int(thinking.seconds(now))
@@ -477,7 +490,7 @@ class LiveView:
         done = self.open.freeze(freeze_size(self._rate))
         if done is not None:
             self._freeze(done.markdown())
-        lines = [self.open.markdown()] if self.open.parts else []
+        lines = [self.open.markdown() + CURSOR] if self.open.parts else []
         if self.thinking.shown and not self.widgets and not self.more:
             lines.insert(0, thinking_window(self.thinking, now))
         if self.countdown is not None:
@@ -485,7 +498,7 @@ class LiveView:
             lines.append(f"*{self._countdown_text}*")
         elif self.notice:
             lines.append(f"*{self.notice}*")
-        lines.append(f"<sub>{html.escape(self.model)}</sub>")
+        lines.append(f"<sub>{html.escape(self._status_line(now))}</sub>")
         answer = "\n\n".join(lines)
         metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
         if self.thinking.shown and self.widgets and not self.more:  # the answer is in the frame
@@ -500,6 +513,17 @@ class LiveView:
             return
         # Live frames carry markdown only: a text/plain copy would double the bytes resent.
         self._send(self._tail_output(), answer)
+
+    def _status_line(self, now: float) -> str:
+        """Under a streaming reply: the model, what it is doing, for how long, and about how
+        many tokens so far (an estimate: the footer has the server's count)."""
+        parts = [self.model]
+        if self.started_at is not None:
+            streaming = self.transcript.length or self.thinking.shown
+            parts += ["streaming" if streaming else "waiting", f"{now - self.started_at:.1f} s"]
+            if streaming:
+                parts.append(f"~{(self.transcript.length + self.thinking.length) // 4:,} tokens")
+        return " \N{MIDDLE DOT} ".join(parts)
 
     def _freeze(self, finished: str) -> None:
         """Finished blocks join the output before the tail's (the *warm* one), which is redrawn
