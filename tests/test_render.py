@@ -208,7 +208,10 @@ def test_thinking_is_a_collapsed_section_that_updates_in_place_then_the_answer()
     result.usage.reasoning_tokens = 6
     view.finish(result)
     final = recorder.frames[-1][1]
-    assert final["text/markdown"].startswith("<details><summary><i>Thought for 1.1 s, 6 tokens</i></summary>")
+    # The user opened it while it streamed: the final frame keeps it open (issue 35, item 6).
+    assert final["text/markdown"].startswith(
+        "<details open><summary><i>Thought for 1.1 s, 6 tokens</i></summary>"
+    )
     assert "&lt;i&gt;see&lt;/i&gt;" in final["text/markdown"] and "Answer." in final["text/markdown"]
     assert final["text/plain"].startswith("[Thought for 1.1 s, 6 tokens; the thinking is in nbllm.last()")
     assert view.frame is None and {f[3] for f in recorder.frames} == {view.handle.display_id}

@@ -113,7 +113,10 @@ class ChatResult:
     def footer(self) -> str:
         """One line of facts: model, TTFT, total time, tokens, tokens/s, retries, fallbacks."""
         parts = [self.model]
-        if self.ttft_s is not None:
+        if self.ttft_s is not None and self.thinking_s is not None:
+            # A reasoning model's first token is a thought: the wait that matters is the answer's.
+            parts.append(f"answer after {self.ttft_s + self.thinking_s:.1f} s")
+        elif self.ttft_s is not None:
             parts.append(f"first token {self.ttft_s:.2f} s")
         if self.latency_s is not None:
             parts.append(f"total {self.latency_s:.2f} s")

@@ -454,7 +454,9 @@ class LiveView:
         plain = self.transcript.text()
         notes = [n for n in (status_note(result, error), note) if n]
         markdown_parts, plain_parts = [], []
-        thinking = thinking_markdown(result, open_=self.show_thinking)
+        # The section stays as the user left it: opened while it streamed, it is open here too.
+        opened = self.frame is not None and self.frame.section.selected_index == 0
+        thinking = thinking_markdown(result, open_=self.show_thinking or opened)
         if thinking:
             markdown_parts.append(thinking)
             plain_parts.append(thinking_plain(result, full=self.show_thinking))

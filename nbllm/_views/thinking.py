@@ -57,7 +57,8 @@ class Thinking:
         return (self.ended if self.ended is not None else now) - self.started
 
     def title(self, now: float) -> str:
-        size = f"{self.length:,} characters"
+        # Tokens, as the final frame counts them (estimated here from the characters).
+        size = f"~{max(1, self.length // 4):,} tokens"
         if self.ended is None:
             return f"Thinking\N{HORIZONTAL ELLIPSIS} {self.seconds(now):.0f} s \N{MIDDLE DOT} {size}"
         return f"Thought for {self.seconds(now):.1f} s \N{MIDDLE DOT} {size}"
