@@ -115,14 +115,14 @@ def test_retry_countdown_ticks_down() -> None:
     view, recorder, clock = make_view()
     view.start()
     view.status(StatusEvent("rate_limited", "rate limited, retrying in 3.0 s", 3.0, 2, 3))
-    assert "retrying in 3 s (attempt 2 of 3)" in recorder.frames[-1][1]["text/markdown"]
+    assert "retrying in 3.0 s (attempt 2 of 3)" in recorder.frames[-1][1]["text/markdown"]
     clock.now += 1.2
     view.tick()
-    assert "retrying in 2 s" in recorder.frames[-1][1]["text/markdown"]
-    clock.now += 0.1
-    view.tick()  # the status line's clock moves; the countdown stays in its second
-    assert "retrying in 2 s" in recorder.frames[-1][1]["text/markdown"]
-    assert "waiting \N{MIDDLE DOT} 1.3 s" in recorder.frames[-1][1]["text/markdown"]
+    assert "retrying in 1.8 s" in recorder.frames[-1][1]["text/markdown"]
+    clock.now += 1.6
+    view.tick()  # under a second left: tenths, never "retrying in 0 s"
+    assert "retrying in 0.2 s" in recorder.frames[-1][1]["text/markdown"]
+    assert "waiting \N{MIDDLE DOT} 2.8 s" in recorder.frames[-1][1]["text/markdown"]
 
 
 def test_tool_calls_and_results_are_shown() -> None:

@@ -86,6 +86,14 @@ def test_unknown_suggests_close_names(store: Store) -> None:
     assert "did you mean" in str(info.value)
 
 
+def test_a_misspelt_model_is_pointed_at_the_close_match_first(store: Store) -> None:
+    """Issue 35, item 10: the hint told the user to add the typo right after "did you mean"."""
+    with pytest.raises(UnknownModelError) as info:
+        store.resolve("openai/gpt-4o-mni")
+    hint = info.value.hint or ""
+    assert hint.startswith("use openai/gpt-4o-mini") and hint.index("mini") < hint.index("add gpt-4o-mni")
+
+
 def test_unknown_model_of_known_provider(store: Store) -> None:
     with pytest.raises(UnknownModelError) as info:
         store.resolve("ollama/mistral:7b")

@@ -37,8 +37,8 @@ from nbllm._providers.resolved import Resolved
 from nbllm._providers.urls import host_of
 
 NO_FALLBACK_HINT = (
-    "try again later, or lower --rps; embeddings do not fall back to another model, whose vectors "
-    "would not be comparable"
+    "try again later, or pace the provider's calls by registering it with --rps N; embeddings do "
+    "not fall back to another model, whose vectors would not be comparable"
 )
 
 

@@ -251,7 +251,9 @@ def error_from_response(
         return RateLimitError(
             prefix,
             retry_after_s=wait,
-            hint="the provider is rate limiting; wait, lower --rps, or add --fallback models",
+            hint=f"{provider.name} is rate limiting: run it again in a while, add --fallback "
+            f"PROVIDER/MODEL to the cell, or pace every call to it by registering it with --rps N "
+            f"(%llm_provider add {provider.name} --url ... --rps 1)",
             **common,
         )
     if status == 404 and provider.api != "chat" and "openaiexception" in lowered and "not found" in lowered:

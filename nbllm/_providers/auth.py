@@ -123,9 +123,10 @@ def missing_key_hint(config: ProviderConfig) -> str:
     """The ways to give `config` a key, in the order a notebook user should prefer them."""
     var = config.key_env or provider_env_var(config.name)
     return (
-        f"set the environment variable {var} before starting Jupyter, or run "
-        f"%llm_provider add {config.name} --url {config.url} --key-env YOUR_VAR "
-        f"(or --key-prompt to type it without saving it in the notebook)"
+        f"set the environment variable {var} (it is read at each call, so setting it in the "
+        f"environment Jupyter runs in and restarting the kernel is enough), or type the key with "
+        f"%llm_provider add {config.name} --url {config.url} --key-prompt, which keeps it out of the "
+        f"notebook"
     )
 
 

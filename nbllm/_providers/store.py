@@ -323,6 +323,12 @@ class Store:
             config = None
         if suggestions:
             message += f"; did you mean {_or_list(suggestions)}?"
+            # The close match first; adding the typed id is offered only when nothing is close.
+            hint = f"use {suggestions[0]}" + (
+                f", or if {model!r} is really served there: %llm_provider model {provider} add {model}"
+                if config is not None
+                else ""
+            )
         elif config is not None and config.models:
             message += f" (its models: {', '.join(config.models)})"
         return UnknownModelError(message, suggestions=suggestions, hint=hint)

@@ -253,7 +253,8 @@ class _Countdown:
 
     def text(self, now: float) -> str:
         remaining = max(0.0, self.deadline - now)
-        return f"{self.what}; retrying in {remaining:.0f} s (attempt {self.attempt} of {self.attempts})"
+        shown = f"{remaining:.1f}" if remaining < 10 else f"{remaining:.0f}"  # never "0 s" for 0.5 s
+        return f"{self.what}; retrying in {shown} s (attempt {self.attempt} of {self.attempts})"
 
 
 def countdown_from(event: StatusEvent, now: float) -> _Countdown | None:

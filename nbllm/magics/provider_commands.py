@@ -119,7 +119,7 @@ class ProviderCommands:
         if config.key_env and not _env_has(config.key_env):
             warn(
                 f"${config.key_env} is not set in this kernel; calls to {config.name!r} will fail "
-                "until it is (set it before starting Jupyter, or use --key-prompt)"
+                "until it is (it is read at each call; or use --key-prompt)"
             )
         verb = "Replaced" if replaced else "Added"
         models = ", ".join(config.models) or "no models yet"
