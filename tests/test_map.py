@@ -346,3 +346,27 @@ def test_the_text_bar_redraws_in_place_and_ends_with_the_summary() -> None:
     assert text.endswith(
         "4 of 4 rows done in " + text.split("rows done in ")[1].split(" s")[0] + " s; 50 tokens.\n"
     )
+
+
+def test_failed_rows_cost_nothing_and_the_summary_fits_the_checkpoint(capsys: Any) -> None:
+    """Issue 35, item 12: failed rows carried a cost, latency had six decimals, and without a
+    checkpoint the summary said a rerun retries the failed rows (it asks every row again)."""
+    with serve(reply="fine", models=["m"]) as server:
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(
+                name="p",
+                url=server.base_url,
+                auth="none",
+                models={"m": {"price": {"input_per_million": 1.0, "output_per_million": 2.0}}},
+                retry={"max_retries": 0},
+            )
+        )
+        server.enqueue(Fault("server_error", status=500))
+        out = nbllm.map("Say {n}", [{"n": 1}, {"n": 2}], "p/m", concurrency=1, checkpoint=False)
+    records = out if isinstance(out, list) else out.to_dict("records")
+    failed = [r for r in records if r["status"] == "error"]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(failed) == 1 and failed[0]["cost"] is None
+    assert ok[0]["cost"] is not None and ok[0]["latency_s"] == round(ok[0]["latency_s"], 3)
+    summary = capsys.readouterr().err
+    assert "1 failed (status 'error'; a rerun asks every row again)" in summary

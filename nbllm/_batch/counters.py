@@ -78,7 +78,9 @@ class Progress:
         if self.skipped:
             text += f" ({self.skipped} from the checkpoint, not asked again)"
         if self.errors:
-            text += f"; {self.errors} failed (status 'error', rerun to retry them)"
+            # A rerun asks only the failed rows again when a checkpoint kept the others.
+            again = "rerun to retry them" if self.checkpoint else "a rerun asks every row again"
+            text += f"; {self.errors} failed (status 'error'; {again})"
         not_run = self.to_ask - self.finished_rows
         if not_run:
             text += f"; {not_run} not run"

@@ -327,9 +327,10 @@ class MapRun:
             progress.errors += 1
         if result is not None:
             progress.tokens += result.usage.total_tokens
-            progress.add_cost(result.cost)
-            if result.cost is not None:
-                self._row_costs.append(result.cost)
+            cost = _row_cost(result)
+            progress.add_cost(cost)
+            if cost is not None:
+                self._row_costs.append(cost)
 
     def _row_outcome(self, result: ChatResult | None, status: str, error: str | None) -> dict[str, Any]:
         outcome: dict[str, Any]
@@ -339,12 +340,13 @@ class MapRun:
             parsed = result.parsed if result is not None and status == "ok" else None
             fields = parsed.model_dump() if isinstance(parsed, pydantic.BaseModel) else {}
             outcome = {name: fields.get(name) for name in self.spec.schema.model_fields}
+        latency = result.latency_s if result is not None else None
         outcome.update(
             status=status,
             error=error,
             tokens=result.usage.total_tokens if result is not None else 0,
-            latency_s=result.latency_s if result is not None else None,
-            cost=result.cost if result is not None else None,
+            latency_s=round(latency, 3) if latency is not None else None,  # to the millisecond
+            cost=_row_cost(result) if result is not None else None,
         )
         return outcome
 
@@ -354,3 +356,11 @@ class MapRun:
         fields = {name: outcome[name] for name in self.spec.schema.model_fields}
         rest = {k: v for k, v in outcome.items() if k not in fields}
         return {"fields": fields, **rest}
+
+
+def _row_cost(result: ChatResult) -> float | None:
+    """A row's cost: none for a row that got no reply (a refused or failed request is not billed
+    for an answer; its token counts are only estimates of the prompt)."""
+    if not (result.text or result.tool_calls) and result.status != "ok":
+        return None
+    return result.cost

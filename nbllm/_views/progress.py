@@ -83,9 +83,10 @@ class WidgetProgress:
         self._redraw.reset()
         self.update(progress)
         self.bar.bar_style = "success" if not (progress.errors or progress.stopped) else "warning"
-        if self.stop_button is not None:
+        if self.stop_button is not None:  # a finished run is not an alarm: no red button
             self.stop_button.disabled = True
-            self.stop_button.description = "Done" if not progress.stopped else "Stopped"
+            self.stop_button.button_style = ""
+            self.stop_button.description = "\N{CHECK MARK} Done" if not progress.stopped else "Stopped"
         self.label.value = html.escape(progress.summary())
 
 
