@@ -58,6 +58,9 @@ def test_chat_streams_and_continues_the_conversation(ip: Any, server: Any, capsy
     second = chat_requests(server)[-1].body["messages"]
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
     assert second[1]["content"] == "Paris is the capital." and second[2]["content"] == "And of Italy?"
+    # Issue 35, item 8: a cell that continues earlier ones says so (the first said nothing).
+    assert "turn" not in out
+    assert "(turn 2 of conversation 'default', " in capsys.readouterr().out
     assert nbllm.last() is not None and nbllm.last().text == "Paris is the capital."
 
 

@@ -287,10 +287,20 @@ class CellRun:
             ui.post(view.finish, outcome.result, outcome.error, self._note(outcome))
 
     def _note(self, outcome: CellOutcome) -> str | None:
-        name = self.cell.conversation.name
-        if not self.commit or (outcome.result.status == "ok" and outcome.error is None):
+        """What the reply says of its conversation: that a failed turn was left out, or that a
+        good one continued earlier cells (a bare %%chat continues 'default', which a notebook's
+        separate-looking cells do not show)."""
+        conversation = self.cell.conversation
+        if not self.commit:
             return None
-        return f"not added to conversation {name!r}"
+        if outcome.result.status != "ok" or outcome.error is not None:
+            return f"not added to conversation {conversation.name!r}"
+        turn = len(conversation.turns)
+        if turn < 2:
+            return None
+        usage = outcome.result.usage
+        prompt = f"{'~' if usage.estimated else ''}{usage.prompt_tokens:,} prompt tokens"
+        return f"turn {turn} of conversation {conversation.name!r}, {prompt}; --new starts it over"
 
     def _partial_result(self, status: Status) -> ChatResult:
         """What this round had shown when it ended without a result of its own."""
