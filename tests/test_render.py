@@ -238,3 +238,21 @@ def test_a_thinking_budget_error_is_not_called_a_stream_that_ended_early() -> No
     view.finish(result, ThinkingBudgetError("p/m spent all 8 tokens thinking and wrote no answer"))
     plain = recorder.frames[-1][1]["text/plain"]
     assert "spent all 8 tokens thinking" in plain and "ended early" not in plain
+
+
+@pytest.mark.parametrize(
+    ("dollars", "estimated", "shown"),
+    [
+        (0.00007, True, "<$0.001"),
+        (0.000104, False, "<$0.001"),
+        (0.00345, True, "~$0.0034"),
+        (0.0104, False, "$0.010"),
+        (0.123, True, "~$0.12"),
+        (1234.5, False, "$1,234.50"),
+    ],
+)
+def test_one_cost_format_everywhere(dollars: float, estimated: bool, shown: str) -> None:
+    """Issue 35, item 9: "~$0.00007" beside "~$0.000104"; two significant digits now."""
+    from nbllm._calls.results import format_cost
+
+    assert format_cost(dollars, estimated=estimated) == shown

@@ -165,6 +165,8 @@ class ModelSummary:
     p95_ttft_s: float | None
     cost: float | None = None
     """Dollars across the model's calls whose cost is known (None: none is)."""
+    cost_estimated: bool = False
+    """Whether any of those costs is nbllm's estimate rather than the server's report."""
 
 
 def _total_cost(records: list[CallRecord]) -> float | None:
@@ -240,6 +242,7 @@ class History:
                 p50_ttft_s=percentile(ttfts, 0.5),
                 p95_ttft_s=percentile(ttfts, 0.95),
                 cost=_total_cost(records),
+                cost_estimated=any(r.cost is not None and not r.cost_reported for r in records),
             )
         return result
 

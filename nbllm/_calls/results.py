@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,13 +29,16 @@ def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: f
 
 
 def format_cost(dollars: float, *, estimated: bool = False) -> str:
-    """Dollars as a person reads them: cents for most calls, more digits for tiny ones."""
+    """Dollars as a person reads them, the same in every view: cents from a dollar up, two
+    significant digits below, and "<$0.001" for what would need more ("~" for an estimate)."""
     mark = "~" if estimated else ""
     if dollars == 0:
         return f"{mark}$0"
-    if dollars < 0.01:
-        return f"{mark}${dollars:.6f}".rstrip("0")
-    return f"{mark}${dollars:,.2f}" if dollars >= 1 else f"{mark}${dollars:.4f}"
+    if dollars < 0.001:
+        return "<$0.001"  # a bound: no estimate mark needed
+    if dollars < 1:
+        return f"{mark}${float(f'{dollars:.2g}'):.{max(2, -math.floor(math.log10(dollars)) + 1)}f}"
+    return f"{mark}${dollars:,.2f}"
 
 
 @dataclass

@@ -257,7 +257,7 @@ class HistoryTable:
         for summary in self.summaries.values():
             line = f"{summary.model}: {summary.calls} calls, {summary.errors} errors"
             if summary.cost is not None:
-                line += f", {format_cost(summary.cost)} in all"
+                line += f", {format_cost(summary.cost, estimated=summary.cost_estimated)} in all"
             if summary.p50_latency_s is not None:
                 line += f", latency p50 {summary.p50_latency_s:.2f} s / p95 {summary.p95_latency_s:.2f} s"
             lines.append(line)
