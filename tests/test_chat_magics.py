@@ -301,7 +301,7 @@ def test_history_magic_lists_calls(ip: Any, server: Any, capsys: Any) -> None:
         ip.run_line_magic("llm_history", "-n 1")
     text = captured.outputs[0].data["text/plain"]
     assert "loop/plain-model" in text.splitlines()[2] and "ok" in text
-    assert "loop/test-model: 1 calls" in text
+    assert "loop/test-model: 1 call," in text
     with pytest.raises(UsageError):
         ip.run_line_magic("llm_history", "-n 0")
 

@@ -406,3 +406,24 @@ def test_stands_in_for_azure_openai(server: LoopbackServer) -> None:
     request = server.requests[-1]
     assert request.path == "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
     assert request.headers["api-key"] == SENTINEL_KEY and "authorization" not in request.headers
+
+
+def test_a_stopped_call_is_counted_apart_from_errors() -> None:
+    """Issue 35, item 5: cancelled calls counted as errors ("1 calls, 1 errors")."""
+    from datetime import datetime, timezone
+
+    from nbllm._calls.history import CallRecord, History
+
+    history = History()
+    for status in ("ok", "cancelled", "error"):
+        history.add(
+            CallRecord(
+                model="p/m",
+                requested="p/m",
+                host="h",
+                started_at=datetime.now(timezone.utc),
+                status=status,  # type: ignore[arg-type]
+            )
+        )
+    summary = history.summaries()["p/m"]
+    assert (summary.calls, summary.errors, summary.stopped) == (3, 1, 1)

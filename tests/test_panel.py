@@ -344,7 +344,7 @@ def test_calls_show_up_with_a_latency_chart(panel: Panel) -> None:
     )
     table = panel.calls.table.value
     assert table.count("<tr>") == 4 and "0.70 s" in table and "RateLimitError: 429" in table
-    assert "gw/m2: 1 calls, 1 errors" in table
+    assert "gw/m2: 1 call, 1 error" in table
     chart = panel.calls.chart.value
     assert chart.count("<polyline") == 1 and chart.count("nbllm-error") == 1 and "gw/m2" in chart
 

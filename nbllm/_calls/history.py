@@ -165,6 +165,8 @@ class ModelSummary:
     p95_ttft_s: float | None
     cost: float | None = None
     """Dollars across the model's calls whose cost is known (None: none is)."""
+    stopped: int = 0
+    """Calls the user stopped (Stop, an interrupt): not errors, counted apart."""
     cost_estimated: bool = False
     """Whether any of those costs is nbllm's estimate rather than the server's report."""
 
@@ -236,7 +238,8 @@ class History:
             result[model] = ModelSummary(
                 model=model,
                 calls=len(records),
-                errors=sum(r.status != "ok" for r in records),
+                errors=sum(r.status not in ("ok", "cancelled") for r in records),
+                stopped=sum(r.status == "cancelled" for r in records),
                 p50_latency_s=percentile(latencies, 0.5),
                 p95_latency_s=percentile(latencies, 0.95),
                 p50_ttft_s=percentile(ttfts, 0.5),

@@ -255,7 +255,9 @@ class HistoryTable:
     def _summary_lines(self) -> list[str]:
         lines = []
         for summary in self.summaries.values():
-            line = f"{summary.model}: {summary.calls} calls, {summary.errors} errors"
+            line = f"{summary.model}: {_count(summary.calls, 'call')}, {_count(summary.errors, 'error')}"
+            if summary.stopped:
+                line += f", {summary.stopped} stopped"
             if summary.cost is not None:
                 line += f", {format_cost(summary.cost, estimated=summary.cost_estimated)} in all"
             if summary.p50_latency_s is not None:
@@ -276,3 +278,7 @@ class HistoryTable:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
