@@ -4,6 +4,7 @@ error (a plain UsageError in magics) before anything is sent, loses nothing, and
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -110,6 +111,16 @@ def test_json_mode_with_text_that_is_not_json_is_an_error_that_keeps_the_text() 
     assert caught.value.result.text == "Sure! {oops" and nbllm.history()[-1].status == "error"
 
 
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as in a kernel. A process started in the background
+    (CI launched with ``&``) inherits SIGINT ignored, and then interrupt_main does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_an_interrupt_in_chat_keeps_the_partial_reply_in_last() -> None:
     """_thread.interrupt_main() is seen while chat() waits, not only after the stream."""
     with serve("one two three four five six seven eight nine ten", tokens_per_s=10, models=["m"]) as srv:
