@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
+from nbllm._calls.tokens import CHARS_PER_TOKEN
 from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError, ThinkingBudgetError
 from nbllm._safe_markdown import inert_markdown
@@ -525,7 +526,8 @@ class LiveView:
             streaming = self.transcript.length or self.thinking.shown
             parts += ["streaming" if streaming else "waiting", f"{now - self.started_at:.1f} s"]
             if streaming:
-                parts.append(f"~{(self.transcript.length + self.thinking.length) // 4:,} tokens")
+                shown = self.transcript.length + self.thinking.length
+                parts.append(f"~{round(shown / CHARS_PER_TOKEN):,} tokens")
         return " \N{MIDDLE DOT} ".join(parts)
 
     def _freeze(self, finished: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbllm._calls.results import ChatResult
+from nbllm._calls.tokens import CHARS_PER_TOKEN
 from nbllm._constants import MAX_SHOWN_THINKING_CHARS
 from nbllm._safe_markdown import inert_markdown
 
@@ -58,7 +59,7 @@ class Thinking:
 
     def title(self, now: float) -> str:
         # Tokens, as the final frame counts them (estimated here from the characters).
-        size = f"~{max(1, self.length // 4):,} tokens"
+        size = f"~{max(1, round(self.length / CHARS_PER_TOKEN)):,} tokens"
         if self.ended is None:
             return f"Thinking\N{HORIZONTAL ELLIPSIS} {self.seconds(now):.0f} s \N{MIDDLE DOT} {size}"
         return f"Thought for {self.seconds(now):.1f} s \N{MIDDLE DOT} {size}"
