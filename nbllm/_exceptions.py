@@ -15,7 +15,7 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── ProviderNotFoundError       no provider with that name
     ├── MissingKeyError             the provider needs a key and none was found
     ├── LocalModelError             the bundled local model cannot start (extra missing, server failed)
-    ├── StoppedError                a call was stopped with the panel's Stop button
+    ├── StoppedError                a call was stopped with a Stop button
     ├── PromptError                 a prompt or its options cannot become a request (nothing was sent)
     │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
@@ -104,7 +104,7 @@ class LocalModelError(NbllmError):
 
 
 class StoppedError(NbllmError):
-    """A call was stopped on purpose (the panel's Stop button); its partial text is kept."""
+    """A call was stopped on purpose (a Stop button in the cell or the panel); its partial text is kept."""
 
 
 class PromptError(NbllmError, ValueError):

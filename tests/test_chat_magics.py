@@ -275,7 +275,11 @@ def test_live_mode_updates_one_display(ip: Any, server: Any) -> None:
         ip.run_cell_magic("chat", "", "hi")
     assert len(captured.outputs) >= 2
     assert captured.outputs[0].data["text/markdown"].startswith("*waiting for first token")
-    assert captured.outputs[-1].data["text/plain"].startswith("Paris is the capital.")
+    final = [o.data["text/plain"] for o in captured.outputs if o.data.get("text/plain")]
+    assert final[-1].startswith("Paris is the capital.")
+    # The in-cell Stop was shown while it streamed, and emptied at the end.
+    stops = [o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert len(stops) == 1 and captured.outputs[-1].data == {"text/plain": ""}
 
 
 def test_compare_streams_models_concurrently(ip: Any, server: Any) -> None:

@@ -182,3 +182,44 @@ def test_a_streaming_reply_shows_a_ticking_status_line_and_a_cursor() -> None:
     assert "streaming \N{MIDDLE DOT} 0.5 s \N{MIDDLE DOT} ~5 tokens" in live
     view.finish(ChatResult(text="Hello there, reader.", model="p/m", usage=Usage(3, 5)))
     assert CURSOR not in recorder.frames[-1][1]["text/markdown"]
+
+
+# -- the Stop button in the cell (issue 35, item 4) -------------------------------------------
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def test_the_stop_button_stays_the_last_output_and_leaves_nothing_behind() -> None:
+    recorder, clock = Recorder(), Clock()
+    view = LiveView("p/m", throttle=Throttle(0.05, stretch_chars=0), display=recorder, clock=clock)
+    view.start()
+    stops: list[str] = []
+    view.offer_stop(lambda: stops.append("stop"))
+    assert WIDGET_MIME in visible_bundles(recorder)[-1]
+    for word in re.findall(r"\S+\s*", markdown_reply(20_000)):
+        clock.now += 0.0005
+        view.token(word)
+    shown = visible_bundles(recorder)
+    assert len(shown) > 3  # the reply went on into outputs below the first
+    assert WIDGET_MIME in shown[-1] and all(WIDGET_MIME not in b for b in shown[:-1])
+    view.stop_button.click()
+    assert stops == ["stop"]
+    view.finish(ChatResult(text="whole", model="p/m", usage=Usage(5, 10)))
+    assert all(WIDGET_MIME not in b for b in visible_bundles(recorder))  # a saved notebook holds no button
+    assert view.stop_button is None
+
+
+def test_without_widgets_the_status_line_says_how_to_stop() -> None:
+    recorder, clock = Recorder(), Clock()
+    view = LiveView("p/m", display=recorder, clock=clock, widgets=False)
+    view.start()
+    view.offer_stop(lambda: None)
+    assert all(WIDGET_MIME not in frame[1] for frame in recorder.frames)
+    assert "interrupt the kernel" in recorder.frames[-1][1]["text/markdown"]
+
+
+def visible_bundles(recorder: Recorder) -> list[dict[str, str]]:
+    latest: dict[str, dict[str, str]] = {}
+    for _, bundle, _, display_id in recorder.frames:
+        latest[display_id] = bundle
+    return [bundle for bundle in latest.values() if bundle != {"text/plain": ""}]

@@ -22,7 +22,7 @@ from nbllm._exceptions import StoppedError
 from nbllm._panel import Panel
 from nbllm._providers.config import ProviderConfig
 from nbllm._providers.models import ModelSpec
-from nbllm._views.reply import TerminalView
+from nbllm._views.reply import LiveView, TerminalView
 from nbllm.testing import serve
 from tests.helpers import SENTINEL_KEY, FakeKeyring
 
@@ -375,6 +375,28 @@ async def test_stop_ends_a_streaming_call_and_keeps_its_text(panel: Panel, store
     assert get_in_flight().calls() == [] and "none" in panel.calls.running.children[0].value
     assert nbllm.get_history().records()[-1].status == "cancelled"
     assert "cancelled" in panel.calls.table.value
+
+
+async def test_the_stop_button_in_the_cell_ends_the_call_as_the_panel_does(store: nbllm.Store) -> None:
+    """Issue 35, item 4: stopping needed the panel, often scrolled away, or an interrupt."""
+    from tests.test_render import Recorder
+
+    with serve(reply="word " * 400, tokens_per_s=50) as server:
+        store.add_provider(ProviderConfig(name="slow", url=server.base_url, auth="none", models=["m"]))
+        prepared = prepare_cell(ChatOptions(model="slow/m"), "Talk", {})
+        recorder = Recorder()
+        view = LiveView("slow/m", display=recorder)
+        task = asyncio.ensure_future(CellRun(prepared, view).run(DirectUi()))
+        while not view.transcript.length:
+            await asyncio.sleep(0.02)
+        assert view.stop_button is not None and view.stop_button.description == "Stop"
+        view.stop_button.click()
+        outcome = await asyncio.wait_for(task, 5)
+    assert isinstance(outcome.error, StoppedError) and "Stop button" in outcome.error.message
+    assert outcome.result.status == "cancelled" and outcome.result.text.startswith("word")
+    final = recorder.frames[-2][1]["text/markdown"]  # the reply's frame, before the Stop is emptied
+    assert "word" in final and "Stop button" in final and view.stop_button is None
+    assert get_in_flight().calls() == [] and nbllm.get_history().records()[-1].status == "cancelled"
 
 
 def test_a_blank_key_is_refused(panel: Panel, store: nbllm.Store) -> None:

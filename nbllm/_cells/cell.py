@@ -249,10 +249,11 @@ class CellRun:
             cell.conversation.system = cell.system
         ui.post(view.start)
         outcome: CellOutcome | None = None
-        # The rounds run as their own task so the panel's Stop button can cancel them
+        # The rounds run as their own task so a Stop button can cancel them
         # without cancelling the cell (an interrupt cancels both).
         rounds = asyncio.ensure_future(self._rounds(ui))
         running = get_in_flight().add(self.cell.resolved.qualified_name, rounds)
+        ui.post(view.offer_stop, functools.partial(get_in_flight().stop, running.id))
         try:
             outcome = await rounds
             return outcome
@@ -263,7 +264,7 @@ class CellRun:
                 outcome = CellOutcome(self._partial_result("cancelled"))
                 raise
             error = StoppedError(
-                "stopped with the panel's Stop button",
+                "stopped with the Stop button",
                 hint="the reply so far is above and in nbllm.last(); run the cell again for a whole one",
             )
             outcome = CellOutcome(self._partial_result("cancelled"), error)

@@ -3,7 +3,7 @@ implement it, so cells never import what draws them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
@@ -14,6 +14,9 @@ class View(Protocol):
     tool calls with their results, then exactly one finish (run in a ``finally``)."""
 
     def start(self) -> None: ...
+
+    def offer_stop(self, stop: Callable[[], object]) -> None:
+        """Give the user a way to run `stop` (the call is in flight); a view may ignore it."""
 
     def reasoning(self, text: str) -> None: ...
 

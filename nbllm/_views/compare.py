@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
@@ -45,6 +46,9 @@ class Column:
     def start(self) -> None:
         self.notice = WAITING
         self.parent.changed(force=True)
+
+    def offer_stop(self, stop: Callable[[], object]) -> None:
+        """Columns have no Stop of their own: the panel's stops each, an interrupt stops all."""
 
     def reasoning(self, text: str) -> None:
         """Columns are for comparing answers: the thinking shows as its size only (the full

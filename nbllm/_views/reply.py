@@ -45,6 +45,7 @@ DIM, UNDIM = "\x1b[2m", "\x1b[22m"
 WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
 CURSOR = "\N{LEFT ONE QUARTER BLOCK}"
 """Ends the text while it streams (the final frame has none)."""
+INTERRUPT_TO_STOP = "to stop: interrupt the kernel (\N{BLACK SQUARE})"
 
 
 class Throttle:
@@ -373,6 +374,10 @@ class LiveView:
         """The whole seconds of thinking the live title showed last."""
         self.started_at: float | None = None
         self._status_step = 0
+        self.stop_button: Any = None
+        """The in-cell Stop (an ipywidgets Button) while the call is in flight, else None."""
+        self.stop_output: Handle | None = None
+        """The output holding `stop_button`: always the cell's last (see `_keep_stop_last`)."""
 
     # -- events ------------------------------------------------------------------
 
@@ -380,6 +385,41 @@ class LiveView:
         self.notice = WAITING
         self.started_at = self.clock()
         self._draw()
+
+    def offer_stop(self, stop: Callable[[], object]) -> None:
+        """A Stop button under the streaming reply that runs `stop` (the panel's Stop for
+        this call). Without widgets, the status line says how to interrupt instead."""
+        if not (self.live and self.widgets) or self.finished:
+            return
+        import ipywidgets
+
+        button = ipywidgets.Button(
+            description="Stop",
+            icon="stop",
+            tooltip="Stop this reply; the text so far is kept",
+            layout=ipywidgets.Layout(width="auto"),
+        )
+        button.add_class("nbllm-cell-stop")
+        button.on_click(lambda _: stop())
+        self.stop_button = button
+        self._show_stop()
+
+    def _show_stop(self) -> None:
+        self.stop_output = Handle(self.handle.display)
+        self.stop_output.send(self.stop_button._repr_mimebundle_(), {})
+
+    def _keep_stop_last(self) -> None:
+        """A new output went below the Stop: move the Stop under it (outputs cannot move, so
+        the old one is emptied and the button shown again below)."""
+        if self.stop_output is not None:
+            self.stop_output.send({"text/plain": ""}, {})
+            self._show_stop()
+
+    def _remove_stop(self) -> None:
+        if self.stop_output is not None:
+            self.stop_output.send({"text/plain": ""}, {})
+            self.stop_button.close()
+            self.stop_output = self.stop_button = None
 
     def reasoning(self, text: str) -> None:
         first = not self.thinking.shown
@@ -480,6 +520,7 @@ class LiveView:
         if self.frame is not None:
             self.frame.close()
             self.frame = None
+        self._remove_stop()
 
     # -- drawing -----------------------------------------------------------------
 
@@ -528,6 +569,8 @@ class LiveView:
             if streaming:
                 shown = self.transcript.length + self.thinking.length
                 parts.append(f"~{round(shown / CHARS_PER_TOKEN):,} tokens")
+            if not self.widgets:  # no Stop button: say how to stop
+                parts.append(INTERRUPT_TO_STOP)
         return " \N{MIDDLE DOT} ".join(parts)
 
     def _freeze(self, finished: str) -> None:
@@ -554,7 +597,10 @@ class LiveView:
     def _send(self, output: Handle | None, markdown: str) -> None:
         metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
         if output is not None:
+            new = not output.shown
             output.send({"text/markdown": markdown}, metadata)
+            if new:
+                self._keep_stop_last()
         elif self.frame is not None:
             self.frame.update(self.frame.title, self.thinking, markdown)
             self.handle.updates += 1
@@ -594,6 +640,9 @@ class TerminalView:
 
     def start(self) -> None:
         pass  # a terminal shows nothing until there is something to show
+
+    def offer_stop(self, stop: Callable[[], object]) -> None:
+        """A terminal stops with Ctrl-C."""
 
     def reasoning(self, text: str) -> None:
         if not self._thinking:
