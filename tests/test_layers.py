@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "_observers": 0,
     "_session": 0,
     "_safe_markdown": 0,
+    "_numbers": 0,
     "_providers": 1,
     "_replay": 2,
     "_calls": 3,

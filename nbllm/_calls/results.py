@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nbllm import _numbers as numbers
 from nbllm._safe_markdown import inert_markdown
 
 Status = Literal["ok", "error", "cancelled", "incomplete"]
@@ -28,17 +28,8 @@ def tokens_per_second(completion_tokens: int, latency_s: float | None, ttft_s: f
     return completion_tokens / generating if generating >= SHORTEST_SPEED_WINDOW_S else None
 
 
-def format_cost(dollars: float, *, estimated: bool = False) -> str:
-    """Dollars as a person reads them, the same in every view: cents from a dollar up, two
-    significant digits below, and "<$0.001" for what would need more ("~" for an estimate)."""
-    mark = "~" if estimated else ""
-    if dollars == 0:
-        return f"{mark}$0"
-    if dollars < 0.001:
-        return "<$0.001"  # a bound: no estimate mark needed
-    if dollars < 1:
-        return f"{mark}${float(f'{dollars:.2g}'):.{max(2, -math.floor(math.log10(dollars)) + 1)}f}"
-    return f"{mark}${dollars:,.2f}"
+format_cost = numbers.cost
+"""Kept under its old name for the modules that import it from here."""
 
 
 @dataclass
@@ -114,29 +105,46 @@ class ChatResult:
         """Generation speed: completion tokens over the time after the first token."""
         return tokens_per_second(self.usage.completion_tokens, self.latency_s, self.ttft_s)
 
+    @property
+    def answer_after_s(self) -> float | None:
+        """When the answer began: after the thinking, for a reasoning model."""
+        if self.ttft_s is None:
+            return None
+        return self.ttft_s + (self.thinking_s or 0.0)
+
+    @property
+    def answer_tokens(self) -> int:
+        """Completion tokens that were answer, not thinking."""
+        return max(0, self.usage.completion_tokens - self.usage.reasoning_tokens)
+
+    @property
+    def thinking_estimated(self) -> bool:
+        """Whether the thinking token count is nbllm's estimate."""
+        return self.usage.reasoning_estimated or self.usage.estimated
+
     def footer(self) -> str:
         """One line of facts: model, TTFT, total time, tokens, tokens/s, retries, fallbacks."""
         parts = [self.model]
         if self.ttft_s is not None and self.thinking_s is not None:
             # A reasoning model's first token is a thought: the wait that matters is the answer's.
-            parts.append(f"answer after {self.ttft_s + self.thinking_s:.1f} s")
+            parts.append(f"answer after {numbers.seconds(self.answer_after_s or 0.0)}")
         elif self.ttft_s is not None:
-            parts.append(f"first token {self.ttft_s:.2f} s")
+            parts.append(f"first token {numbers.seconds(self.ttft_s)}")
         if self.latency_s is not None:
-            parts.append(f"total {self.latency_s:.2f} s")
+            parts.append(f"total {numbers.seconds(self.latency_s)}")
         if self.thinking_s is not None:
-            parts.append(f"thought {self.thinking_s:.1f} s")
-        mark = "~" if self.usage.estimated else ""
+            parts.append(f"thought {numbers.seconds(self.thinking_s)}")
         usage = self.usage
         if usage.reasoning_tokens:
-            answer = max(0, usage.completion_tokens - usage.reasoning_tokens)
-            thinking_mark = "~" if usage.reasoning_estimated or usage.estimated else ""
-            parts.append(f"{thinking_mark}{usage.reasoning_tokens} thinking + {mark}{answer} answer tokens")
+            thinking = numbers.count(usage.reasoning_tokens, estimated=self.thinking_estimated)
+            answer = numbers.count(self.answer_tokens, estimated=usage.estimated)
+            parts.append(f"{thinking} thinking + {answer} answer tokens")
         else:
-            parts.append(f"{mark}{usage.completion_tokens} tokens")
+            parts.append(f"{numbers.count(usage.completion_tokens, estimated=usage.estimated)} tokens")
         if self.cost is not None:
-            parts.append(format_cost(self.cost, estimated=not self.cost_reported))
-        if self.tokens_per_s and not self.replayed:  # a playback's speed says nothing of the model
+            parts.append(numbers.cost(self.cost, estimated=not self.cost_reported))
+        if self.tokens_per_s and not self.replayed and not usage.estimated:
+            # A playback's speed says nothing of the model; an estimate's says little of it.
             parts.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.retries:
             parts.append(f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}")

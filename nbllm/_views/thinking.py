@@ -14,6 +14,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm import _numbers as numbers
 from nbllm._calls.results import ChatResult
 from nbllm._calls.tokens import CHARS_PER_TOKEN
 from nbllm._constants import MAX_SHOWN_THINKING_CHARS
@@ -62,16 +63,17 @@ class Thinking:
         size = f"~{max(1, round(self.length / CHARS_PER_TOKEN)):,} tokens"
         if self.ended is None:
             return f"Thinking\N{HORIZONTAL ELLIPSIS} {self.seconds(now):.0f} s \N{MIDDLE DOT} {size}"
-        return f"Thought for {self.seconds(now):.1f} s \N{MIDDLE DOT} {size}"
+        return f"Thought for {numbers.seconds(self.seconds(now))} \N{MIDDLE DOT} {size}"
 
 
 def _summary(result: ChatResult) -> str:
     parts = []
     if result.thinking_s is not None:
-        parts.append(f"{result.thinking_s:.1f} s")
+        parts.append(numbers.seconds(result.thinking_s))
     if result.usage.reasoning_tokens:
-        mark = "~" if result.usage.reasoning_estimated or result.usage.estimated else ""
-        parts.append(f"{mark}{result.usage.reasoning_tokens:,} tokens")
+        parts.append(
+            f"{numbers.count(result.usage.reasoning_tokens, estimated=result.thinking_estimated)} tokens"
+        )
     return "Thought" + (" for " + ", ".join(parts) if parts else "")
 
 
