@@ -69,11 +69,11 @@ def test_the_panel_shows_the_store_and_follows_magics(panel: Panel, ip: Any) -> 
     tab = panel.providers
     assert list(tab.provider_list.options) == ["gw"] and tab.provider_list.value == "gw"
     assert [row.model for row in tab.model_rows.children] == ["m1", "m2"]
-    assert tab.row("m1").context.value == "8192" and tab.row("m2").context.value == ""
+    assert tab.row("m1").context.value == "8,192" and tab.row("m2").context.value == ""
     ip.run_line_magic("llm_provider", "add other --url http://127.0.0.1:9/v1 --model x=1000")
     assert list(tab.provider_list.options) == ["gw", "other"]
     ip.run_line_magic("llm_provider", "model gw set m1 --context 4096 --caps tools")
-    assert tab.row("m1").context.value == "4096" and tab.row("m1").flags["tools"].value is True
+    assert tab.row("m1").context.value == "4,096" and tab.row("m1").flags["tools"].value is True
     ip.run_line_magic("llm_provider", "default other/x")
     assert panel.default_model.value == "other/x"
 
@@ -84,6 +84,8 @@ def test_add_and_remove_a_provider(panel: Panel, store: nbllm.Store) -> None:
     tab.add_button.click()
     assert store.provider("vllm").url == "http://localhost:8000/v1"
     assert tab.provider_list.value == "vllm" and tab.new_name.value == ""
+    tab.remove_button.click()  # a destructive button asks first
+    assert "vllm" in store.providers and tab.remove_button.description == "Remove provider: sure?"
     tab.remove_button.click()
     assert "vllm" not in store.providers and tab.provider_list.value == "gw"
 
@@ -118,7 +120,7 @@ def test_endpoint_edits_apply_together(panel: Panel, store: nbllm.Store) -> None
     tab.connect_timeout.value = 3.0
     tab.rps.value = "2.5"
     tab.privacy.value = True
-    assert tab.reasoning_style.value is None  # "by host"
+    assert tab.reasoning_style.value == "by host" and tab.trust.value == "default"  # not None: blank
     tab.reasoning_style.value = "template"
     assert tab.api.value == "chat"
     tab.api.value = "auto"
@@ -209,14 +211,18 @@ def test_a_typed_key_goes_to_the_store_and_never_to_the_front_end(panel: Panel, 
     assert tab.key.value == "" and tab.key_state.value == "set"
     assert SENTINEL_KEY not in front_end_state(panel)
     assert SENTINEL_KEY not in repr(panel) and SENTINEL_KEY not in str(panel.messages)
+    assert tab.forget_key_button.layout.display == ""
+    tab.forget_key_button.click()
     tab.forget_key_button.click()
     assert store.provider("gw").key is None and tab.key_state.value == "missing"
+    assert tab.forget_key_button.layout.display == "none"  # nothing left to forget
 
 
 def test_key_status_names_the_variable(panel: Panel, store: nbllm.Store, monkeypatch: Any) -> None:
     monkeypatch.setenv("NBLLM_TEST_GW_KEY", SENTINEL_KEY)
     store.update_provider("gw", key_env="NBLLM_TEST_GW_KEY")
     assert panel.providers.key_state.value == "from $NBLLM_TEST_GW_KEY"
+    assert panel.providers.forget_key_button.layout.display == "none"  # nbllm holds no key to forget
 
 
 def test_a_key_can_go_to_the_keyring(panel: Panel, store: nbllm.Store, monkeypatch: Any) -> None:
@@ -254,7 +260,7 @@ def test_a_bad_context_window_is_refused_and_reverted(panel: Panel, store: nbllm
     text, ok = last_message(panel)
     assert not ok and "positive whole number of tokens" in text
     assert store.provider("gw").models["m1"].context_window == 8192
-    assert row.context.value == "8192"
+    assert row.context.value == "8,192"
 
 
 def test_a_price_is_edited_refused_and_cleared_in_the_row(panel: Panel, store: nbllm.Store) -> None:
@@ -281,6 +287,8 @@ def test_add_and_remove_models(panel: Panel, store: nbllm.Store) -> None:
     tab.add_model_button.click()
     text, ok = last_message(panel)
     assert not ok and "already has model 'm1'" in text
+    tab.row("m2").remove_button.click()
+    assert "m2" in store.provider("gw").models  # asked, not yet removed
     tab.row("m2").remove_button.click()
     assert list(store.provider("gw").models) == ["m1", "qwen2.5-coder:7b"]
 
@@ -339,11 +347,14 @@ def test_calls_show_up_with_a_latency_chart(panel: Panel) -> None:
             latency_s=0.2,
             status="error",
             error_class="RateLimitError",
-            error_message="429",
+            error_message="gw/m2: HTTP 429: slow down, please",
         )
     )
     table = panel.calls.table.value
-    assert table.count("<tr>") == 4 and "0.70 s" in table and "RateLimitError: 429" in table
+    assert table.count("<tr>") == 4 and "0.70 s" in table
+    # Issue 35, item 5: the error in few words (no class, no model), its text in a tooltip.
+    assert "title='HTTP 429 \N{MIDDLE DOT} slow down, please'" in table and "RateLimitError" not in table
+    assert "<span style='opacity:0.6'>gw/</span>m1" in table and "color:#d32f2f" in table
     assert "gw/m2: 1 call, 1 error" in table
     chart = panel.calls.chart.value
     assert chart.count("<polyline") == 1 and chart.count("nbllm-error") == 1 and "gw/m2" in chart
@@ -374,7 +385,7 @@ async def test_stop_ends_a_streaming_call_and_keeps_its_text(panel: Panel, store
     assert outcome.result.status == "cancelled" and outcome.result.text.startswith("word")
     assert get_in_flight().calls() == [] and "none" in panel.calls.running.children[0].value
     assert nbllm.get_history().records()[-1].status == "cancelled"
-    assert "cancelled" in panel.calls.table.value
+    assert "stopped" in panel.calls.table.value  # a stopped call is not shown as an error
 
 
 async def test_the_stop_button_in_the_cell_ends_the_call_as_the_panel_does(store: nbllm.Store) -> None:

@@ -18,16 +18,44 @@ from nbllm._calls.doctor import DoctorReport, diagnose, list_models, looks_like_
 from nbllm._constants import REASONING_STYLES
 from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._panel.fields import KeyField, header_lines, optional_float, parse_header_lines, run_soon
-from nbllm._panel.model_rows import ModelRow, Report
+from nbllm._panel.model_rows import ConfirmButton, ModelRow, Report, wrapping
 from nbllm._providers.auth import key_status, keyring_module, store_in_keyring
 from nbllm._providers.config import ProviderConfig, split_model_arg
 from nbllm._providers.models import ModelSpec
 from nbllm._providers.store import Store, StoreEvent
 from nbllm._views.tables import API_TITLES
 
+BY_HOST = "by host"
+"""The "effort as" choice that leaves it to the host (None in the config): a dropdown whose
+option value is None shows blank in some front ends."""
+DEFAULT_TRUST = "default"
+LEFT_WIDTH = "15em"
+"""The provider column's fixed width: its buttons and fields fit it whole."""
+
+
+def _to_option(value: str | None, sentinel: str) -> str:
+    return sentinel if value is None else value
+
+
+def _from_option(value: str, sentinel: str) -> str | None:
+    return None if value == sentinel else value
+
+
+def _text(description: str, placeholder: str = "", width: str = "22em") -> widgets.Text:
+    return widgets.Text(
+        description=description,
+        placeholder=placeholder,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width=width),
+    )
+
 
 class ProvidersTab(widgets.VBox):  # type: ignore[misc]
-    """Providers on the left; the selected one's settings and models on the right."""
+    """Providers on the left; the selected one's settings and models on the right.
+
+    The form shows what every provider needs first (URL, API, auth, key, models);
+    headers, timeouts and the network settings are folded sections, which Apply saves
+    with the rest."""
 
     def __init__(self, store: Store, report: Report) -> None:
         self.store, self.report = store, report
@@ -35,15 +63,18 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.discovered: list[str] = []
         self.last_report: DoctorReport | None = None
 
-        self.provider_list = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="14em"))
+        full = widgets.Layout(width="100%")
+        self.provider_list = widgets.Select(options=[], rows=8, layout=full)
         self.provider_list.add_class("nbllm-provider-list")
         self.provider_list.observe(lambda change: self._selected(), "value")
-        self.new_name = widgets.Text(placeholder="name", layout=widgets.Layout(width="14em"))
-        self.new_url = widgets.Text(placeholder="http://host:8000/v1", layout=widgets.Layout(width="14em"))
-        self.add_button = widgets.Button(description="Add provider", button_style="primary")
+        self.new_name = widgets.Text(placeholder="name", layout=full)
+        self.new_url = widgets.Text(placeholder="http://host:8000/v1", layout=full)
+        self.add_button = widgets.Button(description="Add provider", button_style="primary", layout=full)
         self.add_button.on_click(lambda _: self.add_provider())
-        self.remove_button = widgets.Button(description="Remove provider", button_style="warning")
-        self.remove_button.on_click(lambda _: self.remove_provider())
+        self.remove_button = ConfirmButton(
+            "Remove provider", self.remove_provider, "Remove the selected provider and its models"
+        )
+        self.remove_button.layout = widgets.Layout(width="100%")
         left = widgets.VBox(
             [
                 widgets.HTML("<b>Providers</b>"),
@@ -52,50 +83,67 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 self.new_url,
                 self.add_button,
                 self.remove_button,
-            ]
+            ],
+            layout=widgets.Layout(width=LEFT_WIDTH, flex=f"0 0 {LEFT_WIDTH}", margin="0 12px 0 0"),
         )
+        left.add_class("nbllm-provider-column")
 
         self.title = widgets.HTML()
-        self.url = widgets.Text(description="URL", layout=widgets.Layout(width="34em"))
+        self.url = _text("URL", "https://host/v1", width="100%")
         self.auth = widgets.Combobox(
             description="auth",
             options=["bearer", "azure", "azure-ad", "none", "header:x-api-key"],
             ensure_option=False,
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="16em"),
         )
-        self.api_version = widgets.Text(description="api-version", placeholder="Azure only")
+        self.api_version = _text("api-version", "Azure only", width="16em")
         self.api = widgets.Dropdown(
             description="API",
             options=[(title, api) for api, title in API_TITLES.items()],
             tooltip="The wire protocol the endpoint speaks",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="18em"),
         )
         self.headers = widgets.Textarea(
             description="headers",
             placeholder="Name: value (one per line; ${VAR} is read from the environment)",
-            layout=widgets.Layout(width="34em", height="4.5em"),
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="100%", height="4.5em"),
         )
-        self.connect_timeout = widgets.FloatText(description="connect s")
-        self.read_timeout = widgets.FloatText(description="read s")
-        self.rps = widgets.Text(description="req/s", placeholder="no limit")
+        self.connect_timeout = widgets.FloatText(
+            description="connect s",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="11em"),
+        )
+        self.read_timeout = widgets.FloatText(
+            description="read s", style={"description_width": "initial"}, layout=widgets.Layout(width="11em")
+        )
+        self.rps = _text("requests/s", "no limit", width="12em")
         self.reasoning_style = widgets.Dropdown(
             description="effort as",
-            options=[("by host", None), *((style, style) for style in REASONING_STYLES)],
+            options=[BY_HOST, *REASONING_STYLES],
             tooltip="How %%chat --effort is sent to this provider",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="16em"),
         )
         self.privacy = widgets.Checkbox(
-            description="private", indent=True, tooltip="Data stays in your control (shown with a shield)"
+            description="private", indent=False, tooltip="Data stays in your control (shown with a shield)"
         )
         # The network: certificates, proxy, client certificate (see nbllm._providers.network).
         self.trust = widgets.Dropdown(
             description="trust",
-            options=[("default", None), ("OS store", "system"), ("certifi", "certifi")],
+            options=[(DEFAULT_TRUST, DEFAULT_TRUST), ("OS store", "system"), ("certifi", "certifi")],
             tooltip="Which certificates to trust; the OS store holds a company proxy's root",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="14em"),
         )
-        self.ca_bundle = widgets.Text(description="CA bundle", placeholder="PEM file of CA certificates")
-        self.proxy = widgets.Text(description="proxy", placeholder="http://host:3128 (default: $HTTPS_PROXY)")
-        self.client_cert = widgets.Text(description="client cert", placeholder="PEM, for mutual TLS")
-        self.client_key = widgets.Text(description="client key", placeholder="its key, if apart")
+        self.ca_bundle = _text("CA bundle", "PEM file of CA certificates")
+        self.proxy = _text("proxy", "http://host:3128 (default: $HTTPS_PROXY)")
+        self.client_cert = _text("client cert", "PEM, for mutual TLS")
+        self.client_key = _text("client key", "its key, if apart")
         self.insecure = widgets.Checkbox(
-            description="no certificate checks", indent=True, tooltip="For local testing only"
+            description="no certificate checks", indent=False, tooltip="For local testing only"
         )
         self.apply_button = widgets.Button(description="Apply", button_style="primary")
         self.apply_button.on_click(lambda _: self.apply())
@@ -106,15 +154,17 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
             description="key",
             placeholder="paste a key, then Enter",
             continuous_update=False,
-            layout=widgets.Layout(width="24em"),
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="22em"),
         )
         self.key.add_class("nbllm-key")
         self.key.observe(lambda change: self._key_typed(change["new"]), "value")
         self.key_state = widgets.HTML()
         self.keyring = widgets.Checkbox(description="keep in the OS keyring", indent=False)
         self.keyring.layout.display = "" if keyring_module() is not None else "none"
-        self.forget_key_button = widgets.Button(description="Forget key")
-        self.forget_key_button.on_click(lambda _: self.forget_key())
+        self.forget_key_button = ConfirmButton(
+            "Forget key", self.forget_key, "Forget the key stored for this provider"
+        )
 
         self.model_rows = widgets.VBox()
         self.new_model = widgets.Text(
@@ -125,32 +175,49 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.discover_button = widgets.Button(description="Discover", tooltip="GET /models from the endpoint")
         self.discover_button.on_click(lambda _: self.discover())
         self.discovered_list = widgets.Dropdown(
-            options=[], description="served", layout=widgets.Layout(width="24em")
+            options=[],
+            description="on the server",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="26em"),
         )
-        self.add_discovered_button = widgets.Button(description="Add served model")
+        self.add_discovered_button = widgets.Button(description="Add this model")
         self.add_discovered_button.on_click(lambda _: self.add_discovered())
         self.doctor = widgets.HTML()
 
+        self.more = widgets.Accordion(
+            children=[
+                widgets.VBox([self.headers, wrapping([self.reasoning_style, self.privacy])]),
+                wrapping([self.connect_timeout, self.read_timeout, self.rps]),
+                widgets.VBox(
+                    [
+                        wrapping([self.trust, self.insecure]),
+                        wrapping([self.ca_bundle, self.proxy]),
+                        wrapping([self.client_cert, self.client_key]),
+                    ]
+                ),
+            ],
+            titles=("Headers & options", "Timeouts & limits", "Network & TLS"),
+            selected_index=None,
+        )
+        self.more.add_class("nbllm-more")
         self.editor = widgets.VBox(
             [
                 self.title,
                 self.url,
-                widgets.HBox([self.api, self.auth, self.api_version]),
-                self.headers,
-                widgets.HBox([self.connect_timeout, self.read_timeout, self.rps]),
-                widgets.HBox([self.reasoning_style, self.privacy]),
-                widgets.HBox([self.trust, self.ca_bundle, self.insecure]),
-                widgets.HBox([self.proxy, self.client_cert, self.client_key]),
-                widgets.HBox([self.key, self.key_state, self.keyring, self.forget_key_button]),
-                widgets.HBox([self.apply_button, self.test_button]),
+                wrapping([self.api, self.auth, self.api_version]),
+                wrapping([self.key, self.key_state, self.keyring, self.forget_key_button]),
+                self.more,
+                wrapping([self.apply_button, self.test_button]),
                 widgets.HTML("<b>Models</b>"),
                 self.model_rows,
-                widgets.HBox([self.new_model, self.add_model_button, self.discover_button]),
-                widgets.HBox([self.discovered_list, self.add_discovered_button]),
+                wrapping([self.new_model, self.add_model_button, self.discover_button]),
+                wrapping([self.discovered_list, self.add_discovered_button]),
                 self.doctor,
-            ]
+            ],
+            layout=widgets.Layout(flex="1 1 auto", min_width="0"),
         )
-        super().__init__([widgets.HBox([left, self.editor])])
+        self.editor.add_class("nbllm-editor")
+        super().__init__([widgets.HBox([left, self.editor], layout=widgets.Layout(width="100%"))])
         self.refresh()
 
     # -- reading the store -------------------------------------------------------
@@ -205,14 +272,17 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
         self.read_timeout.value = config.read_timeout_s
         self.rps.value = "" if config.requests_per_second is None else f"{config.requests_per_second:g}"
         self.privacy.value = config.privacy
-        self.reasoning_style.value = config.reasoning_style
-        self.trust.value = config.trust
+        self.reasoning_style.value = _to_option(config.reasoning_style, BY_HOST)
+        self.trust.value = _to_option(config.trust, DEFAULT_TRUST)
         self.ca_bundle.value = config.ca_bundle or ""
         self.proxy.value = config.proxy_shown() or ""  # a password never reaches the page
         self.client_cert.value = config.client_cert or ""
         self.client_key.value = config.client_key or ""
         self.insecure.value = config.insecure
         self.key_state.value = html.escape(key_status(config))
+        # Only a key nbllm holds can be forgotten here; one from the environment stays there.
+        stored = config.key is not None or config.key_keyring is not None
+        self.forget_key_button.layout.display = "" if stored else "none"
         self._show_models(config)
 
     def _show_models(self, config: ProviderConfig) -> None:
@@ -275,8 +345,8 @@ class ProvidersTab(widgets.VBox):  # type: ignore[misc]
                 read_timeout_s=self.read_timeout.value,
                 requests_per_second=optional_float(self.rps.value, "requests per second"),
                 privacy=self.privacy.value,
-                reasoning_style=self.reasoning_style.value,
-                trust=self.trust.value,
+                reasoning_style=_from_option(self.reasoning_style.value, BY_HOST),
+                trust=_from_option(self.trust.value, DEFAULT_TRUST),
                 ca_bundle=self.ca_bundle.value.strip() or None,
                 proxy=self._proxy_from_field(config),
                 client_cert=self.client_cert.value.strip() or None,

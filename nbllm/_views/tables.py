@@ -7,11 +7,12 @@ hold only what is safe to print: the key's *status*, never the key.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from nbllm import _numbers as numbers
 from nbllm._calls.history import CallRecord, ModelSummary
-from nbllm._calls.results import format_cost
 from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import key_status, mask_headers
 from nbllm._providers.config import ProviderConfig
@@ -42,7 +43,7 @@ def _rows(providers: list[ProviderConfig], default: str | None) -> list[_Row]:
             rows.append(_Row(config.name, "(no models)", "", "", shield, status, ""))
         for model_id, spec in config.models.items():
             mark = DEFAULT_MARK if default == f"{config.name}/{model_id}" else ""
-            window = f"{spec.context_window:,}" if spec.context_window else "?"
+            window = numbers.window(spec.context_window)
             caps = ", ".join(spec.capabilities.enabled())
             price = (
                 f"${spec.price.input_per_million:g} / ${spec.price.output_per_million:g}"
@@ -180,14 +181,33 @@ _HISTORY_HEADINGS = (
     "model",
     "status",
     "first token",
-    "latency",
-    "tokens",
+    "total",
+    "in",
+    "out",
     "thinking",
     "tok/s",
     "cost",
     "retries",
     "error",
 )
+_STATUS_COLOURS = {"ok": "#2e7d32", "error": "#d32f2f", "cancelled": "#757575", "incomplete": "#ef6c00"}
+_STATUS_WORDS = {"cancelled": "stopped"}
+"""A call the user stopped is "stopped" in every view (the summary counts them so)."""
+_ONE_LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
+_MODEL_WIDTH, _ERROR_WIDTH = "22em", "30em"
+
+
+def error_summary(record: CallRecord) -> str:
+    """The error in few words: "HTTP 500 · the server's message", or the kind of failure and
+    its message when no HTTP status came; the model is in its own column."""
+    message = record.error_message or ""
+    for name in (record.model, record.requested):
+        message = message.removeprefix(f"{name}: ")
+    status = re.match(r"HTTP (\d{3}):?\s*", message)
+    if status:
+        return f"HTTP {status.group(1)} \N{MIDDLE DOT} {message[status.end() :]}".rstrip(" \N{MIDDLE DOT}")
+    kind = (record.error_class or "").removesuffix("Error") or "error"
+    return f"{kind} \N{MIDDLE DOT} {message}" if message else kind
 
 
 def _trusted(config: ProviderConfig) -> str:
@@ -201,55 +221,67 @@ def _trusted(config: ProviderConfig) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f} s"
-
-
-def _tokens(record: CallRecord, mark: str) -> str:
-    """Prompt+completion tokens; for an embeddings call, its input tokens and texts."""
-    if record.kind == "embed":
-        return f"{mark}{record.prompt_tokens} ({record.texts} texts embedded)"
-    return f"{mark}{record.prompt_tokens}+{record.completion_tokens}"
+    return "" if value is None else numbers.seconds(value)
 
 
 def _thinking(record: CallRecord) -> str:
     """A reasoning model's share of the completion tokens, and how long it streamed thinking."""
     if not record.reasoning_tokens:
         return ""
-    mark = "~" if record.reasoning_estimated else ""
-    seconds = f" in {record.thinking_s:.1f} s" if record.thinking_s is not None else ""
-    return f"{mark}{record.reasoning_tokens}{seconds}"
+    took = f" in {numbers.seconds(record.thinking_s)}" if record.thinking_s is not None else ""
+    return numbers.count(record.reasoning_tokens, estimated=record.reasoning_estimated) + took
+
+
+def _cell(text: str, *, style: str = "", title: str | None = None, inner: str | None = None) -> str:
+    tip = f" title='{html.escape(title, quote=True)}'" if title else ""
+    return (
+        f"<td style='text-align:left;{style}'{tip}>{inner if inner is not None else html.escape(text)}</td>"
+    )
 
 
 class HistoryTable:
-    """Recent calls, newest last: what `%llm_history` shows. Records hold no prompts or keys."""
+    """Recent calls, newest last: what `%llm_history` and the panel show. One line per call:
+    the model with its provider dimmed, tokens in and out, a coloured status, and the error
+    in few words with its whole text in a tooltip. Records hold no prompts or keys."""
 
     def __init__(self, records: list[CallRecord], summaries: dict[str, ModelSummary] | None = None) -> None:
         self.records = records
         self.summaries = summaries or {}
         self._rows = [self._row(r) for r in records]
         self._headings: tuple[str, ...] = _HISTORY_HEADINGS
+        self._shown = list(range(len(_HISTORY_HEADINGS)))
         if not any(r.cost is not None for r in records):  # the cost column only when one is known
-            at = _HISTORY_HEADINGS.index("cost")
-            self._headings = _HISTORY_HEADINGS[:at] + _HISTORY_HEADINGS[at + 1 :]
-            self._rows = [row[:at] + row[at + 1 :] for row in self._rows]
+            self._shown.remove(_HISTORY_HEADINGS.index("cost"))
+        if not any(r.reasoning_tokens for r in records):
+            self._shown.remove(_HISTORY_HEADINGS.index("thinking"))
+        self._headings = tuple(_HISTORY_HEADINGS[i] for i in self._shown)
+        self._rows = [tuple(row[i] for i in self._shown) for row in self._rows]
 
     @staticmethod
     def _row(record: CallRecord) -> tuple[str, ...]:
-        mark = "~" if record.tokens_estimated else ""
-        speed = f"{record.tokens_per_s:.1f}" if record.tokens_per_s else ""
-        error = f"{record.error_class}: {record.error_message}" if record.error_class else ""
+        estimated = record.tokens_estimated
+        # A speed from estimated tokens would look measured: none is shown.
+        speed = f"{record.tokens_per_s:.1f}" if record.tokens_per_s and not estimated else ""
+        inputs = numbers.count(record.prompt_tokens, estimated=estimated)
+        if record.kind == "embed":
+            inputs += f" ({record.texts} texts embedded)"
+        outputs = (
+            "" if record.kind == "embed" else numbers.count(record.completion_tokens, estimated=estimated)
+        )
+        status = _STATUS_WORDS.get(record.status, record.status)
         return (
             record.started_at.astimezone().strftime("%H:%M:%S"),
             record.model,
-            record.status + (f" ({record.replayed})" if record.replayed else ""),
+            status + (f" ({record.replayed})" if record.replayed else ""),
             _seconds(record.ttft_s),
             _seconds(record.latency_s),
-            _tokens(record, mark),
+            inputs,
+            outputs,
             _thinking(record),
             speed,
-            "" if record.cost is None else format_cost(record.cost, estimated=not record.cost_reported),
+            "" if record.cost is None else numbers.cost(record.cost, estimated=not record.cost_reported),
             str(record.retries) if record.retries else "",
-            error[:120],
+            error_summary(record) if record.error_class else "",
         )
 
     def _summary_lines(self) -> list[str]:
@@ -259,9 +291,12 @@ class HistoryTable:
             if summary.stopped:
                 line += f", {summary.stopped} stopped"
             if summary.cost is not None:
-                line += f", {format_cost(summary.cost, estimated=summary.cost_estimated)} in all"
-            if summary.p50_latency_s is not None:
-                line += f", latency p50 {summary.p50_latency_s:.2f} s / p95 {summary.p95_latency_s:.2f} s"
+                line += f", {numbers.cost(summary.cost, estimated=summary.cost_estimated)} in all"
+            if summary.p50_latency_s is not None and summary.p95_latency_s is not None:
+                line += (
+                    f", latency p50 {numbers.seconds(summary.p50_latency_s)}"
+                    f" / p95 {numbers.seconds(summary.p95_latency_s)}"
+                )
             lines.append(line)
         return lines
 
@@ -270,11 +305,38 @@ class HistoryTable:
             return "No calls yet. Run a %%chat cell, then %llm_history shows its timing here."
         return "\n".join([_text_table(self._rows, self._headings), "", *self._summary_lines()]).rstrip()
 
+    def _html_row(self, row: tuple[str, ...]) -> str:
+        cells = []
+        for heading, text in zip(self._headings, row, strict=True):
+            if heading == "model":
+                provider, slash, model = text.partition("/")
+                inner = (
+                    f"<span style='opacity:0.6'>{html.escape(provider)}/</span>{html.escape(model)}"
+                    if slash
+                    else html.escape(text)
+                )
+                cells.append(
+                    _cell(text, style=f"{_ONE_LINE};max-width:{_MODEL_WIDTH}", title=text, inner=inner)
+                )
+            elif heading == "status":
+                colour = _STATUS_COLOURS.get(
+                    next((k for k, v in _STATUS_WORDS.items() if text.startswith(v)), text.split(" ")[0]), ""
+                )
+                cells.append(_cell(text, style=f"white-space:nowrap;color:{colour};font-weight:bold"))
+            elif heading == "error":
+                cells.append(_cell(text, style=f"{_ONE_LINE};max-width:{_ERROR_WIDTH}", title=text or None))
+            else:
+                cells.append(_cell(text, style="white-space:nowrap"))
+        return "<tr>" + "".join(cells) + "</tr>"
+
     def _repr_html_(self) -> str:
         if not self._rows:
             return f"<p>{html.escape(repr(self))}</p>"
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in self._headings)
+        body = "".join(self._html_row(row) for row in self._rows)
+        table = f"<table class='nbllm-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         summary = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
-        return _html_table(self._rows, self._headings) + (f"<ul>{summary}</ul>" if summary else "")
+        return table + (f"<ul>{summary}</ul>" if summary else "")
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
