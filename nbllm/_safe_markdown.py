@@ -18,8 +18,10 @@ _CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _INLINE_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
 
 
-def inert_markdown(text: str, *, remote_images: bool = False) -> str:
-    """`text` with raw HTML escaped and, unless `remote_images`, remote images made links."""
+def inert_markdown(text: str, *, remote_images: bool = False, close_fence: bool = False) -> str:
+    """`text` with raw HTML escaped and, unless `remote_images`, remote images made links.
+    With `close_fence`, a fence the text leaves open is closed, so Markdown placed after it
+    (say, the ``</div>`` that ends a column) is not swallowed into the code block."""
     out: list[str] = []
     fence: str | None = None
     for line in text.split("\n"):
@@ -34,6 +36,8 @@ def inert_markdown(text: str, *, remote_images: bool = False) -> str:
             out.append(line)
             continue
         out.append(_inert_line(line, remote_images))
+    if close_fence and fence is not None:
+        out.append(fence)
     return "\n".join(out)
 
 

@@ -38,6 +38,10 @@ class Execution:
         )
 
     def displays(self) -> list[dict[str, Any]]:
+        """The reply's display messages: all but those of the in-cell Stop button."""
+        return [m for m in self.all_displays() if not m["content"]["metadata"].get("nbllm", {}).get("stop")]
+
+    def all_displays(self) -> list[dict[str, Any]]:
         return self.of_type("display_data", "update_display_data")
 
     @property

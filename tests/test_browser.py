@@ -180,7 +180,7 @@ def run_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str
         context_input = row.locator(".nbllm-context input")
         context_input.fill("2048")
         context_input.press("Enter")
-        panel.locator(".nbllm-message", has_text="context window 2048").wait_for(timeout=10_000)
+        panel.locator(".nbllm-message", has_text="context window 2,048").wait_for(timeout=10_000)
         RESULTS.mkdir(parents=True, exist_ok=True)
         panel.screenshot(path=str(RESULTS / f"{label}-panel.png"))
         notebook.run(5)

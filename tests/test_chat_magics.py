@@ -293,7 +293,10 @@ def test_compare_streams_models_concurrently(ip: Any, server: Any) -> None:
     assert elapsed < 2 * alone + 0.3  # concurrent: close to one model's time, not the sum
     plain = captured.outputs[-1].data["text/plain"]
     assert "== loop/test-model ==" in plain and "== loop/plain-model ==" in plain
-    assert "<table>" in captured.outputs[-1].data["text/html"]
+    final = captured.outputs[-1].data["text/markdown"]
+    assert "<table>" in final and "answer after" in final
+    # Issue 35, item 7: the replies render as Markdown, each between blank lines in its column.
+    assert "\n\nParis is the capital.\n\n" in final and "<div style=" in final
     assert set(ip.user_ns["both"]) == {"loop/test-model", "loop/plain-model"}
     assert len(chat_requests(server)) == 2
 

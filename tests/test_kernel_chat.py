@@ -48,12 +48,15 @@ def test_tokens_stream_into_one_display_handle(kernel: KernelSession, server: Lo
     assert kinds[0] == "display_data" and set(kinds[1:]) == {"update_display_data"} and len(kinds) >= 5
     assert len({m["content"]["transient"]["display_id"] for m in execution.displays()}) == 1
     assert texts(execution)[0].startswith("*waiting for first token")
-    streamed = [t.split("\n\n<sub>")[0] for t in texts(execution)[1:-1]]
+    streamed = [t.split("\n\n<sub>")[0] for t in texts(execution)[1:-1] if "waiting for first" not in t]
     lengths = [len(t) for t in streamed]
     assert lengths == sorted(lengths) and 0 < lengths[0] < lengths[-1]  # it grew, in place
     final = execution.displays()[-1]["content"]
     assert final["data"]["text/plain"].startswith("w0000 w0001") and "w0199" in final["data"]["text/plain"]
     assert final["metadata"]["nbllm"]["completion_tokens"] == 200
+    stop = [m for m in execution.all_displays() if m not in execution.displays()]
+    assert "application/vnd.jupyter.widget-view+json" in stop[0]["content"]["data"]  # Stop, while it ran
+    assert stop[-1]["content"]["data"] == {"text/plain": ""}  # and gone with the final frame
     assert final["metadata"]["nbllm"]["ttft_s"] > 0
 
 

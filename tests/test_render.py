@@ -202,7 +202,7 @@ def test_thinking_is_a_collapsed_section_that_updates_in_place_then_the_answer()
     view.tick()  # no new thinking: the clock in the title still moves
     assert frame.section.titles[0].startswith("Thinking\N{HORIZONTAL ELLIPSIS} 1 s")
     view.token("Answer.")
-    assert frame.section.titles[0].startswith("Thought for 1.1 s") and frame.section.selected_index == 0
+    assert frame.section.titles[0].startswith("Thought for 1.06 s") and frame.section.selected_index == 0
     assert "Answer." in frame.answer.outputs[0]["data"]["text/markdown"]
     result = ok_result("Answer.", reasoning="Let me <i>see</i> more", thinking_s=1.06)
     result.usage.reasoning_tokens = 6
@@ -210,10 +210,10 @@ def test_thinking_is_a_collapsed_section_that_updates_in_place_then_the_answer()
     final = recorder.frames[-1][1]
     # The user opened it while it streamed: the final frame keeps it open (issue 35, item 6).
     assert final["text/markdown"].startswith(
-        "<details open><summary><i>Thought for 1.1 s, 6 tokens</i></summary>"
+        "<details open><summary><i>Thought for 1.06 s, 6 tokens</i></summary>"
     )
     assert "&lt;i&gt;see&lt;/i&gt;" in final["text/markdown"] and "Answer." in final["text/markdown"]
-    assert final["text/plain"].startswith("[Thought for 1.1 s, 6 tokens; the thinking is in nbllm.last()")
+    assert final["text/plain"].startswith("[Thought for 1.06 s, 6 tokens; the thinking is in nbllm.last()")
     assert view.frame is None and {f[3] for f in recorder.frames} == {view.handle.display_id}
 
 
@@ -256,3 +256,27 @@ def test_one_cost_format_everywhere(dollars: float, estimated: bool, shown: str)
     from nbllm._calls.results import format_cost
 
     assert format_cost(dollars, estimated=estimated) == shown
+
+
+def test_compare_columns_end_as_markdown_that_no_reply_can_break_out_of() -> None:
+    """Issue 35, item 7: --compare showed raw Markdown in its final frame, and its table gave a
+    reasoning model "first token 0.02 s" and counted thinking as answer tokens."""
+    from nbllm._views.compare import CompareView
+
+    recorder = Recorder()
+    view = CompareView(["p/a", "p/b"], display=recorder)
+    replies = ["**bold**\n\n```python\nprint(1)\n", "</div></div><script>alert(1)</script> after"]
+    usage = Usage(3, 50, reasoning_tokens=40)
+    for column, text in zip(view.columns, replies, strict=True):
+        column.start()
+        column.token(text)
+        result = ChatResult(
+            text=text, model=column.model, usage=usage, ttft_s=0.02, thinking_s=6.8, latency_s=9
+        )
+        column.finish(result)
+    view.finish()
+    final = recorder.frames[-1][1]["text/markdown"]
+    assert "\n\n**bold**\n\n```python\nprint(1)\n\n```\n" in final  # the open fence is closed
+    assert "<script>" not in final and final.count("</div>") == 3  # two columns and the grid
+    row = final.split("<tr>")[2]
+    assert "6.82 s" in row and ">40<" in row and ">10<" in row  # answer after; thinking apart

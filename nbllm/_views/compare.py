@@ -2,8 +2,10 @@
 
 Each model gets a `Column` (the same events as a `LiveView`); the `CompareView`
 draws all columns in one HTML grid, throttled like a single reply, and ends
-with a table of their timings. Columns show text as written (not as Markdown):
-the grid is HTML, and a half-streamed Markdown table or fence would jump about.
+with a table of their timings. While they stream, columns show text as written (a
+half-streamed Markdown table or fence would jump about); the final frame is Markdown,
+each column's reply rendered by the front end itself as a single reply is (an HTML grid
+whose cells hold Markdown between blank lines, which CommonMark renders).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbllm import _numbers as numbers
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
+from nbllm._calls.tokens import CHARS_PER_TOKEN
+from nbllm._safe_markdown import inert_markdown
 from nbllm._views.reply import (
     WAITING,
     Clock,
@@ -22,6 +27,7 @@ from nbllm._views.reply import (
     Throttle,
     ToolLine,
     countdown_from,
+    error_card_markdown,
     error_card_text,
     result_metadata,
 )
@@ -55,7 +61,8 @@ class Column:
         text is on each model's result)."""
         first = not self.thought_chars
         self.thought_chars += len(text)
-        self.notice = f"thinking\N{HORIZONTAL ELLIPSIS} {self.thought_chars:,} characters"
+        tokens = numbers.count(max(1, round(self.thought_chars / CHARS_PER_TOKEN)), estimated=True)
+        self.notice = f"thinking\N{HORIZONTAL ELLIPSIS} {tokens} tokens"  # one unit in every view
         self.parent.changed(force=first)
 
     def token(self, text: str) -> None:
@@ -93,6 +100,24 @@ class Column:
         parts.append(f"<div style='{_FOOT}'>{html.escape(footer)}</div></div>")
         return "".join(parts)
 
+    def markdown(self) -> str:
+        """The column in the final frame: the reply as Markdown, made inert (no raw HTML, so
+        nothing in it can close the column's ``<div>``; an open fence is closed too)."""
+        parts = [
+            "<div style='min-width:0;overflow-wrap:anywhere'>",
+            "",
+            f"<b>{html.escape(self.model)}</b>",
+            "",
+        ]
+        if self.text:
+            parts += [inert_markdown(self.text, close_fence=True), ""]
+        if self.error is not None:
+            parts += [error_card_markdown(self.error, self.model), ""]
+        if self.result is not None:
+            parts += [f"<sub>{html.escape(self.result.footer())}</sub>", ""]
+        parts.append("</div>")
+        return "\n".join(parts)
+
     def plain(self) -> str:
         lines = [f"== {self.model} ==", self.text]
         if self.error is not None:
@@ -103,7 +128,10 @@ class Column:
 
 
 def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f} s"
+    return "" if value is None else numbers.seconds(value)
+
+
+_TABLE_HEADINGS = ("model", "status", "answer after", "total", "thinking", "answer tokens", "cost", "tok/s")
 
 
 class CompareView:
@@ -140,25 +168,31 @@ class CompareView:
         return f"<div style='{_GRID.format(n=len(self.columns))}'>{cells}</div>"
 
     def _table(self) -> str:
-        head = "".join(
-            f"<th>{h}</th>" for h in ("model", "status", "first token", "total", "tokens", "tok/s")
-        )
+        """Timings side by side. "answer after" is when each answer began (a reasoning model's
+        first token is a thought), and thinking tokens are counted apart from the answer's."""
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in _TABLE_HEADINGS)
         rows = []
         for column in self.columns:
             r = column.result
             if r is None:
                 continue
-            mark = "~" if r.usage.estimated else ""
-            speed = f"{r.tokens_per_s:.1f}" if r.tokens_per_s else ""
+            usage = r.usage
+            thinking = numbers.count(usage.reasoning_tokens, estimated=r.thinking_estimated)
             cells = (
                 r.model,
-                r.status,
-                _seconds(r.ttft_s),
+                "stopped" if r.status == "cancelled" else r.status,
+                _seconds(r.answer_after_s),
                 _seconds(r.latency_s),
-                f"{mark}{r.usage.completion_tokens}",
-                speed,
+                thinking if usage.reasoning_tokens else "",
+                numbers.count(r.answer_tokens, estimated=usage.estimated),
+                "" if r.cost is None else numbers.cost(r.cost, estimated=not r.cost_reported),
+                f"{r.tokens_per_s:.1f}" if r.tokens_per_s and not usage.estimated else "",
             )
-            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            rows.append(
+                "<tr>"
+                + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in cells)
+                + "</tr>"
+            )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
     def _draw(self) -> None:
@@ -177,4 +211,7 @@ class CompareView:
         metadata: dict[str, Any] = {
             "nbllm": {"compare": [result_metadata(c.result)["nbllm"] for c in self.columns if c.result]}
         }
-        self.handle.send({"text/html": self._grid() + self._table(), "text/plain": plain}, metadata)
+        grid = "\n".join(column.markdown() for column in self.columns)
+        style = _GRID.format(n=len(self.columns))
+        markdown = f"<div style='{style}'>\n{grid}\n</div>\n\n{self._table()}"
+        self.handle.send({"text/markdown": markdown, "text/plain": plain}, metadata)

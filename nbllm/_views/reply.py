@@ -45,6 +45,8 @@ DIM, UNDIM = "\x1b[2m", "\x1b[22m"
 WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
 CURSOR = "\N{LEFT ONE QUARTER BLOCK}"
 """Ends the text while it streams (the final frame has none)."""
+STOP_METADATA = {"nbllm": {"stop": True}}
+"""Marks the Stop button's output, so a reader of the outputs can tell it from the reply's."""
 INTERRUPT_TO_STOP = "to stop: interrupt the kernel (\N{BLACK SQUARE})"
 
 
@@ -406,18 +408,18 @@ class LiveView:
 
     def _show_stop(self) -> None:
         self.stop_output = Handle(self.handle.display)
-        self.stop_output.send(self.stop_button._repr_mimebundle_(), {})
+        self.stop_output.send(self.stop_button._repr_mimebundle_(), STOP_METADATA)
 
     def _keep_stop_last(self) -> None:
         """A new output went below the Stop: move the Stop under it (outputs cannot move, so
         the old one is emptied and the button shown again below)."""
         if self.stop_output is not None:
-            self.stop_output.send({"text/plain": ""}, {})
+            self.stop_output.send({"text/plain": ""}, STOP_METADATA)
             self._show_stop()
 
     def _remove_stop(self) -> None:
         if self.stop_output is not None:
-            self.stop_output.send({"text/plain": ""}, {})
+            self.stop_output.send({"text/plain": ""}, STOP_METADATA)
             self.stop_button.close()
             self.stop_output = self.stop_button = None
 
