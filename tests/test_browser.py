@@ -438,3 +438,175 @@ def test_a_long_reply_stays_live_in_a_real_browser(app_name: str, browser: Any, 
         ]
         write_notebook(root / "long.ipynb", sources)
         in_app(app_name, root, tmp_path, lambda app: run_long_reply_flow(app, browser, app_name))
+
+
+# -- what a new user sees, at 1,000 px of output width (issue 35) -----------------------------
+
+LONG_IDS = (
+    "meta-llama/Llama-3.3-70B-Instruct-Turbo-served-behind-a-long-deployment-name",
+    "qwen/qwen3-235b-a22b-thinking-2507-with-an-even-longer-variant-name-for-good-measure",
+)
+COMPARE_REPLY = "**Bold** claim with `code`:\n\n- one\n- two"
+SLOW_STORY = " ".join(f"tale{i:03d}" for i in range(400))
+
+
+def user_reply(body: dict[str, Any]) -> str:
+    prompt = str(body["messages"][-1]["content"])
+    return COMPARE_REPLY if "compare" in prompt else SLOW_STORY
+
+
+def user_cells(url: str) -> list[str]:
+    models = " ".join(f"--model {model}=131072" for model in LONG_IDS)
+    fault = "x-nbllm-fault=server_error; message=upstream overloaded, try later"
+    return [
+        "%load_ext nbllm\nimport nbllm",
+        f"%llm_provider add loop --url {url} --auth none --model test-model {models}",
+        f'%llm_provider add acme-gateway --url {url} --auth none --model m --header "{fault}"',
+        "%llm_panel",
+        "%%chat loop/test-model -c stop\nTell me a long story.",
+        "%%chat loop/test-model -c interrupt\nTell me another long story.",
+        "%%chat acme-gateway/m\nhello",
+        f"%%chat --compare loop/test-model,loop/{LONG_IDS[0]}\nPlease compare.",
+    ]
+
+
+OUTPUT_WIDTH = "(cell) => cell.querySelector('.jp-OutputArea').getBoundingClientRect().width"
+PANEL_BOXES = """
+(panel) => {
+  const box = (node) => node.getBoundingClientRect();
+  const outer = box(panel);
+  const ids = [...panel.querySelectorAll('.nbllm-model-id div[title]')].map((node) => ({
+    text: node.textContent, title: node.title, width: box(node).width,
+    cut: node.scrollWidth > node.clientWidth, ellipsis: getComputedStyle(node).textOverflow,
+    overflow: box(node).right - box(node.closest('.nbllm-model-row').querySelector('.nbllm-confirm')).left,
+  }));
+  const inside = [...panel.querySelectorAll(
+      '.nbllm-model-row .widget-checkbox, .nbllm-model-row .nbllm-confirm, .nbllm-provider-column button')]
+    .filter((node) => box(node).width > 0)
+    .map((node) => ({text: node.textContent.trim(), left: box(node).left - outer.left,
+                     right: outer.right - box(node).right,
+                     clipped: node.scrollWidth > node.clientWidth + 1}));
+  return {width: outer.width, ids, inside};
+}
+"""
+
+
+def set_output_width(page: Any, notebook: NotebookPage, index: int, target: float) -> float:
+    """Resize the window until the cell's output area is `target` px wide (the page around it
+    differs between JupyterLab and Notebook 7); returns the width reached."""
+    width = float(notebook.cell(index).element_handle().evaluate(OUTPUT_WIDTH))
+    for _ in range(4):
+        if abs(width - target) <= 8:
+            break
+        viewport = page.viewport_size
+        page.set_viewport_size(
+            {"width": int(viewport["width"] + target - width), "height": viewport["height"]}
+        )
+        time.sleep(0.5)
+        width = float(notebook.cell(index).element_handle().evaluate(OUTPUT_WIDTH))
+    return width
+
+
+def check_panel_fits(page: Any, notebook: NotebookPage, label: str, target: int) -> None:
+    width = set_output_width(page, notebook, 3, target)
+    assert abs(width - target) <= 8, f"output width {width}, wanted {target}"
+    panel = page.locator(".nbllm-panel")
+    page.locator(".nbllm-model-row").nth(2).wait_for(timeout=10_000)
+    facts = panel.element_handle().evaluate(PANEL_BOXES)
+    ids = {entry["text"]: entry for entry in facts["ids"]}
+    assert set(ids) == {"test-model", *LONG_IDS}, ids
+    for model, entry in ids.items():
+        assert entry["width"] > 100, f"{model} squeezed to {entry['width']} px at {target} px"
+        assert entry["overflow"] <= 1, f"{model} runs {entry['overflow']} px under its Remove button: {entry}"
+        if entry["cut"]:  # too long for the row: an ellipsis, and the whole id on hover
+            assert entry["ellipsis"] == "ellipsis" and entry["title"] == model, entry
+    assert len(facts["inside"]) >= 3 * 8 + 2, facts["inside"]  # every flag, every Remove, the column
+    outside = [e for e in facts["inside"] if e["left"] < -1 or e["right"] < -1 or e["clipped"]]
+    assert not outside, f"cut off or outside the panel at {target} px: {outside}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    panel.screenshot(path=str(RESULTS / f"{label}-panel-{target}.png"))
+
+
+def run_new_user_flow(app: JupyterApp, browser: Any, endpoint: LoopbackServer, label: str) -> None:
+    with opened(app, browser, "user.ipynb", f"{label}-user", 1200) as (page, notebook):
+        notebook.run_first(0)
+        for index in (1, 2, 3):
+            notebook.run(index)
+            notebook.wait_idle(index)
+        page.locator(".nbllm-panel").wait_for(timeout=30_000)
+        check_panel_fits(page, notebook, label, 1000)
+
+        # A streaming cell: a ticking status line, and a Stop of its own that ends it.
+        notebook.run(4)
+        status = notebook.cell(4).locator(".jp-OutputArea sub").last
+        stop = notebook.cell(4).locator(".nbllm-cell-stop")
+        stop.wait_for(timeout=20_000)
+        clocks = []
+        deadline = time.monotonic() + 10
+        while len(set(clocks)) < 3:
+            assert time.monotonic() < deadline, f"the status line did not tick: {clocks}"
+            found = re.search(r"(\d+\.\d) s", status.inner_text())
+            clocks += [found.group(1)] if found else []
+            time.sleep(0.3)
+        assert "streaming" in status.inner_text() and "tokens" in status.inner_text()
+        notebook.cell(4).screenshot(path=str(RESULTS / f"{label}-streaming-status.png"))
+        stop.click()
+        notebook.wait_idle(4)
+        stopped = notebook.output(4)
+        assert "stopped with the Stop button" in stopped and "tale399" not in stopped
+        assert stopped.count("stopped with the Stop button") == 1 and "tale000" in stopped
+        assert notebook.cell(4).locator(".nbllm-cell-stop").count() == 0
+        notebook.cell(4).screenshot(path=str(RESULTS / f"{label}-stopped.png"))
+
+        # The kernel's ■ while a reply streams: the partial text, one line, no traceback.
+        notebook.run(5)
+        notebook.cell(5).locator(".nbllm-cell-stop").wait_for(timeout=20_000)
+        while "tale010" not in notebook.output(5):
+            time.sleep(0.1)
+        page.keyboard.press("Escape")
+        page.keyboard.press("i")
+        page.keyboard.press("i")
+        notebook.wait_idle(5)
+        interrupted = notebook.output(5)
+        assert "tale000" in interrupted and "tale399" not in interrupted
+        assert "Traceback" not in interrupted and "CancelledError" not in interrupted
+        assert "interrupted" in interrupted
+        notebook.cell(5).screenshot(path=str(RESULTS / f"{label}-interrupted.png"))
+
+        # A 500: its message once, in the card.
+        notebook.run(6)
+        notebook.wait_idle(6, timeout_s=60)
+        failed = notebook.output(6)
+        assert failed.count("upstream overloaded") == 1, failed
+        assert failed.count("HTTP 500") == 1 and "Traceback" not in failed  # the title says it, once
+        assert "~0 tokens" not in failed  # a failed call's footer has no empty count
+        notebook.cell(6).screenshot(path=str(RESULTS / f"{label}-error.png"))
+
+        # --compare ends as rendered Markdown, not as its source.
+        notebook.run(7)
+        notebook.wait_idle(7)
+        compared = notebook.output(7)
+        assert compared.count("Bold claim") == 2 and "**" not in compared, compared
+        assert notebook.cell(7).locator(".jp-OutputArea strong", has_text="Bold").count() == 2
+        assert "answer after" in compared
+        notebook.cell(7).screenshot(path=str(RESULTS / f"{label}-compare.png"))
+
+        page.locator(".lm-TabBar-tab", has_text="Calls").first.click()
+        history = page.locator(".nbllm-history")
+        history.locator("tr").nth(4).wait_for(timeout=10_000)
+        rows = history.locator("tbody tr").evaluate_all("(rows) => rows.map((row) => row.offsetHeight)")
+        assert max(rows) < 2 * min(rows) + 4, f"a history row wrapped: {rows}"  # one line per call
+        assert "stopped" in history.inner_text() and "HTTP 500" in history.inner_text()
+        page.locator(".nbllm-panel").screenshot(path=str(RESULTS / f"{label}-history-1000.png"))
+        page.locator(".lm-TabBar-tab", has_text="Providers").first.click()
+        if label == "lab":  # Notebook 7 keeps its cells narrower (about 1,170 px) by design
+            check_panel_fits(page, notebook, label, 1600)
+
+
+@pytest.mark.parametrize("app_name", ["lab", "notebook"])
+def test_what_a_new_user_sees_at_1000_px(app_name: str, browser: Any, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with serve(reply=user_reply, tokens_per_s=40) as endpoint:
+        write_notebook(root / "user.ipynb", user_cells(endpoint.base_url))
+        in_app(app_name, root, tmp_path, lambda app: run_new_user_flow(app, browser, endpoint, app_name))

@@ -407,7 +407,13 @@ async def test_the_stop_button_in_the_cell_ends_the_call_as_the_panel_does(store
     assert outcome.result.status == "cancelled" and outcome.result.text.startswith("word")
     final = recorder.frames[-2][1]["text/markdown"]  # the reply's frame, before the Stop is emptied
     assert "word" in final and "Stop button" in final and view.stop_button is None
-    assert get_in_flight().calls() == [] and nbllm.get_history().records()[-1].status == "cancelled"
+    record = nbllm.get_history().records()[-1]
+    assert get_in_flight().calls() == [] and record.status == "cancelled"
+    # Issue 35, item 5: the footer said "0 tokens" while the history said "~18+52".
+    shown = outcome.result.usage
+    assert shown.estimated and record.tokens_estimated and shown.completion_tokens > 0
+    assert abs(shown.completion_tokens - record.completion_tokens) <= 2  # the same count, give or take a
+    assert f"~{shown.completion_tokens} tokens" in final  # token that arrived as it stopped
 
 
 def test_a_blank_key_is_refused(panel: Panel, store: nbllm.Store) -> None:

@@ -38,7 +38,7 @@ from nbllm._calls.results import (
     DoneEvent,
     StatusEvent,
     ToolCallEvent,
-    Usage,
+    estimated_usage,
 )
 from nbllm._calls.tokens import default_counter
 from nbllm._constants import CONTEXT_SUSPECT_FRACTION, TYPICAL_REPLY_TOKENS
@@ -291,9 +291,7 @@ class _Call:
             result.usage = replace(state.usage)
         else:
             generated = state.text + "".join(c.arguments for c in result.tool_calls)
-            prompt = counter.messages(self.request.messages)
-            thinking = counter.count_text(result.reasoning) if result.reasoning else 0
-            result.usage = Usage(prompt, counter.count_text(generated) + thinking, estimated=True)
+            result.usage = estimated_usage(self.request.messages, generated, result.reasoning)
         price = self.routes[len(result.fallbacks)].spec.price
         if state.reported_cost is not None:
             result.cost, result.cost_reported = state.reported_cost, True

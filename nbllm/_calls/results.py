@@ -51,6 +51,19 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+def estimated_usage(prompt_messages: Sequence[Any], answer: str, reasoning: str = "") -> Usage:
+    """Usage counted by nbllm when the server sent none (a stopped or cut-off call, or a server
+    without usage): the one estimate the footer, the history and the budget all show."""
+    from nbllm._calls.tokens import default_counter  # the counter may load tiktoken: not at import
+
+    counter = default_counter()
+    thinking = counter.count_text(reasoning) if reasoning else 0
+    usage = Usage(counter.messages(prompt_messages), counter.count_text(answer) + thinking, estimated=True)
+    if thinking:
+        usage.reasoning_tokens, usage.reasoning_estimated = thinking, True
+    return usage
+
+
 @dataclass
 class ToolCall:
     """A tool call the model asked for: its id, the function's name, and the arguments."""
@@ -139,7 +152,7 @@ class ChatResult:
             thinking = numbers.count(usage.reasoning_tokens, estimated=self.thinking_estimated)
             answer = numbers.count(self.answer_tokens, estimated=usage.estimated)
             parts.append(f"{thinking} thinking + {answer} answer tokens")
-        else:
+        elif usage.completion_tokens or self.status == "ok":  # a failed call's "~0 tokens" says nothing
             parts.append(f"{numbers.count(usage.completion_tokens, estimated=usage.estimated)} tokens")
         if self.cost is not None:
             parts.append(numbers.cost(self.cost, estimated=not self.cost_reported))

@@ -32,7 +32,9 @@ from nbllm._calls.results import (
     StatusEvent,
     TokenEvent,
     ToolCall,
+    Usage,
     combine_rounds,
+    estimated_usage,
 )
 from nbllm._calls.routes import plan_routes
 from nbllm._calls.tokens import Message
@@ -305,12 +307,15 @@ class CellRun:
 
     def _partial_result(self, status: Status) -> ChatResult:
         """What this round had shown when it ended without a result of its own."""
+        text, reasoning = "".join(self._partial), "".join(self._partial_reasoning).strip()
         partial = ChatResult(
-            text="".join(self._partial),
-            reasoning="".join(self._partial_reasoning).strip(),
+            text=text,
+            reasoning=reasoning,
             model=self.cell.resolved.qualified_name,
             status=status,
             latency_s=time.perf_counter() - self._started,
+            # Counted as the call's own record counts a reply it did not finish: one figure.
+            usage=estimated_usage(self.cell.plan.messages, text, reasoning) if text or reasoning else Usage(),
         )
         return combine_rounds([*self.rounds, partial])
 

@@ -22,6 +22,14 @@ from nbllm._panel.providers import ProvidersTab
 from nbllm._providers.store import Store, StoreEvent, get_store
 
 NO_DEFAULT = ""
+PANEL_CSS = (
+    "<style>"
+    # A long model id is cut with an ellipsis before its Remove button, not run under it: the
+    # HTML widget's wrappers must be allowed to shrink (a flex item keeps its content's width
+    # unless told otherwise).
+    ".nbllm-model-id,.nbllm-model-id .widget-html-content{min-width:0;overflow:hidden;flex:1 1 auto}"
+    "</style>"
+)
 
 
 class Panel(widgets.VBox):  # type: ignore[misc]
@@ -44,7 +52,9 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self.providers = ProvidersTab(self.store, self.report)
         self.calls = CallsTab(self.history, self.in_flight)
         self.tabs = widgets.Tab(children=[self.providers, self.calls], titles=("Providers", "Calls"))
-        super().__init__([widgets.HTML("<b>nbllm</b>"), self.default_model, self.tabs, self.message])
+        super().__init__(
+            [widgets.HTML(f"{PANEL_CSS}<b>nbllm</b>"), self.default_model, self.tabs, self.message]
+        )
         self.add_class("nbllm-panel")
         self._show_default()
         self._unsubscribe = [

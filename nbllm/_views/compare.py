@@ -171,6 +171,7 @@ class CompareView:
         """Timings side by side. "answer after" is when each answer began (a reasoning model's
         first token is a thought), and thinking tokens are counted apart from the answer's."""
         head = "".join(f"<th style='text-align:left'>{h}</th>" for h in _TABLE_HEADINGS)
+        model_cell = "text-align:left;overflow-wrap:anywhere"  # a long id wraps; the figures do not
         rows = []
         for column in self.columns:
             r = column.result
@@ -188,11 +189,11 @@ class CompareView:
                 "" if r.cost is None else numbers.cost(r.cost, estimated=not r.cost_reported),
                 f"{r.tokens_per_s:.1f}" if r.tokens_per_s and not usage.estimated else "",
             )
-            rows.append(
-                "<tr>"
-                + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in cells)
-                + "</tr>"
+            styles = [model_cell] + ["text-align:left;white-space:nowrap"] * (len(cells) - 1)
+            tds = "".join(
+                f"<td style='{style}'>{html.escape(c)}</td>" for style, c in zip(styles, cells, strict=True)
             )
+            rows.append(f"<tr>{tds}</tr>")
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
     def _draw(self) -> None:

@@ -196,6 +196,10 @@ def error_card_markdown(error: BaseException, model: str | None = None) -> str:
     the server's own words, the hint and the request id. Our own HTML (every text in it
     escaped), so a front end shows the colour; the cell's exception is one line pointing here."""
     message = error.message if isinstance(error, NbllmError) else str(error)
+    # The title names the status and the provider; the body need not say them again.
+    status = getattr(error, "status", None)
+    for said in ([model] if model else []) + ([f"HTTP {status}"] if isinstance(status, int) else []):
+        message = message.removeprefix(f"{said}: ").removeprefix(f"{said} ")
     rows = [
         f"<b>\N{WARNING SIGN} {html.escape(error_title(error, model))}</b> "
         f"<span style='opacity: 0.7'>{type(error).__name__}</span>",

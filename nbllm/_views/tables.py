@@ -194,7 +194,7 @@ _STATUS_COLOURS = {"ok": "#2e7d32", "error": "#d32f2f", "cancelled": "#757575", 
 _STATUS_WORDS = {"cancelled": "stopped"}
 """A call the user stopped is "stopped" in every view (the summary counts them so)."""
 _ONE_LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
-_MODEL_WIDTH, _ERROR_WIDTH = "22em", "30em"
+_MODEL_WIDTH, _ERROR_WIDTH = "20em", "22em"
 
 
 def error_summary(record: CallRecord) -> str:
@@ -265,9 +265,8 @@ class HistoryTable:
         inputs = numbers.count(record.prompt_tokens, estimated=estimated)
         if record.kind == "embed":
             inputs += f" ({record.texts} texts embedded)"
-        outputs = (
-            "" if record.kind == "embed" else numbers.count(record.completion_tokens, estimated=estimated)
-        )
+        replied = record.kind == "chat" and (record.completion_tokens or record.status == "ok")
+        outputs = numbers.count(record.completion_tokens, estimated=estimated) if replied else ""
         status = _STATUS_WORDS.get(record.status, record.status)
         return (
             record.started_at.astimezone().strftime("%H:%M:%S"),
@@ -332,7 +331,9 @@ class HistoryTable:
     def _repr_html_(self) -> str:
         if not self._rows:
             return f"<p>{html.escape(repr(self))}</p>"
-        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in self._headings)
+        head = "".join(
+            f"<th style='text-align:left;white-space:nowrap'>{html.escape(h)}</th>" for h in self._headings
+        )
         body = "".join(self._html_row(row) for row in self._rows)
         table = f"<table class='nbllm-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         summary = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
