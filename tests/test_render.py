@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 from typing import Any
 
@@ -108,7 +109,27 @@ def test_error_card_has_class_upstream_message_and_hint() -> None:
     assert (
         "HTTP 429 from p" in markdown and "RateLimitError" in markdown and 'class="nbllm-error"' in markdown
     )
-    assert "slow down please" in markdown and "wait or add --fallback" in markdown
+    assert "slow down please" in markdown and "wait or add <code>--fallback</code>" in markdown
+
+
+@pytest.mark.parametrize(
+    ("hint", "code"),
+    [
+        (
+            "type it with %llm_provider add gw --url https://x/v1 --key-prompt, which",
+            "%llm_provider add gw --url https://x/v1 --key-prompt",
+        ),
+        ("try --fallback PROVIDER/MODEL (in %%chat)", "--fallback PROVIDER/MODEL"),
+        ("set OPENAI_API_KEY; the text is in nbllm.last().text", "nbllm.last().text"),
+        ("set OPENAI_API_KEY; the text is in nbllm.last().text", "OPENAI_API_KEY"),
+        ("credentials: --proxy http://USER:${PW}@HOST:3128, or", "--proxy http://USER:${PW}@HOST:3128"),
+    ],
+)
+def test_commands_in_a_hint_are_in_code_formatting(hint: str, code: str) -> None:
+    """Issue 35, item 10: every command in a hint complete and in code formatting."""
+    from nbllm._views.reply import hint_html
+
+    assert f"<code>{html.escape(code)}</code>" in hint_html(hint)
 
 
 def test_retry_countdown_ticks_down() -> None:

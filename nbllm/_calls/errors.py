@@ -100,12 +100,12 @@ STREAM_ERROR_KINDS: dict[str, tuple[type[StatusError], int, str]] = {
     "overloaded_error": (
         ServerError,
         529,
-        "the server is overloaded; try again later, or add --fallback models",
+        "the server is overloaded; try again later, or name another model with --fallback PROVIDER/MODEL",
     ),
     "rate_limit_error": (
         RateLimitError,
         429,
-        "the provider is rate limiting; wait, or add --fallback models",
+        "the provider is rate limiting; wait, or name another model with --fallback PROVIDER/MODEL",
     ),
 }
 
@@ -317,7 +317,10 @@ def error_from_response(
         return StatusError(prefix, hint="the server timed out reading the request; try again", **common)
     if status >= 500:
         return ServerError(
-            prefix, hint="the server failed; try again later, or add --fallback models", **common
+            prefix,
+            hint="the server failed; try again later, or name another model to try next with "
+            "--fallback PROVIDER/MODEL (in %%chat) or fallback=[...] (in nbllm.chat)",
+            **common,
         )
     if status in (400, 422):
         effort_field = _EFFORT_FIELD_RE.search(body)

@@ -16,6 +16,7 @@ Views are not thread-safe: one thread calls them (the kernel's main thread).
 from __future__ import annotations
 
 import html
+import re
 import sys
 import time
 import uuid
@@ -210,11 +211,36 @@ def error_card_markdown(error: BaseException, model: str | None = None) -> str:
         rows.append(f"<i>Server said:</i> {html.escape(upstream)}")
     hint = getattr(error, "hint", None)
     if hint:
-        rows.append(f"<i>Hint:</i> {html.escape(hint)}")
+        rows.append(f"<i>Hint:</i> {hint_html(hint)}")
     request_id = getattr(error, "request_id", None)
     if request_id:
         rows.append(f"<span style='opacity: 0.7'>request id {html.escape(str(request_id))}</span>")
     return f'<div class="nbllm-error" style="{ERROR_CARD_STYLE}">' + "<br>".join(rows) + "</div>"
+
+
+_FLAG_VALUE = (
+    r"[A-Z][A-Z_/]*(?::[A-Z_]+)?"  # a placeholder: PATH, PROVIDER/MODEL, USER:PASSWORD
+    r"|[\w.:/@${}-]*[/=.:][\w.:/@${}-]*"  # a URL, a path, a name=value
+    r"|low|medium|high|none|chat|auto|system|certifi|\d[\w.]*"
+)
+_COMMAND = re.compile(
+    r"%%?llm_\w+(?: (?:--)?[\w/.:=${}-]+)*"  # a magic with its arguments
+    r"|%%chat(?: --[\w-]+(?: [\w/.:=-]+)?)*"
+    rf"|--[a-z][\w-]*(?: (?:{_FLAG_VALUE}))?"  # a flag, with its value when the value is clearly one
+    r"|nbllm\.[\w.]+(?:\([^)]*\))?(?:\.\w+)*"
+    r"|\$\{?[A-Z][A-Z0-9_]*\}?"
+    r"|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b"  # an environment variable's name
+)
+
+
+def hint_html(hint: str) -> str:
+    """A hint with its commands, options, variables and nbllm calls in code formatting."""
+    pieces, last = [], 0
+    for command in _COMMAND.finditer(hint):
+        pieces += [html.escape(hint[last : command.start()]), f"<code>{html.escape(command.group())}</code>"]
+        last = command.end()
+    pieces.append(html.escape(hint[last:]))
+    return "".join(pieces)
 
 
 def error_line(error: BaseException, *, sent: bool = True) -> str:
