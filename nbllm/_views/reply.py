@@ -225,7 +225,7 @@ _FLAG_VALUE = (
 )
 _COMMAND = re.compile(
     r"%%?llm_\w+(?: (?:--)?[\w/.:=${}-]+)*"  # a magic with its arguments
-    r"|%%chat(?: --[\w-]+(?: [\w/.:=-]+)?)*"
+    r"|%%chat(?: [\w.:-]+/[\w./:-]+)?(?: --[\w-]+(?: [\w/.:=-]+)?)*"  # with a model, if one is named
     rf"|--[a-z][\w-]*(?: (?:{_FLAG_VALUE}))?"  # a flag, with its value when the value is clearly one
     r"|nbllm\.[\w.]+(?:\([^)]*\))?(?:\.\w+)*"
     r"|\$\{?[A-Z][A-Z0-9_]*\}?"
