@@ -223,3 +223,34 @@ def visible_bundles(recorder: Recorder) -> list[dict[str, str]]:
     for _, bundle, _, display_id in recorder.frames:
         latest[display_id] = bundle
     return [bundle for bundle in latest.values() if bundle != {"text/plain": ""}]
+
+
+def test_compare_columns_keep_a_steady_cadence_and_linear_bytes() -> None:
+    """Issue 33: --compare columns follow the same rule as a single reply."""
+    from nbllm._views.compare import LIVE_COLUMN_CHARS, CompareView
+
+    recorder, clock = Recorder(), Clock()
+    view = CompareView(["p/a", "p/b"], throttle=Throttle(0.05), display=recorder, clock=clock)
+    reply = markdown_reply(20_000)
+    words = re.findall(r"\S+\s*", reply)
+    for column in view.columns:
+        column.start()
+    times: list[float] = []
+    for word in words:
+        clock.now += 1 / 2_000
+        for column in view.columns:
+            before = len(recorder.frames)
+            column.token(word)
+            times += [clock.now] * (len(recorder.frames) - before)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) <= 0.1
+    sent = sum(len(frame[1].get("text/html", "")) for frame in recorder.frames)
+    assert sent <= 10 * 2 * len(reply)
+    assert max(len(frame[1]["text/html"]) for frame in recorder.frames) < 3 * LIVE_COLUMN_CHARS
+    for column in view.columns:
+        column.finish(ChatResult(text=reply, model=column.model, usage=Usage(5, 10)))
+    view.finish()
+    final = recorder.frames[-1][1]
+    assert (
+        final["text/plain"].count(words[-1].strip()) >= 2 and "characters above" not in final["text/markdown"]
+    )

@@ -35,6 +35,10 @@ from nbllm._views.reply import (
 _GRID = "display:grid;grid-template-columns:repeat({n},minmax(0,1fr));gap:12px;align-items:start"
 _TEXT = "white-space:pre-wrap;font-family:var(--jp-content-font-family,inherit);margin:4px 0"
 _FOOT = "opacity:0.7;font-size:smaller"
+LIVE_COLUMN_CHARS = 3_000
+"""How much of each reply a live --compare frame shows: its latest words. A grid is one output,
+so a frame resends every column; bounded, a frame costs the same at any length and the
+cadence stays fixed, as a single reply's open tail does."""
 
 
 class Column:
@@ -90,9 +94,17 @@ class Column:
         self.parent.changed(force=True)
 
     def html(self) -> str:
+        """The live column: its model and the latest `LIVE_COLUMN_CHARS` of its reply, so every
+        update costs the same at any length (the final frame has every word)."""
+        shown = self.text
+        if len(shown) > LIVE_COLUMN_CHARS:
+            cut = shown.find(" ", len(shown) - LIVE_COLUMN_CHARS)
+            shown = shown[cut + 1 if cut >= 0 else len(shown) - LIVE_COLUMN_CHARS :]
+            earlier = len(self.text) - len(shown)
+            shown = f"[\N{HORIZONTAL ELLIPSIS} {earlier:,} characters above, shown when it ends]\n{shown}"
         parts = [
             f"<div><b>{html.escape(self.model)}</b>",
-            f"<div style='{_TEXT}'>{html.escape(self.text)}</div>",
+            f"<div style='{_TEXT}'>{html.escape(shown)}</div>",
         ]
         if self.error is not None:
             parts.append(f"<div style='color:#c62828'>{html.escape(error_card_text(self.error))}</div>")
@@ -160,7 +172,7 @@ class CompareView:
             self.tick()
 
     def tick(self) -> None:
-        if self.dirty and self.throttle.due(self.clock(), sum(len(c.text) for c in self.columns)):
+        if self.dirty and self.throttle.due(self.clock(), 0):  # frames are bounded: a fixed cadence
             self._draw()
 
     def _grid(self) -> str:
