@@ -165,3 +165,9 @@ window) is refused before sending, whether or not the model's window is declared
 MAX_SHOWN_THINKING_CHARS = 20_000
 """The thinking a cell's final output (and so the saved notebook) shows; the rest is on
 ``nbllm.last().reasoning``."""
+
+CONTEXT_LEVELS = ("schema", "sample", "full")
+"""How much of a notebook value a ``{placeholder}`` sends (``--context``): names and types
+only, a compact summary with a sample (the default), or the value's ``str()``."""
+DEFAULT_CONTEXT_TOKENS = 1_500
+"""About how many tokens one value's summary may take (``--context-tokens``)."""

@@ -49,6 +49,7 @@ from nbllm._cells.conversation import (
 )
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
+from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._cells.typed import ask_typed_round, check_schema, repair_messages, typed_loop, typed_request
 from nbllm._cells.ui_thread import Ui
@@ -91,6 +92,9 @@ class ChatOptions:
     dry_run: bool = False
     interpolate: bool = True
     compare: list[str] = field(default_factory=list)
+    context: ContextLevel = "sample"
+    """How much of a notebook value a placeholder sends (see `nbllm._cells.summaries`)."""
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
 
 
 @dataclass
@@ -148,7 +152,9 @@ def prepare_cell(
     if not body.strip():
         raise PromptError("the cell has no prompt; write it on the lines below %%chat")
     if options.interpolate:
-        prompt = interpolate(body.strip(), namespace)
+        prompt = interpolate(
+            body.strip(), namespace, level=options.context, context_tokens=options.context_tokens
+        )
         system = interpolate(options.system, namespace).text if options.system is not None else None
     else:
         prompt, system = Interpolated(body.strip()), options.system

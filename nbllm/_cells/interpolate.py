@@ -10,19 +10,29 @@ Rules (chosen so that JSON and code pasted into a prompt arrive unchanged):
 - A placeholder whose name is not defined is an error naming it.
 - Values are inserted once and never scanned again, so a value holding ``{x}`` stays as is.
 - A value that renders as an image (``_repr_png_`` / ``_repr_jpeg_``, as IPython's
-  ``Image`` and PIL images do) becomes an image part of the message.
+  ``Image`` and PIL images do, or a matplotlib figure) becomes an image part of the message,
+  scaled down to at most `MAX_IMAGE_SIDE` pixels a side.
+- Any other value without a conversion or format spec is put in as context at the cell's
+  level (`nbllm._cells.summaries`): a DataFrame as a compact summary, not its ``str()``.
+  A conversion or spec (``{df!s}``, ``{x:.2f}``) formats the value as written.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel, ContextPart, describe
 from nbllm._constants import MAX_PLACEHOLDER_CHARS
 from nbllm._exceptions import InterpolationError
+
+MAX_IMAGE_SIDE = 1024
+"""Images are scaled down to this many pixels on their longer side: enough for a model to read
+a chart, and a bounded size on the wire (when Pillow is there to scale them)."""
 
 _NAME = r"[A-Za-z_]\w*"
 _INDEX = r"\[[^\[\]{}]*\]"
@@ -49,6 +59,8 @@ class ImagePart:
 class Interpolated:
     text: str
     images: list[ImagePart] = field(default_factory=list)
+    parts: list[ContextPart] = field(default_factory=list)
+    """What each placeholder put in, as what kind of context (the dry run lists them)."""
 
     def content(self) -> str | list[dict[str, Any]]:
         """Message content: the text, or text and image parts for a vision model."""
@@ -98,6 +110,8 @@ def _index_key(text: str) -> Any:
 def _as_image(value: Any) -> ImagePart | None:
     if isinstance(value, (str, bytes, int, float)):
         return None
+    if type(value).__module__.startswith("matplotlib.") and callable(getattr(value, "savefig", None)):
+        return _figure_png(value)
     for method, mime in (("_repr_png_", "image/png"), ("_repr_jpeg_", "image/jpeg")):
         render = getattr(value, method, None)
         if callable(render):
@@ -107,24 +121,66 @@ def _as_image(value: Any) -> ImagePart | None:
             if isinstance(data, str):
                 data = base64.b64decode(data)
             if isinstance(data, bytes) and data:
-                return ImagePart(mime, data)
+                return _scaled(ImagePart(mime, data))
     return None
 
 
-def interpolate(template: str, namespace: Mapping[str, Any]) -> Interpolated:
-    """Fill `template`'s placeholders from `namespace` (see the module docstring)."""
+def _figure_png(figure: Any) -> ImagePart:
+    """A matplotlib figure as PNG, at a resolution whose longer side is `MAX_IMAGE_SIDE`."""
+    width, height = figure.get_size_inches()
+    dpi = min(100.0, MAX_IMAGE_SIDE / max(width, height, 0.1))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return ImagePart("image/png", buffer.getvalue())
+
+
+def _scaled(image: ImagePart) -> ImagePart:
+    """`image` scaled down to `MAX_IMAGE_SIDE` a side when Pillow is there (else as it is)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return image
+    try:
+        with Image.open(io.BytesIO(image.data)) as opened:
+            if max(opened.size) <= MAX_IMAGE_SIDE:
+                return image
+            opened.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+            buffer = io.BytesIO()
+            kind = "PNG" if image.mime == "image/png" else "JPEG"
+            opened.save(buffer, format=kind)
+    except OSError:  # not an image Pillow reads: sent as the object rendered it
+        return image
+    return ImagePart(image.mime, buffer.getvalue())
+
+
+def interpolate(
+    template: str,
+    namespace: Mapping[str, Any],
+    *,
+    level: ContextLevel = "sample",
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS,
+) -> Interpolated:
+    """Fill `template`'s placeholders from `namespace` (see the module docstring); values go
+    in as context at `level`, each in about `context_tokens`."""
     images: list[ImagePart] = []
+    parts: list[ContextPart] = []
 
     def replace(match: re.Match[str]) -> str:
         if match.group("escaped") is not None:
             return "{" + match.group("escaped") + "}"
         field_text = match.group("field")
         value = _lookup(field_text, namespace)
-        image = _as_image(value)
+        image = _as_image(value) if level != "schema" else None
         if image is not None:
             images.append(image)
+            parts.append(ContextPart(field_text, f"image ({len(image.data):,} bytes)", ""))
             return f"[image {len(images)}: {field_text}]"
         conversion = match.group("conversion")
+        if conversion is None and not match.group("spec"):
+            part = describe(value, field_text, level, context_tokens)
+            _check_size(match.group(), part.text, level)
+            parts.append(part)
+            return part.text
         if conversion == "r":
             value = repr(value)
         elif conversion == "a":
@@ -136,13 +192,19 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> Interpolated:
                 f"the prompt's {match.group()} could not be formatted: {exc}; "
                 f"fix the format spec, or {_HOW_TO_ESCAPE % field_text}"
             ) from None
-        if len(text) > MAX_PLACEHOLDER_CHARS:
-            raise InterpolationError(
-                f"the prompt's {match.group()} renders to {len(text):,} characters (about "
-                f"{len(text) // 4:,} tokens); one placeholder may put at most {MAX_PLACEHOLDER_CHARS:,} "
-                "into a prompt, so nothing was sent",
-                hint="put a part or a summary of it in a variable first (text[:2000], df.head(20))",
-            )
+        _check_size(match.group(), text, level)
+        parts.append(ContextPart(field_text, "formatted", text))
         return text
 
-    return Interpolated(_PLACEHOLDER.sub(replace, template), images)
+    return Interpolated(_PLACEHOLDER.sub(replace, template), images, parts)
+
+
+def _check_size(placeholder: str, text: str, level: ContextLevel) -> None:
+    if len(text) > MAX_PLACEHOLDER_CHARS:
+        summary = "drop --context full to send a summary instead, or " if level == "full" else ""
+        raise InterpolationError(
+            f"the prompt's {placeholder} renders to {len(text):,} characters (about "
+            f"{len(text) // 4:,} tokens); one placeholder may put at most {MAX_PLACEHOLDER_CHARS:,} "
+            "into a prompt, so nothing was sent",
+            hint=f"{summary}put a part or a summary of it in a variable first (text[:2000], df.head(20))",
+        )

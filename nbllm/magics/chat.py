@@ -25,7 +25,15 @@ from IPython.display import display
 from traitlets import Bool, Enum, Int, TraitError, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
-from nbllm._constants import EFFORTS, LIVE_ENV, MAX_TOOL_ROUNDS, RENDER_TICK_S, THROTTLE_MS
+from nbllm._constants import (
+    CONTEXT_LEVELS,
+    DEFAULT_CONTEXT_TOKENS,
+    EFFORTS,
+    LIVE_ENV,
+    MAX_TOOL_ROUNDS,
+    RENDER_TICK_S,
+    THROTTLE_MS,
+)
 from nbllm._exceptions import (
     CapabilityError,
     ContextTooLongError,
@@ -135,7 +143,19 @@ class ChatMagics(Magics):
         "so remote images show as links; data: images always show.",
     )
 
-    @validate("throttle_ms", "max_tool_rounds")
+    context = Enum(
+        list(CONTEXT_LEVELS),
+        "sample",
+        config=True,
+        help="Default for --context: what a {placeholder} of a DataFrame, array, text or container "
+        "sends. schema: names, types and shapes, no values; sample: a compact summary with a few "
+        "rows; full: its str(), as written.",
+    )
+    context_tokens = Int(
+        DEFAULT_CONTEXT_TOKENS, config=True, help="Default for --context-tokens: one value's summary size."
+    )
+
+    @validate("throttle_ms", "max_tool_rounds", "context_tokens")
     def _not_negative(self, proposal: Any) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} cannot be negative")
@@ -208,6 +228,16 @@ class ChatMagics(Magics):
     @argument("--compare", metavar="M1,M2", help="Send the prompt to several models at once, side by side.")
     @argument("--dry-run", action="store_true", help="Show the request (key masked) without sending it.")
     @argument("--no-interp", action="store_true", help="Send the cell as written: no {name} interpolation.")
+    @argument(
+        "--context",
+        choices=CONTEXT_LEVELS,
+        help="What a {placeholder} of a DataFrame, array, text or container sends: schema (names, "
+        "types, shapes; no values), sample (a compact summary with a few rows; the default) or full "
+        "(its str()).",
+    )
+    @argument(
+        "--context-tokens", type=int, metavar="N", help="About how many tokens one value's summary may take."
+    )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to a model and stream the reply into the output."""
@@ -287,7 +317,11 @@ class ChatMagics(Magics):
             dry_run=args.dry_run,
             interpolate=not args.no_interp,
             compare=_split_names(args.compare),
+            context=args.context or str(self.context),  # type: ignore[arg-type]  # both are CONTEXT_LEVELS
+            context_tokens=self.context_tokens if args.context_tokens is None else args.context_tokens,
         )
+        if options.context_tokens < 50:
+            raise UsageError("--context-tokens needs at least 50 tokens, e.g. --context-tokens 1500")
         if options.compare and options.tools:
             raise UsageError("--compare cannot run tools; drop --tools, or chat with one model at a time")
         if options.compare and options.model:
