@@ -78,6 +78,13 @@ class CallRecord:
     """Dollars, reported by the server or estimated from the model's price (None: unknown)."""
     cost_reported: bool = False
 
+    def _repr_llm_(self) -> str:
+        """One line for a model reading the history: no prompt or reply is kept to show."""
+        took = "" if self.latency_s is None else f" in {self.latency_s:.2f} s"
+        tokens = f"{self.prompt_tokens}+{self.completion_tokens} tokens"
+        error = f", {self.error_class}: {self.error_message}" if self.error_class else ""
+        return f"{self.started_at:%H:%M:%S} {self.model}: {self.status}{took}, {tokens}{error}"
+
     @property
     def tokens_per_s(self) -> float | None:
         """Generation speed: completion tokens over the time after the first token."""

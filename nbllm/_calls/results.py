@@ -172,6 +172,10 @@ class ChatResult:
     def __str__(self) -> str:
         return self.text
 
+    def _repr_llm_(self) -> str:
+        """This reply as context for another prompt: who said it, then what."""
+        return f"Reply from {self.model} ({self.status}):\n\n{self.text}"
+
     def _repr_markdown_(self) -> str:
         return f"{inert_markdown(self.text)}\n\n<sub>{html.escape(self.footer())}</sub>"
 

@@ -49,7 +49,7 @@ from nbllm._cells.conversation import (
 )
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
-from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel
+from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel, ContextPart
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._cells.typed import ask_typed_round, check_schema, repair_messages, typed_loop, typed_request
 from nbllm._cells.ui_thread import Ui
@@ -95,6 +95,7 @@ class ChatOptions:
     context: ContextLevel = "sample"
     """How much of a notebook value a placeholder sends (see `nbllm._cells.summaries`)."""
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    show_context: bool = False
 
 
 @dataclass
@@ -108,6 +109,8 @@ class PreparedCell:
     plan: Plan
     tools: dict[str, Tool]
     schema: type[pydantic.BaseModel] | None = None
+    context: list[ContextPart] = field(default_factory=list)
+    """What each placeholder put in the prompt (the dry run and --show-context list them)."""
 
     @property
     def resolved(self) -> Resolved:
@@ -173,7 +176,9 @@ def prepare_cell(
         context_window=routes[0].spec.context_window,
         max_tokens=options.max_tokens,
     )
-    cell = PreparedCell(options, routes, conversation, system, user_message, plan, tools, schema)
+    cell = PreparedCell(
+        options, routes, conversation, system, user_message, plan, tools, schema, context=prompt.parts
+    )
     # The same preparation as nbllm.chat's: options checked, tool choice, capability flags.
     prepare_call(cell.request(plan.messages, with_tools=bool(tools), typed=False), routes, schema)
     return cell

@@ -180,11 +180,15 @@ def interpolate(
             part = describe(value, field_text, level, context_tokens)
             _check_size(match.group(), part.text, level)
             parts.append(part)
-            return part.text
+            # A summary of several lines (tables) stands as its own block, so the prompt's
+            # words after it do not join its last row.
+            return f"\n\n{part.text}\n\n" if "\n" in part.text and part.kind != "text" else part.text
         if conversion == "r":
             value = repr(value)
         elif conversion == "a":
             value = ascii(value)
+        elif conversion == "s":
+            value = str(value)
         try:
             text = format(value, match.group("spec") or "")
         except (ValueError, TypeError) as exc:
@@ -196,7 +200,8 @@ def interpolate(
         parts.append(ContextPart(field_text, "formatted", text))
         return text
 
-    return Interpolated(_PLACEHOLDER.sub(replace, template), images, parts)
+    text = _PLACEHOLDER.sub(replace, template)
+    return Interpolated(text.strip("\n") if parts else text, images, parts)
 
 
 def _check_size(placeholder: str, text: str, level: ContextLevel) -> None:

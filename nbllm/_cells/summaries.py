@@ -348,6 +348,15 @@ def _container(value: Any, name: str, level: ContextLevel, budget: int) -> str:
     if level == "schema":
         keys = f"; keys {', '.join(map(str, list(value)[:ITEMS_SHOWN]))}" if isinstance(value, dict) else ""
         return f"({kind} `{name}` of {len(value):,} items{keys}; no values)"
+    if not isinstance(value, dict) and value and all(callable(getattr(v, "_repr_llm_", None)) for v in value):
+        lines = [f"- {item._repr_llm_()}" for item in value]  # e.g. nbllm.history(): newest last
+        shown = "\n".join(lines)
+        while len(shown) > budget and len(lines) > 1:
+            lines = lines[len(lines) // 2 :]
+            shown = f"[\N{HORIZONTAL ELLIPSIS} the first {len(value) - len(lines):,} left out]\n" + "\n".join(
+                lines
+            )
+        return f"{kind} `{name}` of {len(value):,} items:\n{shown}"
     text = str(value)
     if len(text) <= budget:
         return text

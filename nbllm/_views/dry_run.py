@@ -16,6 +16,7 @@ from typing import Any
 
 from nbllm._calls.protocol_choice import prepare
 from nbllm._cells.cell import PreparedCell
+from nbllm._cells.summaries import ContextPart
 from nbllm._exceptions import MissingKeyError
 
 _DATA_URL = re.compile(r"data:(image/[\w.+-]+);base64,([A-Za-z0-9+/=]+)")
@@ -25,6 +26,43 @@ def _abbreviate_images(text: str) -> str:
     return _DATA_URL.sub(
         lambda m: f"data:{m.group(1)};base64,\N{HORIZONTAL ELLIPSIS} ({len(m.group(2))} chars)", text
     )
+
+
+def context_lines(parts: tuple[ContextPart, ...] | list[ContextPart]) -> list[str]:
+    """One line per placeholder: what it put in, as what, and about how many tokens."""
+    if not parts:
+        return []
+    lines = [f"Context from the notebook ({len(parts)} placeholder{'s' if len(parts) != 1 else ''}):"]
+    for part in parts:
+        size = f"~{part.tokens:,} tokens" if part.text else "sent as an image part"
+        lines.append(f"  {{{part.name}}}: {part.kind}, {size}")
+    return lines
+
+
+@dataclass(frozen=True)
+class ContextShown:
+    """``--show-context``: each placeholder's part, as the model receives it, above the reply."""
+
+    parts: tuple[ContextPart, ...]
+
+    def __str__(self) -> str:
+        blocks = context_lines(self.parts)
+        for part in self.parts:
+            if part.text:
+                blocks += ["", f"{{{part.name}}}:", part.text]
+        return "\n".join(blocks)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_markdown_(self) -> str:
+        lines = context_lines(self.parts)
+        body = [f"**{html.escape(lines[0])}**"] if lines else []
+        for part, line in zip(self.parts, lines[1:], strict=True):
+            fence = "~~~~" if "~~~" not in part.text else "`````"
+            text = f"\n\n{fence}\n{part.text}\n{fence}\n" if part.text else ""
+            body.append(f"<details><summary>{html.escape(line.strip())}</summary>{text}</details>")
+        return "\n\n".join(body)
 
 
 @dataclass(frozen=True)
@@ -39,6 +77,7 @@ class DryRun:
     fits: bool
     tools: list[str]
     key_note: str | None = None
+    context: tuple[ContextPart, ...] = ()
 
     @classmethod
     def of(cls, prepared: PreparedCell) -> DryRun:
@@ -64,6 +103,7 @@ class DryRun:
             fits=prepared.plan.fits,
             tools=list(prepared.tools),
             key_note=key_note,
+            context=tuple(prepared.context),
         )
 
     def _message_lines(self) -> list[str]:
@@ -87,6 +127,7 @@ class DryRun:
             facts.append("Tools: " + ", ".join(self.tools) + ".")
         if self.key_note:
             facts.append(f"No key would be sent: {self.key_note.splitlines()[0]}")
+        facts += context_lines(self.context)
         return facts
 
     def __str__(self) -> str:

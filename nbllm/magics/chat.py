@@ -238,6 +238,9 @@ class ChatMagics(Magics):
     @argument(
         "--context-tokens", type=int, metavar="N", help="About how many tokens one value's summary may take."
     )
+    @argument(
+        "--show-context", action="store_true", help="Show what each {placeholder} sends, above the reply."
+    )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to a model and stream the reply into the output."""
@@ -319,6 +322,7 @@ class ChatMagics(Magics):
             compare=_split_names(args.compare),
             context=args.context or str(self.context),  # type: ignore[arg-type]  # both are CONTEXT_LEVELS
             context_tokens=self.context_tokens if args.context_tokens is None else args.context_tokens,
+            show_context=args.show_context,
         )
         if options.context_tokens < 50:
             raise UsageError("--context-tokens needs at least 50 tokens, e.g. --context-tokens 1500")
@@ -341,7 +345,7 @@ class ChatMagics(Magics):
         from nbllm._cells.cell import CellOutcome, CellRun, prepare_cell
         from nbllm._providers.local import ensure_a_provider
         from nbllm._providers.store import get_store
-        from nbllm._views.dry_run import DryRun
+        from nbllm._views.dry_run import ContextShown, DryRun
         from nbllm._views.progress import widgets_enabled
         from nbllm._views.reply import LiveView, TerminalView, Throttle, error_line
 
@@ -362,6 +366,8 @@ class ChatMagics(Magics):
             if options.dry_run:
                 display(DryRun.of(prepared))
                 return None
+            if options.show_context and prepared.context:
+                display(ContextShown(tuple(prepared.context)))
         if not prepared.plan.fits:
             warn(
                 f"{prepared.plan.summary()}: the newest message alone may not fit "
