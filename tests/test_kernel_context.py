@@ -109,9 +109,39 @@ def test_dry_run_and_show_context_list_every_part(kernel: KernelSession, server:
     posts = len([r for r in server.requests if r.method == "POST"])
     dry = kernel.check("%%chat loop/text --dry-run\nCompare {sales} with {sales.amount} at {run}")
     shown = dry.stdout() + json.dumps([m["content"] for m in dry.displays()])
-    assert "Context from the notebook (3 placeholders)" in shown
+    assert "Context from the notebook (3 parts)" in shown
     assert "{sales}: pandas DataFrame, ~" in shown and "{sales.amount}: pandas Series" in shown
     assert "{run}: _repr_llm_" in shown
     assert len([r for r in server.requests if r.method == "POST"]) == posts
     seen = kernel.check("%%chat loop/text --show-context\nSummarise {sales}")
     assert "pandas DataFrame" in json.dumps([m["content"] for m in seen.displays()])
+
+
+def test_cells_carries_the_last_cells_code_and_outputs(kernel: KernelSession, server: LoopbackServer) -> None:
+    kernel.check("answer = 41\nanswer + 1")
+    kernel.check("words = ['alpha', 'beta']\nlen(words)")
+    kernel.check("%%chat loop/text -c cells --cells 2\nWhat did I just compute?")
+    prompt = sent_prompt(server)
+    assert "The last 2 cells the user ran" in prompt
+    assert "answer = 41\nanswer + 1" in prompt and "\n42" in prompt
+    assert "words = ['alpha', 'beta']" in prompt and prompt.index("answer = 41") < prompt.index("words =")
+    assert prompt.endswith("What did I just compute?")
+
+
+def test_explain_sends_the_cell_the_frame_and_its_locals(
+    kernel: KernelSession, server: LoopbackServer
+) -> None:
+    kernel.check("def ratio(a, b):\n    scale = 10\n    return a / b * scale")
+    failed = kernel.execute("total = 3\nratio(total, 0)")
+    assert failed.status == "error"
+    explained = kernel.check("%explain loop/text -c why")
+    assert explained.status == "ok"
+    prompt = sent_prompt(server)
+    assert prompt.startswith("Explain what caused this error and how to fix it.")
+    assert "total = 3\nratio(total, 0)" in prompt and "ZeroDivisionError: division by zero" in prompt
+    assert "in ratio: return a / b * scale" in prompt
+    assert "- a (int): 3" in prompt and "- b (int): 0" in prompt and "- scale (int): 10" in prompt
+    errors = kernel.check("print(sorted(Err.values())[-1])")
+    assert "ZeroDivisionError: division by zero" in errors.stdout()
+    kernel.check("%%explain loop/text -c why\nIs b ever zero on purpose?")
+    assert sent_prompt(server).startswith("Is b ever zero on purpose?")

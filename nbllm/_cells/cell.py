@@ -49,6 +49,7 @@ from nbllm._cells.conversation import (
 )
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.interpolate import Interpolated, interpolate
+from nbllm._cells.notebook_cells import get_cell_log
 from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel, ContextPart
 from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
 from nbllm._cells.typed import ask_typed_round, check_schema, repair_messages, typed_loop, typed_request
@@ -96,6 +97,8 @@ class ChatOptions:
     """How much of a notebook value a placeholder sends (see `nbllm._cells.summaries`)."""
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     show_context: bool = False
+    cells: int = 0
+    """How many of the last cells the user ran go before the prompt (``--cells N``)."""
 
 
 @dataclass
@@ -140,6 +143,16 @@ class PreparedCell:
         return typed_request(request, self.resolved, self.schema)
 
 
+def with_recent_cells(prompt: Interpolated, count: int, context_tokens: int) -> Interpolated:
+    """`prompt` after the last `count` cells the user ran (their code, and their outputs or
+    errors, summarised), within twice one value's context budget, oldest dropped first."""
+    recent = get_cell_log().context(count, 2 * context_tokens)
+    if not recent:
+        return prompt
+    part = ContextPart(f"--cells {count}", "recent cells", recent)
+    return Interpolated(f"{recent}\n\n{prompt.text}", prompt.images, [part, *prompt.parts])
+
+
 def prepare_cell(
     options: ChatOptions,
     body: str,
@@ -161,6 +174,8 @@ def prepare_cell(
         system = interpolate(options.system, namespace).text if options.system is not None else None
     else:
         prompt, system = Interpolated(body.strip()), options.system
+    if options.cells:
+        prompt = with_recent_cells(prompt, options.cells, options.context_tokens)
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
     tools = tools_from_names(options.tools, namespace)
     schema = schema_from_name(options.schema, namespace) if options.schema else None

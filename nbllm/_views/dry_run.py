@@ -32,10 +32,11 @@ def context_lines(parts: tuple[ContextPart, ...] | list[ContextPart]) -> list[st
     """One line per placeholder: what it put in, as what, and about how many tokens."""
     if not parts:
         return []
-    lines = [f"Context from the notebook ({len(parts)} placeholder{'s' if len(parts) != 1 else ''}):"]
+    lines = [f"Context from the notebook ({len(parts)} part{'s' if len(parts) != 1 else ''}):"]
     for part in parts:
         size = f"~{part.tokens:,} tokens" if part.text else "sent as an image part"
-        lines.append(f"  {{{part.name}}}: {part.kind}, {size}")
+        label = part.name if part.name.startswith("--") else f"{{{part.name}}}"
+        lines.append(f"  {label}: {part.kind}, {size}")
     return lines
 
 
@@ -49,7 +50,11 @@ class ContextShown:
         blocks = context_lines(self.parts)
         for part in self.parts:
             if part.text:
-                blocks += ["", f"{{{part.name}}}:", part.text]
+                blocks += [
+                    "",
+                    f"{part.name}:" if part.name.startswith("--") else f"{{{part.name}}}:",
+                    part.text,
+                ]
         return "\n".join(blocks)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

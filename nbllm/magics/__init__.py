@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from nbllm._cells.notebook_cells import Errors, record_cell
 from nbllm._exceptions import NbllmError
 from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
@@ -27,6 +28,11 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.configurables.append(chat_magics)
     if chat_cell_transformer not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(chat_cell_transformer)
+    # The cells the user runs, for %%chat --cells, {Err[n]} and %explain: a few references per
+    # cell, nothing computed until a prompt asks (see nbllm._cells.notebook_cells).
+    if record_cell not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", record_cell)
+    ipython.user_ns.setdefault("Err", Errors())
     path = default_config_path()
     try:
         saved = path.exists()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Enum, Int, TraitError, validate
@@ -241,6 +241,12 @@ class ChatMagics(Magics):
     @argument(
         "--show-context", action="store_true", help="Show what each {placeholder} sends, above the reply."
     )
+    @argument(
+        "--cells",
+        type=int,
+        metavar="N",
+        help="Send the last N cells you ran (code, and outputs or errors, summarised) before the prompt.",
+    )
     @cell_magic
     def chat(self, line: str, cell: str) -> None:
         """Send the cell to a model and stream the reply into the output."""
@@ -270,6 +276,43 @@ class ChatMagics(Magics):
         finally:
             ticker.cancel()
         job.conclude(outcome)
+
+    # -- %explain ----------------------------------------------------------------
+
+    @line_cell_magic
+    def explain(self, line: str, cell: str | None = None) -> None:
+        """Ask why the last exception happened and how to fix it: the failing cell's code, the
+        error, the traceback's frames with their lines (library frames collapsed) and the failing
+        frame's local variables, summarised. ``%%explain`` adds your question from the cell. The
+        line takes %%chat's options (a model, -c, --effort, ...)."""
+        self.chat(f"{line} --no-interp", self._explain_prompt(cell))
+
+    async def explain_async(self, line: str, cell: str | None) -> None:
+        await self.chat_async(f"{line} --no-interp", self._explain_prompt(cell))
+
+    def _explain_prompt(self, question: str | None) -> str:
+        import sys
+        import traceback
+
+        from nbllm._cells.notebook_cells import explain_prompt, get_cell_log
+
+        log = get_cell_log()
+        exc = log.last_exception or getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+        if exc is None:
+            raise UsageError("there is no error to explain yet: run the cell that fails, then %explain")
+        numbers = getattr(getattr(self.shell, "compile", None), "_filename_map", {})
+        history = self.shell.user_ns.get("In", []) if self.shell is not None else []
+
+        def cell_name(filename: str) -> str | None:
+            number = numbers.get(filename)
+            return None if number is None else f"In [{number}]"
+
+        code = log.last_failed.code if log.last_failed is not None and exc is log.last_exception else None
+        if code is None:  # a post-mortem of an error from before nbllm was loaded
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in numbers]
+            if frames and 0 <= numbers[frames[0].filename] < len(history):
+                code = history[numbers[frames[0].filename]]
+        return explain_prompt(exc, code, question, cell_name=cell_name)
 
     @staticmethod
     async def _tick_forever(tick: Callable[[], None]) -> None:
@@ -323,7 +366,10 @@ class ChatMagics(Magics):
             context=args.context or str(self.context),  # type: ignore[arg-type]  # both are CONTEXT_LEVELS
             context_tokens=self.context_tokens if args.context_tokens is None else args.context_tokens,
             show_context=args.show_context,
+            cells=args.cells or 0,
         )
+        if options.cells < 0:
+            raise UsageError("--cells needs a number of cells, e.g. --cells 3")
         if options.context_tokens < 50:
             raise UsageError("--context-tokens needs at least 50 tokens, e.g. --context-tokens 1500")
         if options.compare and options.tools:
@@ -494,22 +540,42 @@ class ChatMagics(Magics):
         display(HistoryTable(history.records()[-args.n :], history.summaries()))
 
 
+AWAITED_MAGICS = {"%%chat": "run_chat_cell", "%%explain": "run_explain_cell", "%explain": "run_explain_cell"}
+"""Cells that become a top-level await in a kernel, so widget messages (Stop) are heard."""
+
+
 def chat_cell_transformer(lines: list[str]) -> list[str]:
-    """Rewrite a ``%%chat`` cell into a top-level await, in a kernel with autoawait on."""
-    if not lines or not lines[0].startswith("%%chat"):
+    """Rewrite a ``%%chat`` or ``%explain`` cell into a top-level await, in a kernel with
+    autoawait on."""
+    if not lines or not lines[0].startswith(("%%chat", "%%explain", "%explain")):
         return lines
     first = lines[0].rstrip("\r\n")
-    if first[len("%%chat") :][:1] not in ("", " ", "\t") or first.rstrip().endswith("?"):
+    magic = first.split(maxsplit=1)[0] if first.strip() else ""
+    if magic not in AWAITED_MAGICS or first.rstrip().endswith("?"):
         return lines  # %%chatty, or %%chat? (help)
+    if magic == "%explain" and "".join(lines[1:]).strip():
+        return lines  # a line magic among other code: IPython runs it as written
     from IPython import get_ipython
 
     shell = get_ipython()
     if shell is None or not shell.autoawait or getattr(shell, "kernel", None) is None:
         return lines
-    line = first[len("%%chat") :].strip()
-    body = "".join(lines[1:])
-    call = f"await __import__('nbllm.magics.chat').magics.chat.run_chat_cell({line!r}, {body!r})\n"
+    line = first[len(magic) :].strip()
+    body = "".join(lines[1:]) if magic != "%explain" else None
+    runner = AWAITED_MAGICS[magic]
+    call = f"await __import__('nbllm.magics.chat').magics.chat.{runner}({line!r}, {body!r})\n"
     return [call]
+
+
+async def run_explain_cell(line: str, question: str | None) -> None:
+    """What a transformed ``%explain`` or ``%%explain`` cell awaits."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("ChatMagics") if shell is not None else None
+    if magics is None:
+        raise UsageError("nbllm is not loaded in this kernel; run %load_ext nbllm first")
+    await magics.explain_async(line, question)
 
 
 async def run_chat_cell(line: str, body: str) -> None:
