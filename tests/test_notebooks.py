@@ -22,7 +22,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 SK_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 OPENROUTER_LIKE_KEY = "sk-or-v1-" + "5e1f" * 12
 STAND_IN_VALUE = "stand-in-value-not-a-key"
-NEEDS_LOCAL_MODEL = {"01-quickstart.ipynb"}
+NEEDS_LOCAL_MODEL = {"01-quickstart.ipynb", "11-ask-about-your-data.ipynb"}
 
 
 def code_cells(path: Path) -> list[dict[str, Any]]:
@@ -33,8 +33,8 @@ def outputs_text(path: Path) -> str:
     return json.dumps([c["outputs"] for c in code_cells(path)])
 
 
-def test_there_are_ten_tutorials() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
+def test_there_are_eleven_tutorials() -> None:
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 12)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

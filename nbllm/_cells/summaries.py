@@ -197,8 +197,10 @@ def _pandas_summary(series: Any) -> str:
         return f"{int(values.sum()):,} true of {len(values):,}"
     if kind in "mM":
         return f"from {values.min()} to {values.max()}"
-    counts = values.value_counts().head(3)
     unique = values.nunique()
+    if unique == len(values):  # an id column: counts of 1 say nothing
+        return f"all {unique:,} different, e.g. {', '.join(_cell(v) for v in values.head(2))}"
+    counts = values.value_counts().head(3)
     top = ", ".join(f"{_cell(v)} ({c:,})" for v, c in counts.items())
     return f"{unique:,} distinct; top {top}"
 
@@ -253,9 +255,12 @@ def _polars_summary(series: Any) -> str:
         return f"min {_number(values.min())}, mean {_number(values.mean())}, max {_number(values.max())}"
     if values.dtype.is_temporal():
         return f"from {values.min()} to {values.max()}"
+    unique = values.n_unique()
+    if unique == len(values):  # an id column: counts of 1 say nothing
+        return f"all {unique:,} different, e.g. {', '.join(_cell(v) for v in values.head(2))}"
     counts = values.value_counts(sort=True).head(3).rows()
     top = ", ".join(f"{_cell(v)} ({c:,})" for v, c in counts)
-    return f"{values.n_unique():,} distinct; top {top}"
+    return f"{unique:,} distinct; top {top}"
 
 
 # -- a frame's text, fitted -------------------------------------------------------------------
