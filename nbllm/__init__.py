@@ -81,6 +81,7 @@ if typing.TYPE_CHECKING:
         ToolCallEvent,
         Usage,
     )
+    from nbllm._cells.tools import tool
     from nbllm._providers.config import ProviderConfig, RetryPolicy
     from nbllm._providers.models import Capabilities, ModelSpec, Price
     from nbllm._providers.resolved import Resolved
@@ -104,6 +105,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "response_cache",
         "tool_schema",
     ),
+    "nbllm._cells.tools": ("tool",),
     "nbllm._replay.cache": ("ResponseCache",),
     "nbllm._replay.cassette": ("Cassette",),
     "nbllm._calls.history": ("AttemptRecord", "CallRecord", "History", "get_history", "last"),
@@ -224,6 +226,7 @@ __all__ = [
     "load_ipython_extension",
     "panel",
     "response_cache",
+    "tool",
     "tool_schema",
     "unload_ipython_extension",
 ]

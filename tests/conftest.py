@@ -55,6 +55,9 @@ def ip():  # type: ignore[no-untyped-def]
 
     shell = start_ipython()
     shell.run_line_magic("load_ext", "nbllm")
+    # The tests of the tool loop are not about approval (tests/test_approval.py is): in this
+    # shell, with no one at a prompt, every tool would be denied.
+    shell.run_line_magic("config", "ChatMagics.tool_approval = 'auto'")
     return shell
 
 

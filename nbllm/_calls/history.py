@@ -70,8 +70,15 @@ class CallRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     replayed: str | None = None
     """``cassette`` or ``cache`` when the reply was played back from a recording."""
-    kind: Literal["chat", "embed"] = "chat"
-    """A chat reply, or an embeddings call (`nbllm.embed`: its tokens are all input)."""
+    kind: Literal["chat", "embed", "tool"] = "chat"
+    """A chat reply, an embeddings call (`nbllm.embed`: its tokens are all input), or a tool
+    the model asked for (`model` is ``tool:NAME``, `requested` the model that asked)."""
+    tool_arguments: str | None = None
+    """For a tool: its arguments as the model wrote them, secrets masked, clipped."""
+    approval: str | None = None
+    """For a tool: how it was allowed or refused ("read-only", "approved", "denied", ...)."""
+    result_chars: int | None = None
+    """For a tool that ran: the size of the result the model got back."""
     texts: int = 0
     """For an embeddings call: how many texts it embedded (or tried to)."""
     cost: float | None = None
@@ -236,6 +243,8 @@ class History:
         """Per model: calls, errors, p50/p95 latency and time to first token."""
         by_model: dict[str, list[CallRecord]] = {}
         for record in self.records():
+            if record.kind == "tool":  # a tool's run is in the table, not a model's figures
+                continue
             by_model.setdefault(record.model, []).append(record)
         result = {}
         for model, records in by_model.items():

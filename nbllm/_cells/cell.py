@@ -39,6 +39,7 @@ from nbllm._calls.results import (
 from nbllm._calls.routes import plan_routes
 from nbllm._calls.tokens import Message
 from nbllm._calls.wire.reasoning import sends_reasoning_back
+from nbllm._cells.approval import DENIAL_TEXTS, ApprovalGate, ApprovalMode, Approver, record_tool_call
 from nbllm._cells.conversation import (
     DEFAULT_CONVERSATION,
     Conversation,
@@ -99,6 +100,8 @@ class ChatOptions:
     show_context: bool = False
     cells: int = 0
     """How many of the last cells the user ran go before the prompt (``--cells N``)."""
+    approve: ApprovalMode = "ask"
+    """Whether a tool that is not read-only waits for the user (see `nbllm._cells.approval`)."""
 
 
 @dataclass
@@ -254,9 +257,11 @@ class CellRun:
         *,
         call_options: CallOptions | None = None,
         commit: bool = True,
+        approver: Approver | None = None,
     ) -> None:
         self.cell = cell
         self.view = view
+        self.approval = ApprovalGate(cell.options.approve, approver)
         self.commit = commit
         """Whether the run changes its conversation (--compare runs only read it)."""
         self.call_options = call_options or CallOptions()
@@ -458,13 +463,23 @@ class CellRun:
                 f"error: there is no tool named {call.name!r}; use one of {', '.join(self.cell.tools)}",
                 False,
             )
+        started = time.perf_counter()
+        asked_by = self.cell.resolved.qualified_name
+        allowed, how = await self.approval.allows(call, tool, ui)
+        if not allowed:
+            text = DENIAL_TEXTS.get(how, DENIAL_TEXTS["denied"])
+            record_tool_call(call, asked_by, started, how, ran=False, result=text, ok=False)
+            return text, False
         try:
             value = await ui.call(tool.bind(call))
             if asyncio.iscoroutine(value):
                 value = await value
         except Exception as exc:  # the model reads the error and may try again
-            return error_text(exc), False
-        return outcome_text(value), True
+            text, ok = error_text(exc), False
+        else:
+            text, ok = outcome_text(value), True
+        record_tool_call(call, asked_by, started, how, ran=True, result=text, ok=ok)
+        return text, ok
 
 
 async def run_compare(

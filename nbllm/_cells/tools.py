@@ -45,15 +45,52 @@ def _doc_parts(function: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 @dataclass(frozen=True)
+class ToolDeclaration:
+    """What `nbllm.tool` says of a function: whether it only reads, and its name and
+    description for the model when they differ from the function's."""
+
+    read_only: bool = False
+    name: str | None = None
+    description: str | None = None
+
+
+DECLARATION_ATTRIBUTE = "__nbllm_tool__"
+
+
+def tool(
+    function: Callable[..., Any] | None = None,
+    *,
+    read_only: bool = False,
+    name: str | None = None,
+    description: str | None = None,
+) -> Any:
+    """Declare a Python function as a tool: ``@nbllm.tool(read_only=True)`` says it only reads,
+    so it runs without asking (a tool that is not read-only waits for the user's approval, see
+    ``%%chat --approve``); `name` and `description` replace the function's own for the model.
+    Works bare (``@nbllm.tool``) too; the function is returned unchanged otherwise."""
+
+    def declare(target: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(target, DECLARATION_ATTRIBUTE, ToolDeclaration(read_only, name, description))
+        return target
+
+    return declare if function is None else declare(function)
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     function: Callable[..., Any]
     arguments_model: type[pydantic.BaseModel]
     description: str
+    read_only: bool = False
+    """Declared with ``@nbllm.tool(read_only=True)``: runs without the user's approval."""
 
     @classmethod
     def from_callable(cls, function: Callable[..., Any], name: str | None = None) -> Tool:
-        name = name or getattr(function, "__name__", "")
+        declared = getattr(function, DECLARATION_ATTRIBUTE, None)
+        if not isinstance(declared, ToolDeclaration):
+            declared = ToolDeclaration()
+        name = declared.name or name or getattr(function, "__name__", "")
         if not callable(function) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name or ""):
             raise ToolError(
                 f"{name or function!r} cannot be a tool: a tool is a Python function whose name has "
@@ -86,7 +123,8 @@ class Tool:
                 f"tool {name}: its parameters cannot be described as JSON ({first}); "
                 "use JSON-like hints (str, int, float, bool, list, dict, pydantic models)"
             ) from None
-        return cls(str(name), function, model, summary or f"The Python function {name}.")
+        description = declared.description or summary or f"The Python function {name}."
+        return cls(str(name), function, model, description, declared.read_only)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry for this function."""
@@ -142,5 +180,6 @@ def tools_from_names(names: Sequence[str], namespace: Mapping[str, Any]) -> dict
         value = namespace[name]
         if not callable(value) or isinstance(value, type):
             raise ToolError(f"--tools names {name!r}, which is a {type(value).__name__}, not a function")
-        tools[name] = Tool.from_callable(value, name)
+        described = Tool.from_callable(value, name)
+        tools[described.name] = described
     return tools

@@ -44,7 +44,8 @@ class CallsTab(widgets.VBox):  # type: ignore[misc]
     def refresh_history(self, *_: object) -> None:
         records = self.history.records()
         self.table.value = HistoryTable(records[-SHOWN_CALLS:], self.history.summaries())._repr_html_()
-        self.chart.value = latency_chart_svg(records[-CHARTED_CALLS:])
+        models = [r for r in records if r.kind != "tool"]  # the chart is the models' latency
+        self.chart.value = latency_chart_svg(models[-CHARTED_CALLS:])
 
     def refresh_running(self) -> None:
         calls = self.in_flight.calls()

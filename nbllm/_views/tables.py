@@ -190,7 +190,13 @@ _HISTORY_HEADINGS = (
     "retries",
     "error",
 )
-_STATUS_COLOURS = {"ok": "#2e7d32", "error": "#d32f2f", "cancelled": "#757575", "incomplete": "#ef6c00"}
+_STATUS_COLOURS = {
+    "ok": "#2e7d32",
+    "error": "#d32f2f",
+    "cancelled": "#757575",
+    "incomplete": "#ef6c00",
+    "denied": "#ef6c00",
+}
 _STATUS_WORDS = {"cancelled": "stopped"}
 """A call the user stopped is "stopped" in every view (the summary counts them so)."""
 _ONE_LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
@@ -268,6 +274,12 @@ class HistoryTable:
         replied = record.kind == "chat" and (record.completion_tokens or record.status == "ok")
         outputs = numbers.count(record.completion_tokens, estimated=estimated) if replied else ""
         status = _STATUS_WORDS.get(record.status, record.status)
+        if record.kind == "tool":  # a tool the model asked for: how it was allowed, and with what
+            status = "denied" if record.status == "cancelled" else status
+            inputs, outputs = "", "" if record.result_chars is None else f"{record.result_chars:,} chars"
+        detail = error_summary(record) if record.error_class else ""
+        if record.kind == "tool":
+            detail = f"{record.approval} \N{MIDDLE DOT} {record.tool_arguments or ''}"
         return (
             record.started_at.astimezone().strftime("%H:%M:%S"),
             record.model,
@@ -280,7 +292,7 @@ class HistoryTable:
             speed,
             "" if record.cost is None else numbers.cost(record.cost, estimated=not record.cost_reported),
             str(record.retries) if record.retries else "",
-            error_summary(record) if record.error_class else "",
+            detail,
         )
 
     def _summary_lines(self) -> list[str]:

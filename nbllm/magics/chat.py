@@ -151,6 +151,13 @@ class ChatMagics(Magics):
         "sends. schema: names, types and shapes, no values; sample: a compact summary with a few "
         "rows; full: its str(), as written.",
     )
+    tool_approval = Enum(
+        ["ask", "auto", "never"],
+        "ask",
+        config=True,
+        help="Default for --approve: ask before a tool that is not declared read-only runs "
+        "(@nbllm.tool(read_only=True)); auto runs every tool; never runs only read-only ones.",
+    )
     context_tokens = Int(
         DEFAULT_CONTEXT_TOKENS, config=True, help="Default for --context-tokens: one value's summary size."
     )
@@ -242,6 +249,12 @@ class ChatMagics(Magics):
         "--show-context", action="store_true", help="Show what each {placeholder} sends, above the reply."
     )
     @argument(
+        "--approve",
+        choices=["ask", "auto", "never"],
+        help="Before a tool that is not declared read-only runs: ask (the default: Approve/Deny "
+        "buttons, denied after 120 s), auto (run it), never (deny it).",
+    )
+    @argument(
         "--cells",
         type=int,
         metavar="N",
@@ -264,7 +277,7 @@ class ChatMagics(Magics):
 
     async def chat_async(self, line: str, cell: str) -> None:
         """The same as `chat`, awaited on the kernel's loop (see the module docstring)."""
-        job = self._job(line, cell)
+        job = self._job(line, cell, awaited=True)
         if job is None:
             return
         ticker = asyncio.create_task(self._tick_forever(job.tick))
@@ -367,6 +380,7 @@ class ChatMagics(Magics):
             context_tokens=self.context_tokens if args.context_tokens is None else args.context_tokens,
             show_context=args.show_context,
             cells=args.cells or 0,
+            approve=args.approve or str(self.tool_approval),  # type: ignore[arg-type]  # both are the modes
         )
         if options.cells < 0:
             raise UsageError("--cells needs a number of cells, e.g. --cells 3")
@@ -385,7 +399,7 @@ class ChatMagics(Magics):
             return "final"
         return "live" if getattr(self.shell, "kernel", None) is not None else "terminal"
 
-    def _job(self, line: str, cell: str) -> _Job | None:
+    def _job(self, line: str, cell: str, *, awaited: bool = False) -> _Job | None:
         # The cell layer (httpx, pydantic) is imported on the first %%chat, not at %load_ext.
         from nbllm._calls.history import set_last
         from nbllm._cells.cell import CellOutcome, CellRun, prepare_cell
@@ -434,7 +448,7 @@ class ChatMagics(Magics):
                 remote_images=self.remote_images or args.remote_images,
                 widgets=self.widgets and widgets_enabled(),
             )
-        run = CellRun(prepared, view)
+        run = CellRun(prepared, view, approver=self._approver(awaited))
 
         def conclude(outcome: CellOutcome) -> None:
             set_last(outcome.result)
@@ -448,6 +462,18 @@ class ChatMagics(Magics):
                 set_last(run.outcome.result)
 
         return _Job(view.tick, run.run, conclude, on_cancel)
+
+    def _approver(self, awaited: bool) -> Any:
+        """Who asks before a tool that is not read-only runs: buttons where a click can be heard
+        (a cell awaited on the kernel's loop, with widgets), else a prompt."""
+        from nbllm._cells.approval import PromptApprover
+        from nbllm._views.progress import widgets_enabled
+
+        if awaited and self.widgets and widgets_enabled() and getattr(self.shell, "kernel", None) is not None:
+            from nbllm._views.approval_widget import WidgetApprover
+
+            return WidgetApprover()
+        return PromptApprover()
 
     def _compare_job(self, options: ChatOptions, cell: str, namespace: dict[str, Any]) -> _Job | None:
         from nbllm._calls.history import set_last
