@@ -39,7 +39,14 @@ from nbllm._calls.results import (
 from nbllm._calls.routes import plan_routes
 from nbllm._calls.tokens import Message
 from nbllm._calls.wire.reasoning import sends_reasoning_back
-from nbllm._cells.approval import DENIAL_TEXTS, ApprovalGate, ApprovalMode, Approver, record_tool_call
+from nbllm._cells.approval import (
+    APPROVAL_TIMEOUT_S,
+    DENIAL_TEXTS,
+    ApprovalGate,
+    ApprovalMode,
+    Approver,
+    record_tool_call,
+)
 from nbllm._cells.conversation import (
     DEFAULT_CONVERSATION,
     Conversation,
@@ -102,6 +109,7 @@ class ChatOptions:
     """How many of the last cells the user ran go before the prompt (``--cells N``)."""
     approve: ApprovalMode = "ask"
     """Whether a tool that is not read-only waits for the user (see `nbllm._cells.approval`)."""
+    approval_timeout_s: float = APPROVAL_TIMEOUT_S
 
 
 @dataclass
@@ -261,7 +269,7 @@ class CellRun:
     ) -> None:
         self.cell = cell
         self.view = view
-        self.approval = ApprovalGate(cell.options.approve, approver)
+        self.approval = ApprovalGate(cell.options.approve, approver, cell.options.approval_timeout_s)
         self.commit = commit
         """Whether the run changes its conversation (--compare runs only read it)."""
         self.call_options = call_options or CallOptions()

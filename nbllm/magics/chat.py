@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Enum, Int, TraitError, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
 from nbllm._constants import (
@@ -157,6 +157,11 @@ class ChatMagics(Magics):
         config=True,
         help="Default for --approve: ask before a tool that is not declared read-only runs "
         "(@nbllm.tool(read_only=True)); auto runs every tool; never runs only read-only ones.",
+    )
+    approval_timeout_s = Float(
+        120.0,
+        config=True,
+        help="How long a tool call waits for Approve or Deny before it is denied (Run All never hangs).",
     )
     context_tokens = Int(
         DEFAULT_CONTEXT_TOKENS, config=True, help="Default for --context-tokens: one value's summary size."
@@ -381,6 +386,7 @@ class ChatMagics(Magics):
             show_context=args.show_context,
             cells=args.cells or 0,
             approve=args.approve or str(self.tool_approval),  # type: ignore[arg-type]  # both are the modes
+            approval_timeout_s=max(0.0, float(self.approval_timeout_s)),
         )
         if options.cells < 0:
             raise UsageError("--cells needs a number of cells, e.g. --cells 3")
