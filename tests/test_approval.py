@@ -157,3 +157,36 @@ async def test_the_widget_decides_on_a_click_and_denies_at_the_timeout() -> None
     started = asyncio.get_running_loop().time()
     assert await approver.decide(call, tool, 0.3, DirectUi()) == "timeout"
     assert asyncio.get_running_loop().time() - started < 2
+
+
+# -- --tools notebook ------------------------------------------------------------------------
+
+
+def test_notebook_tools_read_the_kernel_within_the_context_level(ip: Any, server: LoopbackServer) -> None:
+    """Issue 31: read-only tools over the kernel, real values within the privacy level, no code run."""
+    import pandas as pd
+
+    ip.user_ns["orders"] = pd.DataFrame({"city": ["Paris", "Lyon"], "amount": [10.5, 20.0]})
+    ip.user_ns["secret_note"] = "Zanzibar"
+    ip.run_cell("1 / 0")
+    calls = [
+        ScriptedToolCall("list_variables", {}),
+        ScriptedToolCall("describe_variable", {"name": "orders"}),
+        ScriptedToolCall("recent_cells", {"count": 1}),
+        ScriptedToolCall("last_error", {}),
+        ScriptedToolCall("describe_variable", {"name": "nothing_here"}),
+    ]
+    server.tool_calls, server.tool_reply = calls, "Seen."
+    ip.run_cell_magic("chat", "p/m --tools notebook --approve ask", "Look around.")
+    listed, described, cells, error, missing = tool_results(server)
+    assert "- orders: DataFrame, shape 2 \N{MULTIPLICATION SIGN} 2" in listed
+    assert "- secret_note: str, length 8" in listed
+    assert "Zanzibar" not in listed  # names, types and sizes: never values
+    assert "| city | str | 0 |" in described and "Paris" in described
+    assert "1 / 0" in cells and "ZeroDivisionError" in error
+    assert missing.startswith("error: the notebook has no variable 'nothing_here'")
+    assert [r.approval for r in nbllm.history() if r.kind == "tool"] == ["read-only"] * 5  # none asked
+    server.tool_calls = [ScriptedToolCall("describe_variable", {"name": "orders"})]
+    ip.run_cell_magic("chat", "p/m --tools notebook --context schema -c other", "Look again.")
+    (schema_only,) = tool_results(server)
+    assert "| city | str |" in schema_only and "Paris" not in schema_only

@@ -188,7 +188,7 @@ def prepare_cell(
     if options.cells:
         prompt = with_recent_cells(prompt, options.cells, options.context_tokens)
     routes = plan_routes(model if model is not None else options.model, options.fallback, store)
-    tools = tools_from_names(options.tools, namespace)
+    tools = tools_from_names(options.tools, namespace, options.context, options.context_tokens)
     schema = schema_from_name(options.schema, namespace) if options.schema else None
     conversation = conversations.get(options.conversation)
     if system is None and not options.new:

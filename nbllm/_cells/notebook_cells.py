@@ -135,7 +135,12 @@ def is_library(filename: str) -> bool:
 
 
 def explain_prompt(
-    exc: BaseException, failing_code: str | None, question: str | None = None, *, cell_name: Any = None
+    exc: BaseException,
+    failing_code: str | None,
+    question: str | None = None,
+    *,
+    cell_name: Any = None,
+    level: Any = "sample",
 ) -> str:
     """What ``%explain`` asks about `exc` (see the module docstring). `cell_name` maps a cell's
     compiled filename to its label (``In [5]``), as IPython names cells."""
@@ -167,7 +172,7 @@ def explain_prompt(
     if lines:
         sections.append("Traceback, most recent call last:\n" + "\n".join(lines))
     if failing is not None:
-        summaries = _locals(failing.tb_frame.f_locals)
+        summaries = _locals(failing.tb_frame.f_locals, level)
         if summaries:
             sections.append(f"Local variables of {failing.tb_frame.f_code.co_name}:\n" + "\n".join(summaries))
     return "\n\n".join(sections)
@@ -182,7 +187,7 @@ def _last_user_frame(tb: TracebackType | None) -> TracebackType | None:
     return last
 
 
-def _locals(variables: dict[str, Any]) -> list[str]:
+def _locals(variables: dict[str, Any], level: Any = "sample") -> list[str]:
     import inspect
 
     from nbllm._cells.summaries import describe
@@ -198,7 +203,7 @@ def _locals(variables: dict[str, Any]) -> list[str]:
             continue
         if name in ("In", "Out", "Err", "exit", "quit", "get_ipython"):
             continue
-        text = describe(value, name, "sample", LOCAL_TOKENS).text
+        text = describe(value, name, level, LOCAL_TOKENS).text
         limit = int(LOCAL_TOKENS * CHARS_PER_TOKEN)
         if len(text) > limit:
             text = text[:limit] + "\N{HORIZONTAL ELLIPSIS}"

@@ -57,6 +57,21 @@ class ToolDeclaration:
 DECLARATION_ATTRIBUTE = "__nbllm_tool__"
 
 
+F = typing.TypeVar("F", bound=Callable[..., Any])
+
+
+@typing.overload
+def tool(
+    function: F, *, read_only: bool = False, name: str | None = None, description: str | None = None
+) -> F: ...
+
+
+@typing.overload
+def tool(
+    function: None = None, *, read_only: bool = False, name: str | None = None, description: str | None = None
+) -> Callable[[F], F]: ...
+
+
 def tool(
     function: Callable[..., Any] | None = None,
     *,
@@ -171,10 +186,18 @@ def error_text(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {exc}"
 
 
-def tools_from_names(names: Sequence[str], namespace: Mapping[str, Any]) -> dict[str, Tool]:
-    """Look up each name in the user's namespace and describe it as a tool."""
+def tools_from_names(
+    names: Sequence[str], namespace: Mapping[str, Any], level: Any = "sample", context_tokens: int = 1_500
+) -> dict[str, Tool]:
+    """Look up each name in the user's namespace and describe it as a tool; ``notebook``
+    stands for the read-only notebook tools (`nbllm._cells.notebook_tools`)."""
     tools: dict[str, Tool] = {}
     for name in names:
+        if name == "notebook":
+            from nbllm._cells.notebook_tools import notebook_tools
+
+            tools.update(notebook_tools(namespace, level, context_tokens))
+            continue
         if name not in namespace:
             raise ToolError(f"--tools names {name!r}, but no such function is defined; define it first")
         value = namespace[name]

@@ -1,0 +1,95 @@
+"""``%%chat --tools notebook``: read-only tools over the kernel, for a model to look around.
+
+- ``list_variables``: the user's variables with their types and sizes (never their values);
+- ``describe_variable``: one variable, summarised at the cell's ``--context`` level (the same
+  summaries a ``{placeholder}`` sends, so ``schema`` still sends no values);
+- ``recent_cells``: the last cells the user ran, their code and outputs or errors;
+- ``last_error``: the last exception, as ``%explain`` describes it.
+
+They run no code the user did not write (a summary may call an object's ``__str__`` or
+``_repr_llm_``, as displaying it would) and are declared read-only, so they run without asking.
+There is no tool that runs Python here: one that does is the user's own, and needs approval.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from nbllm._cells.notebook_cells import explain_prompt, get_cell_log
+from nbllm._cells.summaries import ContextLevel, describe
+from nbllm._cells.tools import Tool, tool
+
+NOTEBOOK_TOOLS = "notebook"
+"""The name in ``--tools`` that stands for these tools."""
+HIDDEN = frozenset({"In", "Out", "Err", "exit", "quit", "get_ipython"})
+MAX_LISTED = 200
+MAX_CELLS = 20
+
+
+def _size(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple):
+        return "shape " + " \N{MULTIPLICATION SIGN} ".join(f"{n:,}" for n in shape)
+    try:
+        return f"length {len(value):,}"
+    except TypeError:
+        return ""
+
+
+def _visible(name: str, value: Any) -> bool:
+    if name.startswith("_") or name in HIDDEN:
+        return False
+    return not (inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value))
+
+
+def notebook_tools(namespace: Mapping[str, Any], level: ContextLevel, context_tokens: int) -> dict[str, Tool]:
+    """The four tools, bound to `namespace` and the cell's context level."""
+
+    @tool(read_only=True)
+    def list_variables() -> str:
+        """List the user's variables in the notebook: each one's name, type and size (no values)."""
+        lines = []
+        for name, value in list(namespace.items()):
+            if _visible(name, value):
+                size = _size(value)
+                lines.append(f"- {name}: {type(value).__name__}" + (f", {size}" if size else ""))
+        if not lines:
+            return "The notebook defines no variables yet."
+        more = len(lines) - MAX_LISTED
+        return "\n".join(lines[:MAX_LISTED]) + (f"\n[and {more:,} more]" if more > 0 else "")
+
+    @tool(read_only=True)
+    def describe_variable(name: str) -> str:
+        """Describe one variable of the notebook: its type, shape, columns and a sample.
+
+        Args:
+            name: The variable's name, as list_variables gives it.
+        """
+        if name not in namespace or not _visible(name, namespace[name]):
+            return f"error: the notebook has no variable {name!r}; list_variables gives their names"
+        return describe(namespace[name], name, level, context_tokens).text
+
+    @tool(read_only=True)
+    def recent_cells(count: int = 3) -> str:
+        """The last cells the user ran: their code, and their outputs or errors.
+
+        Args:
+            count: How many cells, the most recent last (at most 20).
+        """
+        text = get_cell_log().context(max(1, min(count, MAX_CELLS)), 2 * context_tokens)
+        return text or "The user has run no cells yet."
+
+    @tool(read_only=True)
+    def last_error() -> str:
+        """The last error a cell raised: the cell's code, the error, the traceback and the local
+        variables of the failing function."""
+        log = get_cell_log()
+        if log.last_exception is None:
+            return "No cell has raised an error yet."
+        failed = log.last_failed.code if log.last_failed is not None else None
+        return explain_prompt(log.last_exception, failed, "The last error in the notebook:", level=level)
+
+    functions = (list_variables, describe_variable, recent_cells, last_error)
+    return {f.__name__: Tool.from_callable(f) for f in functions}
