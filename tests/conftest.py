@@ -20,6 +20,7 @@ SLOW_FILES = frozenset(
         "test_kernel_no_widgets.py",
         "test_kernel_context.py",
         "test_kernel_tools.py",
+        "test_kernel_mcp.py",
         "test_local_model.py",  # the bundled model on llama.cpp
         "test_notebooks.py",  # whole notebooks executed in kernels
         "test_fuzz.py",  # hypothesis against the magics

@@ -193,6 +193,11 @@ def tools_from_names(
     stands for the read-only notebook tools (`nbllm._cells.notebook_tools`)."""
     tools: dict[str, Tool] = {}
     for name in names:
+        if name.startswith("mcp:"):
+            from nbllm._cells.mcp_servers import tools_of
+
+            tools.update(tools_of(name))
+            continue
         if name == "notebook":
             from nbllm._cells.notebook_tools import notebook_tools
 

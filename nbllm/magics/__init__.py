@@ -12,6 +12,7 @@ from nbllm._cells.notebook_cells import Errors, record_cell
 from nbllm._exceptions import NbllmError
 from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
+from nbllm.magics.mcp import McpMagics
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
 from nbllm.magics.replay import RecordingMagics
@@ -22,6 +23,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(ProviderMagics)
     ipython.register_magics(PanelMagics)
     ipython.register_magics(RecordingMagics)
+    ipython.register_magics(McpMagics)
     chat_magics = ChatMagics(shell=ipython)
     ipython.register_magics(chat_magics)
     if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works

@@ -1,0 +1,316 @@
+"""MCP servers as tool sources: ``%llm_mcp`` and ``%%chat --tools mcp:NAME``.
+
+A server is registered by name with its command (stdio) or its URL (streamable HTTP), through
+the official ``mcp`` SDK. Its process starts on first use and is reused by later cells: a
+*keeper* task on nbllm's background loop holds the SDK's client open (its streams belong to
+the task that opened them) until the server is removed or the kernel exits, which stops the
+process; the process's PID is kept, and anything still running at exit is killed by it. A
+server that crashed is an nbllm error naming it, and starts again on the next use.
+
+Its tools become `Tool` objects whose schemas are the server's own. Their descriptions are
+the server's text, untrusted: ``%llm_mcp tools NAME`` shows them, and an MCP tool runs only
+with the user's approval, unless the user accepted the server's read-only hints when adding it
+(``--trust-read-only``) and the tool carries one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from nbllm._calls.loop_thread import loop_thread
+from nbllm._calls.results import ToolCall
+from nbllm._cells.tools import Tool, outcome_text
+from nbllm._exceptions import ToolError
+from nbllm._session import session
+
+START_TIMEOUT_S = 30.0
+CALL_TIMEOUT_S = 120.0
+
+
+@dataclass
+class McpServer:
+    """One registered server: how to reach it, and its running connection if any."""
+
+    name: str
+    command: list[str] = field(default_factory=list)
+    """For stdio: the program and its arguments."""
+    url: str | None = None
+    """For streamable HTTP."""
+    trust_read_only: bool = False
+    """Whether the user accepted the server's read-only hints (its hinted tools run unasked)."""
+    client: Any = None
+    pids: list[int] = field(default_factory=list)
+    log: Path | None = None
+    """Where a stdio server's stderr goes."""
+    _closing: asyncio.Event | None = None
+    _keeper: asyncio.Future[Any] | None = None
+
+    @property
+    def where(self) -> str:
+        return self.url or " ".join(self.command)
+
+
+class McpServers:
+    """The session's MCP servers, by name."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, McpServer] = {}
+        self._lock = threading.Lock()
+
+    def add(self, server: McpServer) -> None:
+        if not server.name.replace("-", "").replace("_", "").isalnum():
+            raise ToolError(f"an MCP server's name has only letters, digits, - and _: not {server.name!r}")
+        if not server.command and not server.url:
+            raise ToolError(
+                f"MCP server {server.name!r} needs a command (%llm_mcp add NAME -- COMMAND ARGS) "
+                "or a URL (--url)"
+            )
+        with self._lock:
+            if server.name in self.servers:
+                raise ToolError(f"an MCP server named {server.name!r} exists; %llm_mcp remove it first")
+            self.servers[server.name] = server
+
+    def get(self, name: str) -> McpServer:
+        server = self.servers.get(name)
+        if server is None:
+            known = ", ".join(self.servers) or "none yet"
+            raise ToolError(
+                f"no MCP server named {name!r} (registered: {known}); "
+                f"add one with %llm_mcp add {name} -- COMMAND"
+            )
+        return server
+
+    def remove(self, name: str) -> None:
+        server = self.get(name)
+        stop(server)
+        with self._lock:
+            self.servers.pop(name, None)
+
+
+def get_mcp_servers() -> McpServers:
+    return session().part(McpServers)
+
+
+# -- running a server -------------------------------------------------------------------------
+
+
+def _children() -> set[int]:
+    """PIDs of this process's children (Linux /proc; empty elsewhere)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.update(int(pid) for pid in task.read_text().split())
+    return found
+
+
+MCP_INSTALL = "pip install 'nbllm[mcp]'"
+
+
+async def _keep(server: McpServer, ready: asyncio.Future[None]) -> None:
+    """Hold the server's client open until asked to close (runs on the background loop)."""
+    try:
+        from mcp import Client, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+    except ImportError:
+        ready.set_exception(ToolError(f"MCP servers need the official mcp SDK: {MCP_INSTALL}"))
+        return
+
+    target: Any = server.url
+    if server.command:
+        # The server's stderr goes to a log file: in a kernel, sys.stderr has no file descriptor
+        # to hand to a process, and the log says why a server that did not start failed.
+        server.log = Path(tempfile.gettempdir()) / f"nbllm-mcp-{server.name}-{os.getpid()}.log"
+        errlog = server.log.open("a")  # closed when the keeper ends
+        params = StdioServerParameters(command=server.command[0], args=server.command[1:])
+        target = stdio_client(params, errlog=errlog)
+    before = _children()
+    server._closing = asyncio.Event()
+    try:
+        async with Client(target) as client:
+            server.client = client
+            server.pids = sorted(_children() - before)
+            ready.set_result(None)
+            await server._closing.wait()
+    except BaseException as exc:
+        if not ready.done():
+            ready.set_exception(exc)
+        raise
+    finally:
+        server.client = None
+        if server.command:
+            errlog.close()
+
+
+async def _start_async(server: McpServer) -> None:
+    """Start the server's keeper and wait until its client is ready (on the background loop)."""
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    server._keeper = asyncio.ensure_future(_keep(server, ready))
+    try:
+        await asyncio.wait_for(ready, START_TIMEOUT_S)
+    except Exception as exc:
+        server.client = None
+        log = f" and read {server.log}" if server.log else ""
+        raise ToolError(
+            f"MCP server {server.name!r} ({server.where}) did not start: {type(exc).__name__}: {exc}",
+            hint=f"check that the command runs in a terminal{log}; "
+            f"%llm_mcp remove {server.name} and add it again",
+        ) from None
+
+
+def _needs_start(server: McpServer) -> bool:
+    """Not started yet, or its keeper ended (the process crashed): start it (again)."""
+    return server.client is None or (server._keeper is not None and server._keeper.done())
+
+
+def connected(server: McpServer) -> Any:
+    """The server's client, starting the server when needed (from any thread but the
+    background loop's)."""
+    if _needs_start(server):
+        server.client = None
+        loop_thread().submit(_start_async(server)).result(START_TIMEOUT_S + 5)
+    return server.client
+
+
+def stop(server: McpServer) -> None:
+    """Close the client (the SDK stops the process), then kill any PID still there."""
+    closing, keeper = server._closing, server._keeper
+    if closing is not None and keeper is not None and not keeper.done():
+        loop = loop_thread().loop
+        loop.call_soon_threadsafe(closing.set)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(_wait(keeper), 5), loop).result(6)
+    for pid in server.pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    server.client, server.pids = None, []
+
+
+async def _wait(future: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(BaseException):
+        await future
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At kernel exit: every server of the running session is stopped."""
+    for server in list(get_mcp_servers().servers.values()):
+        stop(server)
+
+
+async def _on_background(coro: Any) -> Any:
+    """Await `coro` on the background loop, where the server's client lives."""
+    loop = loop_thread().loop
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+# -- its tools --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class McpTool(Tool):
+    """A tool of an MCP server: the server's schema, called through its client."""
+
+    server: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
+        }
+
+    def bind(self, call: ToolCall) -> Any:
+        arguments = json.loads(call.arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ToolError("the arguments should be a JSON object")
+        return lambda: self.function(arguments)
+
+
+class _AnyArguments(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def list_tools(name: str) -> list[Any]:
+    """The server's tools as the SDK gives them (name, description, schema, annotations)."""
+    server = get_mcp_servers().get(name)
+    client = connected(server)
+    result = loop_thread().submit(client.list_tools()).result(CALL_TIMEOUT_S)
+    return list(result.tools)
+
+
+def tools_of(spec: str) -> dict[str, Tool]:
+    """``mcp:NAME`` (all its tools) or ``mcp:NAME/TOOL`` as `Tool` objects."""
+    name, _, only = spec.removeprefix("mcp:").partition("/")
+    server = get_mcp_servers().get(name)
+    found = list_tools(name)
+    if only:
+        found = [t for t in found if t.name == only]
+        if not found:
+            raise ToolError(f"MCP server {name!r} has no tool {only!r}; %llm_mcp tools {name} lists them")
+    tools: dict[str, Tool] = {}
+    for described in found:
+        hint = getattr(getattr(described, "annotations", None), "read_only_hint", None)
+        tools[described.name] = McpTool(
+            name=described.name,
+            function=_caller(server, described.name),
+            arguments_model=_AnyArguments,
+            description=(described.description or f"The {described.name} tool of MCP server {name}.")[:1024],
+            read_only=bool(server.trust_read_only and hint),
+            server=name,
+            input_schema=dict(described.input_schema or {"type": "object", "properties": {}}),
+        )
+    return tools
+
+
+def _caller(server: McpServer, tool: str) -> Any:
+    async def call(arguments: dict[str, Any]) -> str:
+        if _needs_start(server):  # it crashed since the cell began: start it again
+            server.client = None
+            await _on_background(_start_async(server))
+        client = server.client
+        try:
+            result = await _on_background(asyncio.wait_for(client.call_tool(tool, arguments), CALL_TIMEOUT_S))
+        except Exception as exc:
+            raise ToolError(
+                f"MCP server {server.name!r} failed on {tool}: {type(exc).__name__}: {exc}"
+            ) from None
+        return result_text(result)
+
+    return call
+
+
+def result_text(result: Any) -> str:
+    """What the model reads of a tool's result: its text parts, resources' text, and a note for
+    what cannot go back as text (images)."""
+    parts = []
+    for item in getattr(result, "content", []) or []:
+        kind = getattr(item, "type", "")
+        if kind == "text":
+            parts.append(item.text)
+        elif kind == "resource":
+            resource = item.resource
+            parts.append(getattr(resource, "text", None) or f"[a resource: {getattr(resource, 'uri', '?')}]")
+        elif kind == "image":
+            parts.append(f"[an image ({getattr(item, 'mime_type', 'image')}): not sent back as text]")
+        else:
+            parts.append(f"[{kind or 'content'}]")
+    text = outcome_text("\n".join(parts))
+    return f"error: {text}" if getattr(result, "is_error", False) else text

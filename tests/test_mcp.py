@@ -1,0 +1,57 @@
+"""%llm_mcp's commands and what an MCP result becomes for the model (issue 31); the real
+servers run in tests/test_kernel_mcp.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+from nbllm._cells.mcp_servers import result_text
+
+
+def test_a_result_becomes_text_with_what_cannot_go_back_named() -> None:
+    result = SimpleNamespace(
+        is_error=False,
+        content=[
+            SimpleNamespace(type="text", text="12:00"),
+            SimpleNamespace(type="resource", resource=SimpleNamespace(text="file body", uri="file:///a")),
+            SimpleNamespace(type="image", mime_type="image/png"),
+        ],
+    )
+    assert result_text(result) == "12:00\nfile body\n[an image (image/png): not sent back as text]"
+    assert (
+        result_text(SimpleNamespace(is_error=True, content=[SimpleNamespace(type="text", text="no")]))
+        == "error: no"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("", "say what to do"),
+        ("add", "give the server a name"),
+        ("add web --url ftp://x", "--url needs an http(s) URL"),
+        ("add web --token abc -- cmd", "does not take '--token'"),
+        ("add bad/name -- cmd", "only letters, digits"),
+        ("add nothing", "needs a command"),
+        ("tools ghost", "no MCP server named 'ghost'"),
+        ("frobnicate", "unknown %llm_mcp command"),
+    ],
+)
+def test_bad_commands_say_what_to_type(ip: Any, line: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ip.run_line_magic("llm_mcp", line)
+
+
+def test_add_list_and_remove_without_starting_anything(ip: Any, capsys: Any) -> None:
+    ip.run_line_magic("llm_mcp", "add later -- some-server --flag")
+    ip.run_line_magic("llm_mcp", "list")
+    assert "later: some-server --flag [not started]" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="exists"):
+        ip.run_line_magic("llm_mcp", "add later -- other")
+    ip.run_line_magic("llm_mcp", "remove later")
+    ip.run_line_magic("llm_mcp", "list")
+    assert "No MCP servers" in capsys.readouterr().out
