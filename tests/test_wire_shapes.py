@@ -77,3 +77,21 @@ def test_many_blank_events_before_thinking_tags_still_split_the_thinking_off() -
         )
         result = nbllm.chat("q", "b/m")
     assert result.text == "The answer." and result.reasoning == "hmm"
+
+
+def test_two_calls_streamed_at_one_index_stay_two_when_their_ids_differ() -> None:
+    """Issue 31: some servers stream parallel tool calls all at index 0."""
+    from nbllm._calls.reply_state import _ToolCallAssembler
+
+    assembler = _ToolCallAssembler()
+    for delta in (
+        {"index": 0, "id": "call_a", "function": {"name": "read_file", "arguments": '{"path"'}},
+        {"index": 0, "function": {"arguments": ': "a.txt"}'}},
+        {"index": 0, "id": "call_b", "function": {"name": "delete_file", "arguments": '{"path": "b"}'}},
+    ):
+        assembler.add(delta)
+    calls = assembler.calls()
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("call_a", "read_file", '{"path": "a.txt"}'),
+        ("call_b", "delete_file", '{"path": "b"}'),
+    ]

@@ -14,27 +14,38 @@ from nbllm._calls.wire.think_tags import ThinkTags
 
 
 class _ToolCallAssembler:
-    """Joins streamed tool-call deltas by index: the id, type and name arrive once (some
-    servers repeat them), the arguments as string fragments to concatenate. A new index that
-    repeats an earlier call's id is that call again: LiteLLM's Anthropic Messages stream opens
-    a new content block, same id, for every fragment of one call's arguments."""
+    """Joins streamed tool-call deltas into calls: the id, type and name arrive once (some
+    servers repeat them), the arguments as string fragments to concatenate. Deltas go to the
+    call their index names, with two exceptions the id decides: a new index that repeats an
+    earlier call's id is that call again (LiteLLM's Anthropic Messages stream opens a new
+    content block, same id, for every fragment of one call's arguments), and an index that
+    arrives with a new id while its call already has another is a second call (servers that
+    stream parallel calls all at index 0)."""
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, str]] = {}
-        self._index_of_id: dict[str, int] = {}
-        self._aliases: dict[int, int] = {}
+        """Calls by slot, in the order they began."""
+        self._slot_of_id: dict[str, int] = {}
+        self._slot_of_index: dict[int, int] = {}
+
+    def _new_slot(self, index: int) -> int:
+        slot = len(self._calls)
+        self._calls[slot] = {"id": "", "name": "", "arguments": ""}
+        self._slot_of_index[index] = slot
+        return slot
 
     def add(self, delta: Mapping[str, Any]) -> None:
-        index = int(delta.get("index", len(self._calls)))
-        index = self._aliases.get(index, index)
-        call_id = delta.get("id")
+        index = int(delta.get("index", len(self._slot_of_index)))
+        call_id = str(delta.get("id") or "")
+        slot = self._slot_of_index.get(index)
+        if call_id and call_id in self._slot_of_id:
+            slot = self._slot_of_index[index] = self._slot_of_id[call_id]
+        elif slot is None or (call_id and self._calls[slot]["id"] not in ("", call_id)):
+            slot = self._new_slot(index)  # a first delta, or a second call streamed at the same index
+        call = self._calls[slot]
         if call_id:
-            first = self._index_of_id.setdefault(str(call_id), index)
-            if first != index and index not in self._calls:
-                self._aliases[index] = index = first
-        call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
-        if delta.get("id"):
-            call["id"] = str(delta["id"])
+            call["id"] = call_id
+            self._slot_of_id[call_id] = slot
         function = delta.get("function") or {}
         if function.get("name"):
             call["name"] = str(function["name"])
