@@ -14,11 +14,8 @@ summarised.
 from __future__ import annotations
 
 import functools
-import sysconfig
-import traceback
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -38,14 +35,15 @@ LOCAL_TOKENS = 120
 MAX_LOCALS = 20
 
 
-@dataclass
 class RanCell:
-    number: int | None
-    code: str
-    value: Any = None
-    """What the cell ended with (its Out), or None."""
-    error: str | None = None
-    """``Type: message`` of the exception it raised, or None."""
+    """One cell the user ran: its number, code, the value it ended with (its Out) and the
+    ``Type: message`` of the exception it raised. A plain class: this module loads with
+    ``%load_ext``, where every millisecond counts."""
+
+    __slots__ = ("code", "error", "number", "value")
+
+    def __init__(self, number: int | None, code: str, value: Any = None, error: str | None = None) -> None:
+        self.number, self.code, self.value, self.error = number, code, value, error
 
 
 class CellLog:
@@ -125,6 +123,8 @@ def cell_block(cell: RanCell) -> str:
 
 @functools.cache
 def _library_roots() -> tuple[str, ...]:
+    import sysconfig
+
     paths = sysconfig.get_paths()
     return tuple({paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if paths.get(k)})
 
@@ -144,6 +144,8 @@ def explain_prompt(
 ) -> str:
     """What ``%explain`` asks about `exc` (see the module docstring). `cell_name` maps a cell's
     compiled filename to its label (``In [5]``), as IPython names cells."""
+    import traceback
+
     tb: TracebackType | None = exc.__traceback__
     frames = traceback.extract_tb(tb)
     lines: list[str] = []
@@ -223,8 +225,9 @@ def record_cell(result: Any) -> None:
     get_cell_log().record(result)
 
 
-class Errors(Mapping[int, str]):
-    """``Err`` in the notebook: cell number to the error it raised (``{Err[3]}``)."""
+class Errors:
+    """``Err`` in the notebook: cell number to the error it raised (``{Err[3]}``), read-only,
+    always the running session's (a mapping's methods, without the ABC's import-time cost)."""
 
     def __getitem__(self, number: int) -> str:
         return get_cell_log().errors[number]
@@ -234,6 +237,21 @@ class Errors(Mapping[int, str]):
 
     def __len__(self) -> int:
         return len(get_cell_log().errors)
+
+    def __contains__(self, number: object) -> bool:
+        return number in get_cell_log().errors
+
+    def get(self, number: int, default: str | None = None) -> str | None:
+        return get_cell_log().errors.get(number, default)
+
+    def keys(self) -> Any:
+        return get_cell_log().errors.keys()
+
+    def values(self) -> Any:
+        return get_cell_log().errors.values()
+
+    def items(self) -> Any:
+        return get_cell_log().errors.items()
 
     def __repr__(self) -> str:
         return repr(get_cell_log().errors)
