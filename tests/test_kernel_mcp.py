@@ -5,6 +5,7 @@ the server is removed and after the kernel shuts down (checked by PID)."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import sys
 import time
@@ -64,7 +65,7 @@ def test_an_mcp_tool_answers_the_model_and_its_process_ends_with_the_kernel(
         pids = kernel.check(
             "from nbllm._cells.mcp_servers import get_mcp_servers\nprint(get_mcp_servers().get('time').pids)"
         )
-        (pid,) = eval(pids.stdout())
+        (pid,) = ast.literal_eval(pids.stdout())
         assert alive(pid)
     finally:
         kernel.close()
@@ -90,7 +91,7 @@ def test_untrusted_mcp_tools_wait_for_approval_and_remove_stops_the_process(
         pids = kernel.check(
             "from nbllm._cells.mcp_servers import get_mcp_servers\nprint(get_mcp_servers().get('clock').pids)"
         )
-        (pid,) = eval(pids.stdout())
+        (pid,) = ast.literal_eval(pids.stdout())
         kernel.check("%llm_mcp remove clock")
         assert not alive(pid)
         missing = kernel.execute("%%chat loop/m --tools mcp:clock\nAgain?")

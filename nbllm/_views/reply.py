@@ -46,6 +46,9 @@ DIM, UNDIM = "\x1b[2m", "\x1b[22m"
 WAITING = "waiting for first token\N{HORIZONTAL ELLIPSIS}"
 CURSOR = "\N{LEFT ONE QUARTER BLOCK}"
 """Ends the text while it streams (the final frame has none)."""
+LIVE_METADATA: dict[str, Any] = {}
+"""Live frames carry no metadata: a long reply sends hundreds of them, and the final frame has
+the reply's facts (`result_metadata`)."""
 STOP_METADATA = {"nbllm": {"stop": True}}
 """Marks the Stop button's output, so a reader of the outputs can tell it from the reply's."""
 INTERRUPT_TO_STOP = "to stop: interrupt the kernel (\N{BLACK SQUARE})"
@@ -438,7 +441,9 @@ class LiveView:
 
     def _show_stop(self) -> None:
         self.stop_output = Handle(self.handle.display)
-        self.stop_output.send(self.stop_button._repr_mimebundle_(), STOP_METADATA)
+        bundle = dict(self.stop_button._repr_mimebundle_())
+        bundle["text/plain"] = "[Stop]"  # not the widget's long repr: the Stop moves with long replies
+        self.stop_output.send(bundle, STOP_METADATA)
 
     def _keep_stop_last(self) -> None:
         """A new output went below the Stop: move the Stop under it (outputs cannot move, so
@@ -577,7 +582,7 @@ class LiveView:
             lines.append(f"*{self.notice}*")
         lines.append(f"<sub>{html.escape(self._status_line(now))}</sub>")
         answer = "\n\n".join(lines)
-        metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
+        metadata = LIVE_METADATA
         if self.thinking.shown and self.widgets and not self.more:  # the answer is in the frame
             self._second = int(self.thinking.seconds(now))
             if self.frame is None:
@@ -592,18 +597,22 @@ class LiveView:
         self._send(self._tail_output(), answer)
 
     def _status_line(self, now: float) -> str:
-        """Under a streaming reply: the model, what it is doing, for how long, and about how
-        many tokens so far (an estimate: the footer has the server's count)."""
-        parts = [self.model]
+        """Under a streaming reply: what it is doing, for how long, and about how many tokens so
+        far (an estimate: the footer has the server's count). The model is named while it is
+        waited for; once text streams, the line is resent with every update of a long reply,
+        and the footer names the model, so it is left out."""
+        parts = []
         if self.started_at is not None:
             streaming = self.transcript.length or self.thinking.shown
+            if not streaming:
+                parts.append(self.model)
             parts += ["streaming" if streaming else "waiting", f"{now - self.started_at:.1f} s"]
             if streaming:
                 shown = self.transcript.length + self.thinking.length
                 parts.append(f"~{round(shown / CHARS_PER_TOKEN):,} tokens")
             if not self.widgets:  # no Stop button: say how to stop
                 parts.append(INTERRUPT_TO_STOP)
-        return " \N{MIDDLE DOT} ".join(parts)
+        return " \N{MIDDLE DOT} ".join(parts or [self.model])
 
     def _freeze(self, finished: str) -> None:
         """Finished blocks join the output before the tail's (the *warm* one), which is redrawn
@@ -627,7 +636,7 @@ class LiveView:
         return None if self.frame is not None else self.handle
 
     def _send(self, output: Handle | None, markdown: str) -> None:
-        metadata = {"nbllm": {"model": self.model, "status": "streaming"}}
+        metadata = LIVE_METADATA
         if output is not None:
             new = not output.shown
             output.send({"text/markdown": markdown}, metadata)
@@ -638,9 +647,9 @@ class LiveView:
             self.handle.updates += 1
 
 
-WARM_CHARS = 12_000
+WARM_CHARS = 10_000
 """How much of the finished reply one output holds while it streams (see `LiveView._freeze`)."""
-MAX_LIVE_OUTPUTS = 30
+MAX_LIVE_OUTPUTS = 25
 
 
 def warm_chars(reply_length: int) -> int:
