@@ -189,21 +189,26 @@ def _last_user_frame(tb: TracebackType | None) -> TracebackType | None:
     return last
 
 
-def _locals(variables: dict[str, Any], level: Any = "sample") -> list[str]:
+SHELL_NAMES = frozenset({"In", "Out", "Err", "exit", "quit", "get_ipython"})
+"""Names IPython and nbllm put in the namespace: not the user's variables."""
+
+
+def is_user_variable(name: str, value: Any) -> bool:
+    """A variable worth showing a model: not private, not the shell's, not a module, function
+    or class (those are code, not data)."""
     import inspect
 
+    if name.startswith("_") or name in SHELL_NAMES:
+        return False
+    return not (inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value))
+
+
+def _locals(variables: dict[str, Any], level: Any = "sample") -> list[str]:
     from nbllm._cells.summaries import describe
 
     shown = []
     for name, value in variables.items():
-        if (
-            name.startswith("_")
-            or inspect.ismodule(value)
-            or inspect.isroutine(value)
-            or inspect.isclass(value)
-        ):
-            continue
-        if name in ("In", "Out", "Err", "exit", "quit", "get_ipython"):
+        if not is_user_variable(name, value):
             continue
         text = describe(value, name, level, LOCAL_TOKENS).text
         limit = int(LOCAL_TOKENS * CHARS_PER_TOKEN)

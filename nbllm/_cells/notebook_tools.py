@@ -13,17 +13,15 @@ There is no tool that runs Python here: one that does is the user's own, and nee
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from nbllm._cells.notebook_cells import explain_prompt, get_cell_log
+from nbllm._cells.notebook_cells import explain_prompt, get_cell_log, is_user_variable
 from nbllm._cells.summaries import ContextLevel, describe
 from nbllm._cells.tools import Tool, tool
 
 NOTEBOOK_TOOLS = "notebook"
 """The name in ``--tools`` that stands for these tools."""
-HIDDEN = frozenset({"In", "Out", "Err", "exit", "quit", "get_ipython"})
 MAX_LISTED = 200
 MAX_CELLS = 20
 
@@ -38,12 +36,6 @@ def _size(value: Any) -> str:
         return ""
 
 
-def _visible(name: str, value: Any) -> bool:
-    if name.startswith("_") or name in HIDDEN:
-        return False
-    return not (inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value))
-
-
 def notebook_tools(namespace: Mapping[str, Any], level: ContextLevel, context_tokens: int) -> dict[str, Tool]:
     """The four tools, bound to `namespace` and the cell's context level."""
 
@@ -52,7 +44,7 @@ def notebook_tools(namespace: Mapping[str, Any], level: ContextLevel, context_to
         """List the user's variables in the notebook: each one's name, type and size (no values)."""
         lines = []
         for name, value in list(namespace.items()):
-            if _visible(name, value):
+            if is_user_variable(name, value):
                 size = _size(value)
                 lines.append(f"- {name}: {type(value).__name__}" + (f", {size}" if size else ""))
         if not lines:
@@ -67,7 +59,7 @@ def notebook_tools(namespace: Mapping[str, Any], level: ContextLevel, context_to
         Args:
             name: The variable's name, as list_variables gives it.
         """
-        if name not in namespace or not _visible(name, namespace[name]):
+        if name not in namespace or not is_user_variable(name, namespace[name]):
             return f"error: the notebook has no variable {name!r}; list_variables gives their names"
         return describe(namespace[name], name, level, context_tokens).text
 
