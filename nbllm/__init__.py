@@ -132,7 +132,13 @@ at run time)."""
 _LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
+_SUBMODULES = frozenset({"mcp"})
+"""Public submodules reached as attributes (``nbllm.mcp.add``), imported on first use."""
+
+
 def __getattr__(name: str) -> typing.Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbllm.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbllm' has no attribute {name!r}")

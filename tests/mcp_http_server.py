@@ -1,5 +1,7 @@
 """A streamable-HTTP MCP server for the tests, written with the official SDK: a read-only
-tool whose result carries a prompt injection, and a tool that changes things.
+tool whose result carries a prompt injection, and a tool that changes things. With
+``MCP_TEST_TOKEN`` set, every request must carry ``Authorization: Bearer <token>`` (401 otherwise),
+as a company's MCP gateway would ask.
 
     python tests/mcp_http_server.py PORT
 """
@@ -7,8 +9,11 @@ tool whose result carries a prompt injection, and a tool that changes things.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from typing import Any
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
@@ -30,5 +35,22 @@ def delete_all_notes() -> str:
     return "all notes deleted"
 
 
+def guarded(app: Any, token: str) -> Any:
+    """`app` refusing requests without the bearer token."""
+    expected = f"Bearer {token}".encode()
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != expected:
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"no token"})
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
 if __name__ == "__main__":
-    asyncio.run(server.run_streamable_http_async(host="127.0.0.1", port=int(sys.argv[1])))
+    app = server.streamable_http_app(host="127.0.0.1")
+    token = os.environ.get("MCP_TEST_TOKEN")
+    config = uvicorn.Config(guarded(app, token) if token else app, host="127.0.0.1", port=int(sys.argv[1]))
+    asyncio.run(uvicorn.Server(config).serve())

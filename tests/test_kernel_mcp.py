@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -97,3 +98,40 @@ def test_untrusted_mcp_tools_wait_for_approval_and_remove_stops_the_process(
         missing = kernel.execute("%%chat loop/m --tools mcp:clock\nAgain?")
         shown = str(missing.displays()) + str(missing.reply)
         assert missing.status == "error" and "no MCP server named 'clock'" in shown
+
+
+GIT_SERVER = shutil.which("mcp-server-git") or str(Path(sys.executable).parent / "mcp-server-git")
+
+
+@pytest.mark.skipif(not Path(GIT_SERVER).exists(), reason="needs mcp-server-git (the test extra installs it)")
+def test_mcp_server_git_reads_a_repository_and_cannot_commit_unapproved(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "notes.txt").write_text("first\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "Seed the notes"], check=True)
+    (repo / "notes.txt").write_text("first\nsecond\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    env = {"NBLLM_CONFIG_DIR": str(tmp_path / "config"), "NBLLM_LIVE": "0"}
+    with KernelSession(env) as kernel:
+        kernel.check("%load_ext nbllm\n%config ChatMagics.approval_timeout_s = 1")
+        kernel.check(
+            f"%llm_provider add loop --url {server.base_url} --auth none --model m=100000 --caps tools"
+        )
+        kernel.check(f"%llm_mcp add git --trust-read-only -- {GIT_SERVER} --repository {repo}")
+        server.tool_calls = [
+            ScriptedToolCall("git_log", {"repo_path": str(repo)}),
+            ScriptedToolCall("git_commit", {"repo_path": str(repo), "message": "Injected"}),
+        ]
+        server.tool_reply = "One commit so far."
+        kernel.check("%%chat loop/m --tools mcp:git --approve ask\nWhat is in the history?")
+        messages = [r for r in server.requests if r.method == "POST"][-1].body["messages"]
+        log, commit = [str(m["content"]) for m in messages if m["role"] == "tool"]
+        assert "Seed the notes" in log  # the read-only tool ran on the real repository
+        assert commit.startswith("nobody approved this call in time")
+        count = subprocess.run([*git, "rev-list", "--count", "HEAD"], capture_output=True, text=True)
+        assert count.stdout.strip() == "1"  # the unapproved commit never happened

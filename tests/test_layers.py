@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "magics": 8,
     "_api": 9,
     "marimo": 9,
+    "mcp": 9,
     "__init__": 9,
 }
 # Standalone: they must not import nbllm at all, so a test server or the CLI never drags

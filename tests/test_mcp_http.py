@@ -5,6 +5,8 @@ not run."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython.core.error import UsageError
 
 import nbllm
 from nbllm.testing import LoopbackServer, ScriptedToolCall, serve
@@ -27,11 +30,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def mcp_url() -> Iterator[str]:
+TOKEN = "mcp-sentinel-7f3a9c2e41"
+
+
+@contextlib.contextmanager
+def running_server(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     script = Path(__file__).with_name("mcp_http_server.py")
-    process = subprocess.Popen([sys.executable, str(script), str(port)], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(port)], stderr=subprocess.DEVNULL, env=os.environ | env
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -45,6 +53,19 @@ def mcp_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def mcp_url() -> Iterator[str]:
+    with running_server({}) as url:
+        yield url
+
+
+@pytest.fixture
+def guarded_url() -> Iterator[str]:
+    """The same server, refusing requests without ``Authorization: Bearer TOKEN``."""
+    with running_server({"MCP_TEST_TOKEN": TOKEN}) as url:
+        yield url
 
 
 @pytest.fixture
@@ -77,3 +98,40 @@ def test_an_injected_destructive_call_still_meets_approval(
         assert runs == {"tool:read_note": "read-only", "tool:delete_all_notes": "nobody"}
     finally:
         ip.run_line_magic("llm_mcp", "remove notes")
+
+
+def test_a_gateway_token_goes_as_a_header_and_is_saved_as_a_reference(
+    ip: Any, guarded_url: str, model: LoopbackServer, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    monkeypatch.setenv("NOTES_TOKEN", TOKEN)
+    ip.user_ns["NOTES_TOKEN"] = "a Python variable of that name is not what ${VAR} means"
+    ip.run_line_magic(
+        "llm_mcp", f'add notes --url {guarded_url} --header "Authorization=Bearer ${{NOTES_TOKEN}}"'
+    )
+    ip.run_line_magic("llm_mcp", f"add literal --url {guarded_url} --header X-Api-Key={TOKEN}")
+    try:
+        ip.run_line_magic("llm_mcp", f"add bare --url {guarded_url}")
+        with pytest.raises(UsageError, match=r"'bare'.*did not start"):
+            ip.run_line_magic("llm_mcp", "tools bare")  # the server refuses a request without it
+        ip.run_line_magic("llm_mcp", "remove bare")
+        names = [tool["name"] for tool in nbllm.mcp.tools("notes")]
+        assert sorted(names) == ["delete_all_notes", "read_note"]
+        saved = tmp_path / "providers.yaml"
+        ip.run_line_magic("llm_provider", f"save {saved}")
+        out = capsys.readouterr().out
+        text = saved.read_text()
+        assert "${NOTES_TOKEN}" in text and TOKEN not in text  # a reference, never the value
+        assert "literal: X-Api-Key holds a literal secret" in out and TOKEN not in out
+        ip.run_line_magic("llm_mcp", "remove notes")
+        ip.run_line_magic("llm_mcp", "remove literal")
+        ip.run_line_magic("llm_provider", f"load {saved}")
+        assert {s["name"]: s["running"] for s in nbllm.mcp.servers()} == {"notes": False, "literal": False}
+        assert [t["name"] for t in nbllm.mcp.tools("notes") if t["read_only_hint"]] == ["read_note"]
+        monkeypatch.delenv("NOTES_TOKEN")
+        ip.run_line_magic("llm_mcp", "remove notes")
+        ip.run_line_magic("llm_provider", f"load {saved}")
+        with pytest.raises(UsageError, match="NOTES_TOKEN is not set"):
+            ip.run_line_magic("llm_mcp", "tools notes")
+    finally:
+        for server in nbllm.mcp.servers():
+            nbllm.mcp.remove(server["name"])

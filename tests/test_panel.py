@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import ipywidgets as widgets
@@ -421,3 +422,22 @@ def test_a_blank_key_is_refused(panel: Panel, store: nbllm.Store) -> None:
     text, ok = last_message(panel)
     assert not ok and "the key is empty" in text
     assert store.provider("gw").key is None and panel.providers.key.value == ""
+
+
+def test_the_mcp_tab_follows_the_servers_and_tool_calls_are_in_the_calls_tab(panel: Panel, ip: Any) -> None:
+    assert panel.tabs.titles == ("Providers", "Calls", "MCP")
+    assert "No MCP servers" in panel.mcp.table.value
+    ip.run_line_magic("llm_mcp", "add files --trust-read-only -- files-server --root /tmp/<x>")
+    try:
+        shown = panel.mcp.table.value
+        assert "<b>files</b>" in shown and "files-server --root /tmp/&lt;x&gt;" in shown
+        assert "not started" in shown and "trusted" in shown
+    finally:
+        ip.run_line_magic("llm_mcp", "remove files")
+    assert "No MCP servers" in panel.mcp.table.value
+    now = datetime.now(timezone.utc)
+    tool = CallRecord(
+        "tool:read_file", "p/m", "kernel", now, latency_s=0.01, kind="tool", approval="approved"
+    )
+    nbllm.get_history().add(tool)
+    assert "tool:read_file" in panel.calls.table.value

@@ -143,3 +143,22 @@ def test_literal_secret_header_is_not_saved() -> None:
     assert SENTINEL_KEY not in text
     assert "${NBLLM_TEST_TOKEN}" in text and "demo" in text
     assert "header X-Api-Key holds a literal secret" in str(report)
+
+
+def test_mcp_servers_are_saved_beside_the_providers_and_checked_on_load(tmp_path: Path) -> None:
+    target = tmp_path / "providers.yaml"
+    servers = [
+        {"name": "time", "command": ["mcp-server-time"]},
+        {"name": "docs", "url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer ${T}"}},
+    ]
+    save(filled_store(), target, mcp_servers=servers)
+    report = load(Store(), target)
+    assert report.mcp_servers == servers
+    assert "2 MCP server(s) (time, docs)" in str(report)
+    for bad in ([{"name": "x"}], [{"name": "x", "command": "not a list"}], {"name": "x"}):
+        document = yaml.safe_load(target.read_text()) | {"mcp_servers": bad}
+        target.write_text(yaml.safe_dump(document))
+        store = Store()
+        with pytest.raises(ConfigFileError, match=r"mcp_servers|MCP server #1"):
+            load(store, target)
+        assert not store.providers  # all or nothing: a bad server entry adds no provider

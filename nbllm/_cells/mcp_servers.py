@@ -23,6 +23,7 @@ import os
 import signal
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ import pydantic
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.results import ToolCall
 from nbllm._cells.tools import Tool, outcome_text
-from nbllm._exceptions import ToolError
+from nbllm._exceptions import ConfigError, ToolError
+from nbllm._observers import Observers
+from nbllm._providers.config import expand_vars, header_problem, literal_secret_headers
+from nbllm._providers.secret_registry import add_secret_source, header_secrets
 from nbllm._session import session
 
 START_TIMEOUT_S = 30.0
@@ -48,6 +52,8 @@ class McpServer:
     """For stdio: the program and its arguments."""
     url: str | None = None
     """For streamable HTTP."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """For streamable HTTP: sent with every request, as written (``${VAR}`` read when connecting)."""
     trust_read_only: bool = False
     """Whether the user accepted the server's read-only hints (its hinted tools run unasked)."""
     client: Any = None
@@ -61,6 +67,34 @@ class McpServer:
     def where(self) -> str:
         return self.url or " ".join(self.command)
 
+    def saved_form(self) -> dict[str, Any]:
+        """How the providers file keeps it: headers holding a literal secret are left out (a
+        ``${VAR}`` reference is kept as written)."""
+        saved: dict[str, Any] = {"name": self.name}
+        saved |= {"url": self.url} if self.url else {"command": list(self.command)}
+        unsaved = literal_secret_headers(self.headers)
+        kept = {name: value for name, value in self.headers.items() if name not in unsaved}
+        saved |= {"headers": kept} if kept else {}
+        saved |= {"trust_read_only": True} if self.trust_read_only else {}
+        return saved
+
+    @classmethod
+    def from_saved(cls, entry: Mapping[str, Any]) -> McpServer:
+        return cls(
+            str(entry["name"]),
+            [str(word) for word in entry.get("command") or []],
+            entry.get("url"),
+            {str(k): str(v) for k, v in (entry.get("headers") or {}).items()},
+            trust_read_only=bool(entry.get("trust_read_only")),
+        )
+
+    def sent_headers(self) -> dict[str, str]:
+        """The headers with ``${VAR}`` expanded (a ToolError names an unset variable)."""
+        try:
+            return {name: expand_vars(value, f"header {name}") for name, value in self.headers.items()}
+        except ConfigError as exc:
+            raise ToolError(f"MCP server {self.name!r}: {exc.message}") from None
+
 
 class McpServers:
     """The session's MCP servers, by name."""
@@ -68,6 +102,8 @@ class McpServers:
     def __init__(self) -> None:
         self.servers: dict[str, McpServer] = {}
         self._lock = threading.Lock()
+        self.changes = Observers("MCP servers")
+        """Emitted (no arguments) when a server is added, removed, started or stopped."""
 
     def add(self, server: McpServer) -> None:
         if not server.name.replace("-", "").replace("_", "").isalnum():
@@ -77,10 +113,19 @@ class McpServers:
                 f"MCP server {server.name!r} needs a command (%llm_mcp add NAME -- COMMAND ARGS) "
                 "or a URL (--url)"
             )
+        if server.url is not None and not server.url.startswith(("http://", "https://")):
+            raise ToolError(f"--url needs an http(s) URL, e.g. http://127.0.0.1:8000/mcp, not {server.url!r}")
+        if server.headers and not server.url:
+            raise ToolError("--header is for servers reached by URL; a stdio server reads its environment")
+        for name, value in server.headers.items():
+            problem = header_problem(name, value)
+            if problem:
+                raise ToolError(f"MCP server {server.name!r}: {problem}")
         with self._lock:
             if server.name in self.servers:
                 raise ToolError(f"an MCP server named {server.name!r} exists; %llm_mcp remove it first")
             self.servers[server.name] = server
+        self.changes.emit()
 
     def get(self, name: str) -> McpServer:
         server = self.servers.get(name)
@@ -97,10 +142,47 @@ class McpServers:
         stop(server)
         with self._lock:
             self.servers.pop(name, None)
+        self.changes.emit()
+
+    def restore(self, entries: list[dict[str, Any]]) -> list[str]:
+        """Add the servers a providers file saved (replacing same-named ones that are not
+        running); the names added."""
+        added = []
+        for entry in entries:
+            server = McpServer.from_saved(entry)
+            current = self.servers.get(server.name)
+            if current is not None:
+                if current.client is not None:
+                    continue  # a running server is the user's; a file does not replace it
+                self.servers.pop(server.name)
+            self.add(server)
+            added.append(server.name)
+        return added
+
+    def saved_forms(self) -> list[dict[str, Any]]:
+        return [server.saved_form() for server in self.servers.values()]
+
+    def unsaved_headers(self) -> list[str]:
+        """``SERVER: HEADER`` for every header a save leaves out (it holds a literal secret)."""
+        return [
+            f"{server.name}: {header}"
+            for server in self.servers.values()
+            for header in literal_secret_headers(server.headers)
+        ]
+
+    def secrets(self) -> set[str]:
+        """The secret values of every server's headers, for the one masker."""
+        found: set[str] = set()
+        for server in list(self.servers.values()):
+            found |= header_secrets(server.headers)
+        return found
 
 
 def get_mcp_servers() -> McpServers:
     return session().part(McpServers)
+
+
+add_secret_source(lambda: get_mcp_servers().secrets())
 
 
 # -- running a server -------------------------------------------------------------------------
@@ -128,6 +210,16 @@ async def _keep(server: McpServer, ready: asyncio.Future[None]) -> None:
         return
 
     target: Any = server.url
+    http: Any = None
+    if server.url and server.headers:
+        # The SDK's own factory (its timeouts: a server may hold a stream open for minutes).
+        from mcp.client.streamable_http import (  # type: ignore[attr-defined]
+            create_mcp_http_client,
+            streamable_http_client,
+        )
+
+        http = create_mcp_http_client(headers=server.sent_headers())
+        target = streamable_http_client(server.url, http_client=http)
     if server.command:
         # The server's stderr goes to a log file: in a kernel, sys.stderr has no file descriptor
         # to hand to a process, and the log says why a server that did not start failed.
@@ -142,6 +234,7 @@ async def _keep(server: McpServer, ready: asyncio.Future[None]) -> None:
             server.client = client
             server.pids = sorted(_children() - before)
             ready.set_result(None)
+            get_mcp_servers().changes.emit()
             await server._closing.wait()
     except BaseException as exc:
         if not ready.done():
@@ -149,12 +242,16 @@ async def _keep(server: McpServer, ready: asyncio.Future[None]) -> None:
         raise
     finally:
         server.client = None
+        get_mcp_servers().changes.emit()
         if server.command:
             errlog.close()
+        if http is not None:
+            await http.aclose()
 
 
 async def _start_async(server: McpServer) -> None:
     """Start the server's keeper and wait until its client is ready (on the background loop)."""
+    server.sent_headers()  # an unset ${VAR} is named now, not after the start timeout
     ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     server._keeper = asyncio.ensure_future(_keep(server, ready))
     try:

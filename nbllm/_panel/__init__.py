@@ -1,8 +1,8 @@
 """The panel (`nbllm.panel()`, `%llm_panel`): an ipywidgets panel over the session store and
 the call history.
 
-It is composed of the Providers tab (`providers`), the Calls tab (`calls`), the
-default-model selector and one message line where every action reports what it did or
+It is composed of the Providers tab (`providers`), the Calls tab (`calls`), the MCP tab
+(`mcp`), the default-model selector and one message line where every action reports what it did or
 why it was refused. It subscribes to store, history
 and in-flight events, so magics and calls show up while it is open; `close()`
 unsubscribes. Every control is an attribute, and every button has a method, so tests
@@ -17,7 +17,9 @@ import ipywidgets as widgets
 
 from nbllm._calls.history import History, get_history
 from nbllm._cells.inflight import InFlight, get_in_flight
+from nbllm._cells.mcp_servers import get_mcp_servers
 from nbllm._panel.calls import CallsTab
+from nbllm._panel.mcp_tab import McpTab
 from nbllm._panel.providers import ProvidersTab
 from nbllm._providers.store import Store, StoreEvent, get_store
 
@@ -51,7 +53,10 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self._syncing = False
         self.providers = ProvidersTab(self.store, self.report)
         self.calls = CallsTab(self.history, self.in_flight)
-        self.tabs = widgets.Tab(children=[self.providers, self.calls], titles=("Providers", "Calls"))
+        self.mcp = McpTab(get_mcp_servers())
+        self.tabs = widgets.Tab(
+            children=[self.providers, self.calls, self.mcp], titles=("Providers", "Calls", "MCP")
+        )
         super().__init__(
             [widgets.HTML(f"{PANEL_CSS}<b>nbllm</b>"), self.default_model, self.tabs, self.message]
         )
@@ -61,6 +66,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
             self.store.subscribe(self._store_changed),
             self.history.subscribe(self.calls.refresh_history),
             self.in_flight.subscribe(self.calls.refresh_running),
+            self.mcp.servers.changes.subscribe(self.mcp.refresh),
         ]
 
     def report(self, text: str, ok: bool) -> None:

@@ -286,13 +286,9 @@ class ProviderConfig(StrictModel):
     @classmethod
     def _valid_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, secret in value.items():
-            if not _HEADER_NAME_RE.match(name):
-                raise ValueError(f"{name!r} is not a valid HTTP header name")
-            if not secret.get_secret_value().isascii():
-                # The value is not echoed: it may be a token.
-                raise ValueError(
-                    f"header {name}'s value has non-ASCII characters, which HTTP headers cannot carry"
-                )
+            problem = header_problem(name, secret.get_secret_value())
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("extra_body")
@@ -341,11 +337,7 @@ class ProviderConfig(StrictModel):
 
     def unsaved_headers(self) -> list[str]:
         """Headers that hold a literal secret, which a config file must not store."""
-        return [
-            name
-            for name, value in self.header_templates().items()
-            if is_sensitive_header(name) and not _VAR_RE.search(value)
-        ]
+        return literal_secret_headers(self.header_templates())
 
     def proxy_url(self) -> str | None:
         """The proxy to use, ``${VAR}`` expanded (None: the environment's)."""
@@ -385,6 +377,24 @@ def is_sensitive_header(name: str) -> bool:
     """Whether a header of this name usually carries a credential."""
     lowered = name.lower()
     return any(word in lowered for word in ("authorization", "key", "token", "secret", "cookie"))
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent as written (None when it can). The value is never echoed:
+    it may be a token."""
+    if not _HEADER_NAME_RE.match(name):
+        return f"{name!r} is not a valid HTTP header name"
+    if not value.isascii():
+        return f"header {name}'s value has non-ASCII characters, which HTTP headers cannot carry"
+    return None
+
+
+def literal_secret_headers(templates: Mapping[str, str]) -> list[str]:
+    """The headers (as written, ``${VAR}`` unexpanded) holding a literal secret, which a saved
+    file must not store: a credential's name and no ``${VAR}`` reference."""
+    return [
+        name for name, value in templates.items() if is_sensitive_header(name) and not _VAR_RE.search(value)
+    ]
 
 
 def _models_from_list(items: Iterable[Any]) -> dict[str, Any]:

@@ -36,17 +36,26 @@ class PersistReport:
     providers: list[str] = field(default_factory=list)
     default: str | None = None
     notes: list[str] = field(default_factory=list)
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
+    """The MCP servers saved beside the providers (their saved forms; the layer that runs them
+    restores them)."""
 
     def __str__(self) -> str:
         lines = [f"{len(self.providers)} provider(s) ({', '.join(self.providers) or 'none'}) - {self.path}"]
+        if self.mcp_servers:
+            names = ", ".join(entry["name"] for entry in self.mcp_servers)
+            lines[0] += f"; {len(self.mcp_servers)} MCP server(s) ({names})"
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-def save(store: Store, path: Path | str | None = None) -> PersistReport:
-    """Write every provider and the default model to `path` (the default config file)."""
+def save(
+    store: Store, path: Path | str | None = None, mcp_servers: list[dict[str, Any]] | None = None
+) -> PersistReport:
+    """Write every provider, the default model and the MCP servers' saved forms (which hold no
+    literal secret) to `path` (the default config file)."""
     target = Path(path).expanduser() if path else default_config_path()
-    report = PersistReport(target, default=store.default)
+    report = PersistReport(target, default=store.default, mcp_servers=list(mcp_servers or []))
     entries = []
     for config in store.providers.values():
         saved = config.saved_form()
@@ -74,6 +83,8 @@ def save(store: Store, path: Path | str | None = None) -> PersistReport:
     document: dict[str, Any] = {"version": FILE_VERSION, "providers": entries}
     if store.default:
         document["default"] = store.default
+    if report.mcp_servers:
+        document["mcp_servers"] = report.mcp_servers
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     kept = _keep_unreadable(target)
     if kept is not None:
@@ -116,10 +127,10 @@ def load(store: Store, path: Path | str | None = None) -> PersistReport:
         raise ConfigFileError(
             f"{source} is not UTF-8 text", hint="open it in an editor and save it as UTF-8, or remove it"
         ) from None
-    configs, default, notes = parse_config_file(text, source)
+    configs, default, notes, mcp_servers = parse_config_file(text, source)
     for config in configs:
         store.add_provider(config, replace=True)
-    report = PersistReport(source, [c.name for c in configs], notes=notes)
+    report = PersistReport(source, [c.name for c in configs], notes=notes, mcp_servers=mcp_servers)
     if default:
         try:
             report.default = store.set_default(default)
@@ -128,8 +139,11 @@ def load(store: Store, path: Path | str | None = None) -> PersistReport:
     return report
 
 
-def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfig], str | None, list[str]]:
-    """Validate a whole config file before anything is added to the store."""
+def parse_config_file(
+    text: str, source: Path | str
+) -> tuple[list[ProviderConfig], str | None, list[str], list[dict[str, Any]]]:
+    """Validate a whole config file before anything is added to the store: its providers, the
+    default, notes to show, and the MCP servers' entries."""
     try:
         document = load_yaml(text, str(source)) or {}
     except ConfigError as exc:
@@ -157,7 +171,32 @@ def parse_config_file(text: str, source: Path | str) -> tuple[list[ProviderConfi
             )
         configs.append(config)
     default = document.get("default")
-    return configs, default if isinstance(default, str) else None, notes
+    return configs, default if isinstance(default, str) else None, notes, _mcp_entries(document, source)
+
+
+def _mcp_entries(document: dict[str, Any], source: Path | str) -> list[dict[str, Any]]:
+    """The file's ``mcp_servers:`` list, checked for shape before anything is added."""
+    entries = document.get("mcp_servers") or []
+    if not isinstance(entries, list):
+        raise ConfigFileError(f"{source}: 'mcp_servers:' should be a list")
+    for index, entry in enumerate(entries):
+        words = entry.get("command", []) if isinstance(entry, dict) else None
+        headers = entry.get("headers", {}) if isinstance(entry, dict) else None
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("name"), str)
+            or not isinstance(words, list)
+            or not all(isinstance(word, str) for word in words)
+            or not isinstance(entry.get("url", ""), str)
+            or not (words or entry.get("url"))
+            or not isinstance(headers, dict)
+            or not all(isinstance(value, str) for value in headers.values())
+        ):
+            raise ConfigFileError(
+                f"{source}: MCP server #{index + 1} should be a mapping with a name and a command "
+                "(a list of words) or a url, and text headers"
+            )
+    return entries
 
 
 def _write_private(target: Path, text: str) -> None:

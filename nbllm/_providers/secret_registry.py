@@ -9,6 +9,7 @@ literal header value (``X-Title: final``) is not: masking it would corrupt repli
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from nbllm._exceptions import ConfigError
@@ -51,13 +52,7 @@ def provider_secrets(config: ProviderConfig, *, with_key: bool = True) -> set[st
     key, _ = find_key(config) if with_key else (None, "")
     if key is not None:
         found.add(key.get_secret_value())
-    for name, template in config.header_templates().items():
-        if is_sensitive_header(name) or _VAR_RE.search(template):
-            try:
-                value = expand_vars(template, f"header {name}")
-            except ConfigError:  # an unset variable: nothing to mask, and nothing is sent either
-                continue
-            found |= {value, value.partition(" ")[2]}
+    found |= header_secrets(config.header_templates())
     if config.proxy is not None:
         authority = (config.proxy_url() or "").partition("://")[2].partition("/")[0]
         if "@" in authority:
@@ -69,6 +64,30 @@ def provider_secrets(config: ProviderConfig, *, with_key: bool = True) -> set[st
     if token:
         found.add(token)
     return {value for value in found if value}
+
+
+def header_secrets(templates: Mapping[str, str]) -> set[str]:
+    """The secret values of headers as written: a credential's header, or a value from ``${VAR}``
+    (also without an auth scheme's first word, ``Bearer``)."""
+    found: set[str] = set()
+    for name, template in templates.items():
+        if is_sensitive_header(name) or _VAR_RE.search(template):
+            try:
+                value = expand_vars(template, f"header {name}")
+            except ConfigError:  # an unset variable: nothing to mask, and nothing is sent either
+                continue
+            found |= {value, value.partition(" ")[2]}
+    return {value for value in found if value}
+
+
+_SOURCES: list[Callable[[], set[str]]] = []
+
+
+def add_secret_source(source: Callable[[], set[str]]) -> None:
+    """Register where other secrets of the session are known (an MCP server's headers): a
+    layer above providers adds its own, so the one masker still knows every secret."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
 
 
 def query_secrets(url: str) -> set[str]:
@@ -85,4 +104,6 @@ def session_secrets() -> set[str]:
     found: set[str] = set()
     for config in get_store().providers.values():
         found |= provider_secrets(config)
+    for source in _SOURCES:
+        found |= source()
     return found

@@ -12,7 +12,7 @@ from nbllm._cells.notebook_cells import Errors, record_cell
 from nbllm._exceptions import NbllmError
 from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
-from nbllm.magics.mcp import McpMagics
+from nbllm.magics.mcp_commands import McpMagics
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
 from nbllm.magics.replay import RecordingMagics
@@ -44,11 +44,11 @@ def load_ipython_extension(ipython: Any) -> None:
         )
         return
     if saved:
-        from nbllm._providers import persist  # only when there is something to load (yaml, pydantic)
-        from nbllm._providers.store import get_store
+        from nbllm._providers.store import get_store  # only when there is something to load
+        from nbllm.magics.provider_commands import load_saved
 
         try:
-            report = persist.load(get_store(), path)
+            report = load_saved(get_store(), path)
         except NbllmError as exc:
             print(f"nbllm: saved providers were not loaded: {exc}", file=sys.stderr)
         else:

@@ -11,7 +11,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from nbllm._exceptions import NbllmError
+from nbllm._exceptions import ConfigError, NbllmError
 from nbllm._providers.secret_text import mask_secrets
 
 
@@ -46,3 +46,15 @@ def parse_line(func: Callable[..., Any], line: str) -> Any:
 def warn(message: str) -> None:
     """A warning the notebook shows every time (the warnings module would show it once)."""
     print(f"nbllm warning: {message}", file=sys.stderr)
+
+
+def parse_headers(items: list[str]) -> dict[str, str]:
+    """``--header NAME=VALUE`` items (of a provider or an MCP server) as a mapping."""
+    headers = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            # The text is not echoed: a mistyped header may well hold a token.
+            raise ConfigError("each --header should be NAME=VALUE, e.g. HTTP-Referer=https://me.example")
+        headers[name.strip()] = value
+    return headers

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.text import dedent
 
@@ -210,6 +210,9 @@ def _provider_doc() -> str:
 class ProviderMagics(Magics):
     """`%llm_provider` and `%%llm_provider`."""
 
+    # ${VAR} means the environment's variable, read by nbllm; IPython's own $name/{expr}
+    # expansion would put a same-named Python variable's value there (a key, into a saved file).
+    @no_var_expand
     @line_cell_magic
     def llm_provider(self, line: str, cell: str | None = None) -> None:
         with usage_errors(line):

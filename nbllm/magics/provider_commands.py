@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from nbllm._calls.doctor import diagnose, list_models, looks_like_embeddings
 from nbllm._calls.loop_thread import loop_thread
-from nbllm._exceptions import ConfigError
 from nbllm._providers import persist
 from nbllm._providers.auth import LITERAL_KEY_WARNING, security_warnings
 from nbllm._providers.config import ProviderConfig, split_model_arg
@@ -22,7 +21,7 @@ from nbllm._providers.models import ModelSpec, Price, parse_capability_names, pa
 from nbllm._providers.store import UNSET, Store, get_store
 from nbllm._providers.yaml_text import field_names_are_text, load_yaml
 from nbllm._views.tables import ProviderDetail, ProviderList
-from nbllm.magics.parsing import warn
+from nbllm.magics.parsing import parse_headers, warn
 from nbllm.magics.replay import cassette_replaying
 
 
@@ -56,7 +55,7 @@ class ProviderCommands:
             "key_env": args.key_env,
             "auth": args.auth,
             "api": args.api,
-            "headers": _parse_headers(args.header),
+            "headers": parse_headers(args.header),
             "api_version": args.api_version,
             "requests_per_second": args.rps,
             "privacy": args.privacy,
@@ -185,7 +184,16 @@ class ProviderCommands:
             print(f"  {model_id}    ({mark})")
 
     def cmd_save(self, args: Any) -> None:
-        print(f"Saved {persist.save(self.store, args.path)}")
+        from nbllm._cells.mcp_servers import get_mcp_servers
+
+        servers = get_mcp_servers()
+        report = persist.save(self.store, args.path, mcp_servers=servers.saved_forms())
+        report.notes += [
+            f"MCP server {header} holds a literal secret and was left out of the file; "
+            "write it as NAME=${VAR} to have it saved as a reference"
+            for header in servers.unsaved_headers()
+        ]
+        print(f"Saved {report}")
 
     def cmd_local(self, args: Any) -> None:
         local = get_local_model()
@@ -205,18 +213,18 @@ class ProviderCommands:
             print(local.status())
 
     def cmd_load(self, args: Any) -> None:
-        print(f"Loaded {persist.load(self.store, args.path)}")
+        print(f"Loaded {load_saved(self.store, args.path)}")
 
 
-def _parse_headers(items: list[str]) -> dict[str, str]:
-    headers = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            # The text is not echoed: a mistyped header may well hold a token.
-            raise ConfigError("each --header should be NAME=VALUE, e.g. HTTP-Referer=https://me.example")
-        headers[name.strip()] = value
-    return headers
+def load_saved(store: Store, path: Any) -> persist.PersistReport:
+    """Load a providers file, and the MCP servers saved in it (only imported when it has some,
+    so %load_ext stays light)."""
+    report = persist.load(store, path)
+    if report.mcp_servers:
+        from nbllm._cells.mcp_servers import get_mcp_servers
+
+        get_mcp_servers().restore(report.mcp_servers)
+    return report
 
 
 def _env_has(name: str) -> bool:

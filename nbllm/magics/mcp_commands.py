@@ -1,7 +1,7 @@
 """``%llm_mcp``: MCP servers as tool sources (see `nbllm._cells.mcp_servers`).
 
 %llm_mcp add NAME [--trust-read-only] -- COMMAND ARGS...   a server started over stdio
-%llm_mcp add NAME --url URL [--trust-read-only]            a streamable-HTTP server
+%llm_mcp add NAME --url URL [--header NAME=VALUE]... [--trust-read-only]   over streamable HTTP
 %llm_mcp list | tools NAME | remove NAME
 """
 
@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import html
 import shlex
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
 from IPython.display import HTML, display
 
+if TYPE_CHECKING:
+    from nbllm._cells.mcp_servers import McpServer
+
 USAGE = (
-    "%llm_mcp add NAME [--trust-read-only] -- COMMAND ARGS | %llm_mcp add NAME --url URL | "
+    "%llm_mcp add NAME [--trust-read-only] -- COMMAND ARGS | "
+    "%llm_mcp add NAME --url URL [--header NAME=VALUE] [--trust-read-only] | "
     "%llm_mcp list | %llm_mcp tools NAME | %llm_mcp remove NAME"
 )
 
 
 @magics_class
 class McpMagics(Magics):
+    @no_var_expand  # ${VAR} in a header is the environment's, read when connecting
     @line_magic
     def llm_mcp(self, line: str) -> None:
         """MCP servers as tool sources for %%chat --tools mcp:NAME (or mcp:NAME/TOOL)."""
-        from nbllm._cells.mcp_servers import McpServer, get_mcp_servers, list_tools
+        from nbllm._cells.mcp_servers import get_mcp_servers, list_tools
         from nbllm._exceptions import NbllmError
 
         words = shlex.split(line)
@@ -35,23 +41,11 @@ class McpMagics(Magics):
         servers = get_mcp_servers()
         try:
             if action == "add":
-                command = rest[rest.index("--") + 1 :] if "--" in rest else []
-                options = rest[: rest.index("--")] if "--" in rest else rest
-                if not options:
-                    raise UsageError(f"give the server a name: {USAGE}")
-                name, flags = options[0], options[1:]
-                url = flags[flags.index("--url") + 1] if "--url" in flags and flags[-1] != "--url" else None
-                unknown = [f for f in flags if f not in ("--url", "--trust-read-only", url)]
-                if unknown:
-                    raise UsageError(f"%llm_mcp add does not take {unknown[0]!r}: {USAGE}")
-                if url is not None and not url.startswith(("http://", "https://")):
-                    raise UsageError(
-                        f"--url needs an http(s) URL, e.g. http://127.0.0.1:8000/mcp, not {url!r}"
-                    )
-                servers.add(McpServer(name, command, url, trust_read_only="--trust-read-only" in flags))
+                server = _server(rest)
+                servers.add(server)
                 print(
-                    f"Added MCP server {name!r}; it starts on first use. "
-                    f"%llm_mcp tools {name} lists its tools."
+                    f"Added MCP server {server.name!r}; it starts on first use. "
+                    f"%llm_mcp tools {server.name} lists its tools."
                 )
             elif action == "list":
                 if not servers.servers:
@@ -89,3 +83,35 @@ class McpMagics(Magics):
                 raise UsageError(f"unknown %llm_mcp command {line!r}: {USAGE}")
         except NbllmError as exc:
             raise UsageError(str(exc)) from None
+
+
+def _server(words: list[str]) -> McpServer:
+    """``NAME [--url URL] [--header H=V]... [--trust-read-only] [-- COMMAND ARGS]``."""
+    from nbllm._cells.mcp_servers import McpServer
+    from nbllm.magics.parsing import parse_headers
+
+    command = words[words.index("--") + 1 :] if "--" in words else []
+    options = words[: words.index("--")] if "--" in words else words
+    if not options or options[0].startswith("-"):
+        raise UsageError(f"give the server a name: {USAGE}")
+    name, url, headers, trust = options[0], None, [], False
+    flags = iter(options[1:])
+    for flag in flags:
+        if flag == "--trust-read-only":
+            trust = True
+        elif flag in ("--url", "--header"):
+            value = next(flags, None)
+            if value is None:
+                raise UsageError(f"{flag} needs a value: {USAGE}")
+            if flag == "--url":
+                url = value
+            else:
+                headers.append(value)
+        elif flag.startswith("-"):
+            raise UsageError(f"%llm_mcp add does not take {flag!r}: {USAGE}")
+        else:  # not echoed: an unquoted header value's second word may be a token
+            raise UsageError(
+                "a word after the options is not one of them; quote a header value with spaces: "
+                '--header "Authorization=Bearer ${TOKEN}"'
+            )
+    return McpServer(name, command, url, parse_headers(headers), trust_read_only=trust)
