@@ -12,6 +12,8 @@ import asyncio
 import difflib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypedDict
 
 import pydantic
@@ -285,6 +287,85 @@ def response_cache(
 def history() -> list[CallRecord]:
     """Every recorded call of this session, oldest first."""
     return get_history().records()
+
+
+def logs(
+    since: datetime | timedelta | str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+    conversation: str | None = None,
+    limit: int | None = 100,
+) -> Any:
+    """Logged calls, newest first (the log's file, or the default one while the log is off):
+    `since` a time, a timedelta or an age such as ``"7d"``; `model` a ``provider/model`` or a
+    provider; `status` ok, error, incomplete or cancelled; `search` words in prompts and replies
+    (full-text). A pandas DataFrame (else a polars one, else a list of dicts)."""
+    from nbllm._log import database
+    from nbllm._log.writer import get_log
+
+    if isinstance(since, str):
+        since = database.age(since)
+    if isinstance(since, timedelta):
+        since = datetime.now(timezone.utc) - since
+    connection = get_log().connection()
+    try:
+        rows = database.query(
+            connection,
+            since=since,
+            model=model,
+            status=status,
+            search=search,
+            conversation=conversation,
+            limit=limit,
+        )
+    finally:
+        connection.close()
+    return _frame(rows, list(database.COLUMNS))
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    try:
+        import pandas
+
+        return pandas.DataFrame(rows, columns=columns)
+    except ImportError:
+        pass
+    try:
+        import polars
+
+        return polars.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+    except ImportError:
+        return rows
+
+
+def export(
+    conversation: str | None = None, *, to: str = "md", path: str | Path | None = None, rows: Any = None
+) -> Path:
+    """Write a conversation (from the session, else the log) as ``md``, ``json`` (the messages,
+    ready to resend or to import) or ``ipynb`` (a notebook whose cells are the turns), or log
+    `rows` (from `logs`) as md or json; returns the path written (default ``NAME.FORMAT``)."""
+    from nbllm._log.export import export as write_export
+
+    return write_export(conversation, to=to, path=path, rows=rows)
+
+
+def import_conversation(path: str | Path, name: str | None = None) -> str:
+    """Restore a conversation from a JSON export; the next ``%%chat -c NAME`` (or a call with
+    its messages) sends what the exported one would have. Returns its name."""
+    from nbllm._log.export import import_conversation as restore
+
+    return restore(path, name)
+
+
+def budget(amount: float | None = None) -> str:
+    """Set the session's budget (`amount`, in the prices' currency); with no argument, what is
+    spent and left. Calls that would pass it are refused before they are sent."""
+    from nbllm._calls.budget import get_budget
+
+    if amount is not None:
+        get_budget().set(amount)
+    return get_budget().summary()
 
 
 def panel() -> Any:

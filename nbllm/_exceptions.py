@@ -7,7 +7,8 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     NbllmError
     ├── ConfigError                 a provider or model definition is invalid
     │   └── ConfigFileError         a saved config file cannot be read or written
-    │       └── CassetteError       a cassette file holds what is not a recorded exchange
+    │       ├── CassetteError       a cassette file holds what is not a recorded exchange
+    │       └── LogError            the conversation log cannot be opened, written or read
     ├── NameResolutionError         a model name does not pick exactly one model
     │   ├── UnknownModelError       no provider declares it (suggests close names)
     │   └── AmbiguousModelError     several do (lists the qualified choices)
@@ -19,7 +20,8 @@ the edge with ``raise ... from exc``. No message ever contains a key.
     ├── PromptError                 a prompt or its options cannot become a request (nothing was sent)
     │   ├── InterpolationError      a {placeholder} names nothing, or fails to evaluate
     │   ├── CapabilityError         the model lacks a flag the request needs (tools, json, vision)
-    │   └── ToolError               a --tools name is not a usable Python function
+    │   ├── ToolError               a --tools name is not a usable Python function
+    │   └── BudgetError             the call would pass the session's budget
     └── APIError                    a call to an endpoint failed
         ├── CassetteMissError       a replaying cassette has no recording of the request
         ├── UnexpectedError         something below the engine failed unforeseen (cause chained)
@@ -107,6 +109,11 @@ class StoppedError(NbllmError):
     """A call was stopped on purpose (a Stop button in the cell or the panel); its partial text is kept."""
 
 
+class LogError(ConfigFileError):
+    """The opt-in conversation log cannot be opened, written or read (a locked, corrupt or
+    newer database, a folder that cannot be written)."""
+
+
 class PromptError(NbllmError, ValueError):
     """A prompt, a `%%chat` cell or a request option cannot become a request; nothing was sent."""
 
@@ -121,6 +128,11 @@ class CapabilityError(PromptError):
 
 class ToolError(PromptError):
     """A ``--tools`` name is not a Python callable nbllm can describe to a model."""
+
+
+class BudgetError(PromptError):
+    """The session's budget (``%llm_budget``) is spent, or the call's estimated cost would pass
+    it; nothing was sent."""
 
 
 class ProviderExistsError(NbllmError):

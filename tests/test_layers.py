@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "_calls": 3,
     "_cells": 4,
     "_batch": 5,
+    "_log": 5,
     "_views": 6,
     "_panel": 7,
     "magics": 8,
@@ -40,7 +41,7 @@ LAYERS: dict[str, int] = {
 # Standalone: they must not import nbllm at all, so a test server or the CLI never drags
 # the package (and its import-time work) into a process that does not need it.
 STANDALONE = {"testing", "cli"}
-UI_FREE = {"_providers", "_calls", "_cells", "_batch"}
+UI_FREE = {"_providers", "_calls", "_cells", "_batch", "_log"}
 UI_PACKAGES = {"IPython", "ipywidgets", "ipykernel", "traitlets", "anywidget"}
 
 

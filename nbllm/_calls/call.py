@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 
 from nbllm._calls.attempt import Again, AttemptLoop, CallOptions, Outgoing, fallback_worthy
+from nbllm._calls.budget import get_budget
 from nbllm._calls.client import read_reply
 from nbllm._calls.context_fit import check_fits
 from nbllm._calls.edge import translate
 from nbllm._calls.errors import protocol_error
-from nbllm._calls.history import AttemptRecord, CallRecord, get_history, set_last
+from nbllm._calls.history import AttemptRecord, CallRecord, Transcript, get_history, set_last
 from nbllm._calls.interrupted import SERVER_FLAG, ask_again_alone, dropped_for_another
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.pacing import Booking
@@ -150,6 +151,7 @@ class _Call:
                 self.result.model = resolved.qualified_name
                 # The engine's events come straight through (no generator per route between):
                 # every layer an event passes costs on each token.
+                get_budget().check(self.request, resolved)  # before anything is sent to it
                 await check_fits(self.request, resolved, self.options.transport)
                 loop = AttemptLoop(
                     _ChatExchange(self, resolved), resolved, self.options, self.attempts, self._size
@@ -206,6 +208,14 @@ class _Call:
                 attempts=self.attempts,
                 error_class=self.error_class,
             )
+            if self.history.keep_transcripts:
+                record.transcript = Transcript(
+                    list(self.request.messages),
+                    self.result.text,
+                    self.result.reasoning,
+                    [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.result.tool_calls],
+                    protocol=answered.provider.api,
+                )
             self.history.add(record)
 
     def _size(self) -> int:

@@ -1,8 +1,13 @@
 """The call history: one `CallRecord` per call, with one `AttemptRecord` per HTTP attempt.
 
-Bounded (oldest records drop first), observable (the panel subscribes) and
-shared between threads. Records hold timings, token counts and error summaries,
-never prompts, replies or keys.
+Bounded (oldest records drop first), observable (the panel, the log, the budget and traces
+subscribe) and shared between threads. Records hold timings, token counts and error summaries,
+never keys; a record carries its prompt and reply (its `Transcript`) only while the opt-in log
+or traces ask for them, and only to its subscribers: `add` drops it once they have been told.
+
+Every record is labelled, where it is added, with the `CallLabels` of the task that made it (a
+cell sets its conversation, notebook and cell id), so calls of every kind (chat, tools,
+embeddings, map rows) are labelled in the one place they all pass.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -22,6 +28,32 @@ from nbllm._session import session
 
 DEFAULT_MAX_RECORDS = 1000
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class CallLabels:
+    """Where a call was made: its conversation, and the notebook and cell when known."""
+
+    conversation: str | None = None
+    notebook: str | None = None
+    cell_id: str | None = None
+
+
+NO_LABELS = CallLabels()
+call_labels: ContextVar[CallLabels] = ContextVar("nbllm_call_labels", default=NO_LABELS)
+"""Set by whoever runs calls (a cell, for its task); read when a record is added."""
+
+
+@dataclass
+class Transcript:
+    """What a call sent and got back, for the log: the messages, the reply, its thinking and the
+    tool calls it asked for, and the protocol that carried them."""
+
+    messages: list[dict[str, Any]]
+    reply: str = ""
+    reasoning: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    protocol: str | None = None
 
 
 @dataclass
@@ -84,6 +116,13 @@ class CallRecord:
     cost: float | None = None
     """Dollars, reported by the server or estimated from the model's price (None: unknown)."""
     cost_reported: bool = False
+    finish_reason: str | None = None
+    conversation: str | None = None
+    notebook: str | None = None
+    cell_id: str | None = None
+    transcript: Transcript | None = field(default=None, repr=False, compare=False)
+    """The prompt and reply, for subscribers only, while the log or traces want them
+    (`History.keep_transcripts`)."""
 
     def _repr_llm_(self) -> str:
         """One line for a model reading the history: no prompt or reply is kept to show."""
@@ -133,6 +172,7 @@ class CallRecord:
             replayed=result.replayed,
             cost=result.cost,
             cost_reported=result.cost_reported,
+            finish_reason=result.finish_reason,
         )
 
     @classmethod
@@ -206,6 +246,20 @@ class History:
         self._lock = threading.Lock()
         self._records: deque[CallRecord] = deque(maxlen=max_records)
         self._observers = Observers("history")
+        self.transcript_wanted_by: set[str] = set()
+        """Who wants calls to attach their `Transcript` (the log, traces with content)."""
+        self.notice: str | None = None
+        """A one-time note for the next reply's footer (the log says it is on)."""
+
+    @property
+    def keep_transcripts(self) -> bool:
+        """Whether calls should attach their transcript to their record."""
+        return bool(self.transcript_wanted_by)
+
+    def take_notice(self) -> str | None:
+        """The pending notice, once."""
+        notice, self.notice = self.notice, None
+        return notice
 
     @property
     def max_records(self) -> int:
@@ -220,10 +274,18 @@ class History:
             self._records = deque(self._records, maxlen=value)
 
     def add(self, record: CallRecord) -> None:
-        """Append a record and tell the subscribers."""
+        """Label a record with the running task's `call_labels`, append it and tell the
+        subscribers."""
+        labels = call_labels.get()
+        record.conversation = record.conversation or labels.conversation
+        record.notebook = record.notebook or labels.notebook
+        record.cell_id = record.cell_id or labels.cell_id
         with self._lock:
             self._records.append(record)
         self._observers.emit(record)
+        # Subscribers that want the prompt and reply took them as they were told; the history
+        # itself keeps no prompt or reply.
+        record.transcript = None
 
     def subscribe(self, listener: Callable[[CallRecord], None]) -> Callable[[], None]:
         """Call `listener` with each new record; returns the function that unsubscribes."""

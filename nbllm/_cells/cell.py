@@ -15,13 +15,14 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydantic
 
 from nbllm._calls.attempt import CallOptions
 from nbllm._calls.call import stream_call
+from nbllm._calls.history import CallLabels, call_labels, get_history
 from nbllm._calls.preparation import prepare_call
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.results import (
@@ -266,9 +267,13 @@ class CellRun:
         call_options: CallOptions | None = None,
         commit: bool = True,
         approver: Approver | None = None,
+        labels: CallLabels | None = None,
     ) -> None:
         self.cell = cell
         self.view = view
+        self.labels = labels or CallLabels()
+        """Where the cell runs (its notebook and cell id, from the kernel); its conversation is
+        added here."""
         self.approval = ApprovalGate(cell.options.approve, approver, cell.options.approval_timeout_s)
         self.commit = commit
         """Whether the run changes its conversation (--compare runs only read it)."""
@@ -290,6 +295,9 @@ class CellRun:
             cell.conversation.system = cell.system
         ui.post(view.start)
         outcome: CellOutcome | None = None
+        # Every call of this run (rounds, tools) is labelled with where it was made; the rounds
+        # task below copies this context.
+        call_labels.set(replace(self.labels, conversation=cell.conversation.name))
         # The rounds run as their own task so a Stop button can cancel them
         # without cancelling the cell (an interrupt cancels both).
         rounds = asyncio.ensure_future(self._rounds(ui))
@@ -329,9 +337,14 @@ class CellRun:
             ui.post(view.finish, outcome.result, outcome.error, self._note(outcome))
 
     def _note(self, outcome: CellOutcome) -> str | None:
-        """What the reply says of its conversation: that a failed turn was left out, or that a
-        good one continued earlier cells (a bare %%chat continues 'default', which a notebook's
-        separate-looking cells do not show)."""
+        """The reply's footer note: what it says of its conversation, and once a session's
+        notice (the log is on)."""
+        notes = [n for n in (self._conversation_note(outcome), get_history().take_notice()) if n]
+        return "; ".join(notes) or None
+
+    def _conversation_note(self, outcome: CellOutcome) -> str | None:
+        """That a failed turn was left out, or that a good one continued earlier cells (a bare
+        %%chat continues 'default', which a notebook's separate-looking cells do not show)."""
         conversation = self.cell.conversation
         if not self.commit:
             return None

@@ -12,6 +12,7 @@ from nbllm._cells.notebook_cells import Errors, record_cell
 from nbllm._exceptions import NbllmError
 from nbllm._providers.paths import default_config_path
 from nbllm.magics.chat import ChatMagics, chat_cell_transformer
+from nbllm.magics.logbook import LogMagics
 from nbllm.magics.mcp_commands import McpMagics
 from nbllm.magics.panel import PanelMagics
 from nbllm.magics.provider import ProviderMagics
@@ -24,6 +25,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(PanelMagics)
     ipython.register_magics(RecordingMagics)
     ipython.register_magics(McpMagics)
+    ipython.register_magics(LogMagics)
     chat_magics = ChatMagics(shell=ipython)
     ipython.register_magics(chat_magics)
     if chat_magics not in ipython.configurables:  # so %config ChatMagics.throttle_ms = ... works
@@ -35,6 +37,7 @@ def load_ipython_extension(ipython: Any) -> None:
     if record_cell not in ipython.events.callbacks["post_run_cell"]:
         ipython.events.register("post_run_cell", record_cell)
     ipython.user_ns.setdefault("Err", Errors())
+    _start_records_from_environment()
     path = default_config_path()
     try:
         saved = path.exists()
@@ -53,6 +56,27 @@ def load_ipython_extension(ipython: Any) -> None:
             print(f"nbllm: saved providers were not loaded: {exc}", file=sys.stderr)
         else:
             print(f"nbllm: loaded {report}")
+
+
+def _start_records_from_environment() -> None:
+    """``NBLLM_LOG`` (a path, or 1 for the default) and ``NBLLM_OTEL=1`` turn the log and traces
+    on at load; their modules are imported only then."""
+    import os
+
+    if os.environ.get("NBLLM_LOG"):
+        from nbllm._log.writer import get_log
+
+        try:
+            print(f"nbllm: logging calls to {get_log().turn_on()}")
+        except NbllmError as exc:
+            print(f"nbllm: the log (NBLLM_LOG) was not started: {exc}", file=sys.stderr)
+    if os.environ.get("NBLLM_OTEL", "") not in ("", "0"):
+        from nbllm._log.traces import get_traces
+
+        try:
+            get_traces().turn_on(content=os.environ.get("NBLLM_OTEL_CONTENT", "") not in ("", "0"))
+        except NbllmError as exc:
+            print(f"nbllm: traces (NBLLM_OTEL) were not started: {exc}", file=sys.stderr)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

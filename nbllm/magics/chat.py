@@ -22,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Int, TraitError, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from nbllm._cells.ui_thread import DirectUi, Ui, run_with_ui
 from nbllm._constants import (
@@ -47,6 +47,7 @@ from nbllm._providers.secret_text import mask_secrets
 from nbllm.magics.parsing import parse_line, usage_errors, warn
 
 if TYPE_CHECKING:
+    from nbllm._calls.history import CallLabels
     from nbllm._cells.cell import ChatOptions
 
 CHAT_HELP_TAIL = """
@@ -102,6 +103,24 @@ def show_error(error: NbllmError, model: str | None, line: str) -> None:
 INTERRUPTED = "interrupted: the reply above is partial (nbllm.last() holds it)"
 """What an interrupted cell raises: one line under the final frame, as after the panel's Stop,
 never a traceback through the HTTP stack; the cell still fails, so Run All stops there."""
+
+
+def where_in_notebook(shell: Any) -> CallLabels:
+    """The notebook (its path, where the front end says it: JupyterLab's ``__session__``, VS
+    Code's ``__vsc_ipynb_file__``) and the running cell's id (from the execute request's
+    metadata, which JupyterLab and Notebook 7 send), for the calls' records."""
+    from nbllm._calls.history import CallLabels  # with the cell's run, not at %load_ext
+
+    namespace = getattr(shell, "user_ns", {}) or {}
+    notebook = namespace.get("__vsc_ipynb_file__") or namespace.get("__session__")
+    cell_id = None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None and hasattr(kernel, "get_parent"):
+        try:
+            cell_id = ((kernel.get_parent() or {}).get("metadata") or {}).get("cellId")
+        except Exception:  # a kernel of another kind: the label is only a help
+            cell_id = None
+    return CallLabels(notebook=str(notebook) if notebook else None, cell_id=str(cell_id) if cell_id else None)
 
 
 def _split_names(text: str | None) -> list[str]:
@@ -166,6 +185,26 @@ class ChatMagics(Magics):
     context_tokens = Int(
         DEFAULT_CONTEXT_TOKENS, config=True, help="Default for --context-tokens: one value's summary size."
     )
+
+    log = Unicode(
+        "",
+        config=True,
+        help="The conversation log: '' (off, the default), 'on' (the default path in the user data "
+        "folder) or a database path; the same as %llm_log on [PATH] / off.",
+    )
+
+    @observe("log")
+    def _log_changed(self, change: Any) -> None:
+        from nbllm._log.writer import check_path, get_log
+
+        value = str(change["new"]).strip()
+        try:
+            if not value or value == "off":
+                get_log().turn_off()
+            else:
+                get_log().turn_on(None if value == "on" else check_path(value))
+        except NbllmError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("throttle_ms", "max_tool_rounds", "context_tokens")
     def _not_negative(self, proposal: Any) -> int:
@@ -454,7 +493,7 @@ class ChatMagics(Magics):
                 remote_images=self.remote_images or args.remote_images,
                 widgets=self.widgets and widgets_enabled(),
             )
-        run = CellRun(prepared, view, approver=self._approver(awaited))
+        run = CellRun(prepared, view, approver=self._approver(awaited), labels=where_in_notebook(self.shell))
 
         def conclude(outcome: CellOutcome) -> None:
             set_last(outcome.result)

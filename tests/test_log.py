@@ -1,0 +1,237 @@
+"""The opt-in conversation log (issue 32) against a real loopback server: every kind of call is
+in the database with its fields and no secret, messages are stored once, search, stats and
+prune work, a write failure loses the row but never the call, and two processes writing at
+once lose nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+
+import nbllm
+from nbllm._log import database
+from nbllm._log.writer import ConversationLog, get_log
+from nbllm.testing import LoopbackServer, ScriptedToolCall, serve
+from tests.helpers import SENTINEL_KEY
+
+HEADER_SECRET = "hdr-secret-5be1c0ffee"
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with serve(reply="Zebras have stripes.", api_key=SENTINEL_KEY, usage_cost=0.002) as running:
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(
+                name="p",
+                url=running.base_url,
+                key=SENTINEL_KEY,
+                headers={"X-Api-Token": HEADER_SECRET},
+                models={"m": {"capabilities": "tools,embeddings"}},
+            )
+        )
+        yield running
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[ConversationLog]:
+    conversation_log = get_log()
+    conversation_log.turn_on(tmp_path / "log.db")
+    yield conversation_log
+    conversation_log.turn_off()
+
+
+def rows(log: ConversationLog, **filters: Any) -> list[dict[str, Any]]:
+    log.flush()
+    assert log.path is not None
+    connection = database.connect(log.path)
+    try:
+        return database.query(connection, limit=None, **filters)
+    finally:
+        connection.close()
+
+
+def get_tool_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"Sunny in {city}, and the key is {SENTINEL_KEY}"
+
+
+def test_every_kind_of_call_is_logged_with_its_fields_and_no_secret(
+    log: ConversationLog, server: LoopbackServer, ip: Any
+) -> None:
+    nbllm.chat(f"Tell me about zebras. My key is {SENTINEL_KEY}", model="p/m")  # a user's slip
+    assert nbllm.chat("Stream about lions", model="p/m", stream=True).text == "Zebras have stripes."
+    server.tool_calls = [ScriptedToolCall("get_tool_weather", {"city": "Oslo"})]
+    ip.user_ns["get_tool_weather"] = get_tool_weather
+    ip.run_cell_magic("chat", "p/m -c weather --tools get_tool_weather", "Weather in Oslo?")
+    server.tool_calls = []
+    nbllm.embed(["one", "two"], model="p/m")
+    nbllm.map("Summarise {text}", [{"text": "a"}, {"text": "b"}], model="p/m", progress=False)
+    server.enqueue("server_error", "server_error", "server_error", "server_error")
+    with pytest.raises(nbllm.ServerError):
+        nbllm.chat("This one fails", model="p/m")
+    logged = rows(log)
+    kinds = [(r["kind"], r["status"]) for r in reversed(logged)]
+    assert kinds == [
+        ("chat", "ok"),  # chat
+        ("chat", "ok"),  # stream
+        ("chat", "ok"),  # the round that asked for the tool
+        ("tool", "ok"),
+        ("chat", "ok"),  # the round after it
+        ("embed", "ok"),
+        ("chat", "ok"),  # two map rows
+        ("chat", "ok"),
+        ("chat", "error"),
+    ]
+    first = logged[-1]
+    assert first["model"] == "p/m" and first["provider"] == "p" and first["reply"] == "Zebras have stripes."
+    assert first["cost"] == pytest.approx(0.002) and first["prompt_tokens"] > 0 and first["latency_s"] > 0
+    tool = next(r for r in logged if r["kind"] == "tool")
+    assert tool["model"] == "tool:get_tool_weather" and '"Oslo"' in tool["tool_arguments"]
+    cell_rounds = [r for r in logged if r["conversation"] == "weather"]
+    assert len(cell_rounds) == 3  # the cell's rounds and its tool are labelled with its conversation
+    asked = next(r for r in cell_rounds if r["tool_calls"])
+    assert "get_tool_weather" in asked["tool_calls"]
+    failed = logged[0]
+    assert failed["error_class"] == "ServerError" and failed["retries"] >= 1
+    assert next(r for r in logged if r["kind"] == "embed")["texts"] == 2
+    log.flush()
+    assert log.path is not None
+    data = b"".join(p.read_bytes() for p in log.path.parent.glob("log.db*"))
+    assert SENTINEL_KEY.encode() not in data and HEADER_SECRET.encode() not in data
+    assert b"Tell me about zebras. My key is " in data  # the prompt is kept, the key masked
+
+
+def test_messages_are_stored_once_however_long_the_conversation(
+    log: ConversationLog, server: LoopbackServer, ip: Any
+) -> None:
+    for turn in range(6):
+        ip.run_cell_magic("chat", "p/m -c long", f"Question {turn}")
+    log.flush()
+    assert log.path is not None
+    connection = sqlite3.connect(log.path)
+    stored = connection.execute("SELECT count(*) FROM messages").fetchone()[0]
+    referenced = connection.execute("SELECT count(*) FROM call_messages").fetchone()[0]
+    connection.close()
+    assert referenced == sum(2 * t + 1 for t in range(6))  # each call sends its whole history
+    assert stored == 6 + 1  # but each question once, and the reply they all got once
+
+
+def test_search_filters_stats_and_prune(
+    log: ConversationLog, server: LoopbackServer, ip: Any, capsys: Any
+) -> None:
+    nbllm.chat("What do aardvarks eat?", model="p/m")
+    nbllm.chat("Tell me about pangolins", model="p/m")
+    found = nbllm.logs(search="pangolins")
+    assert list(found["model"]) == ["p/m"] and len(found) == 1
+    assert len(nbllm.logs(model="p")) == 2 and len(nbllm.logs(status="error")) == 0
+    assert len(nbllm.logs(since="1h")) == 2 and len(nbllm.logs(since=timedelta(seconds=0))) == 0
+    ip.run_line_magic("llm_log", "search aardvarks")
+    assert "1 call(s) match 'aardvarks'" in capsys.readouterr().out
+    ip.run_line_magic("llm_log", "stats")
+    ip.run_line_magic("llm_log", "")
+    assert "2 calls written this session" in capsys.readouterr().out
+    assert log.path is not None
+    connection = database.connect(log.path)
+    per_day = database.stats(connection)
+    assert per_day[0]["calls"] == 2 and per_day[0]["cost"] == pytest.approx(0.004)
+    assert database.prune(connection, datetime.now(timezone.utc) - timedelta(days=1)) == 0
+    assert database.prune(connection, datetime.now(timezone.utc) + timedelta(seconds=1)) == 2
+    left = [
+        connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("calls", "messages", "calls_text")
+    ]
+    connection.close()
+    assert left == [0, 0, 0]
+    with pytest.raises(UsageError, match="give an age"):
+        ip.run_line_magic("llm_log", "prune --older-than soon")
+
+
+def test_a_failed_write_loses_the_row_never_the_call(
+    log: ConversationLog, server: LoopbackServer, capsys: Any
+) -> None:
+    assert log.path is not None
+    blocker = sqlite3.connect(log.path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the file
+    log._connection.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
+    result = nbllm.chat("Still answered?", model="p/m")
+    assert result.text == "Zebras have stripes."  # the call never waits for its log
+    log.flush()
+    blocker.rollback()
+    blocker.close()
+    assert log.lost == 1 and "locked" in (log.last_error or "")
+    assert "could not be logged" in capsys.readouterr().err
+    nbllm.chat("And now?", model="p/m")
+    assert len(rows(log)) == 1
+
+
+def test_a_bad_path_or_a_newer_log_is_refused_when_turned_on(tmp_path: Path, ip: Any) -> None:
+    newer = tmp_path / "newer.db"
+    connection = sqlite3.connect(newer)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    with pytest.raises(UsageError, match="written by a newer nbllm"):
+        ip.run_line_magic("llm_log", f"on {newer}")
+    (tmp_path / "not-a-db.db").write_text("hello, this is text")
+    with pytest.raises(UsageError, match="cannot be used"):
+        ip.run_line_magic("llm_log", f"on {tmp_path / 'not-a-db.db'}")
+    with pytest.raises(UsageError, match="unknown %llm_log command"):
+        ip.run_line_magic("llm_log", "frobnicate")
+    assert not get_log().on
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import datetime, timezone
+    from nbllm._calls.history import CallRecord, get_history
+    from nbllm._log.writer import get_log
+
+    log = get_log()
+    log.turn_on(sys.argv[1])
+    for n in range(int(sys.argv[2])):
+        get_history().add(CallRecord("p/m", "p/m", "h", datetime.now(timezone.utc), latency_s=0.1))
+    log.flush(60)
+    print(log.written, log.lost)
+    """
+)
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), "300"], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=120)[0].split() for w in writers]
+    assert outputs == [["300", "0"], ["300", "0"]]
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT count(*) FROM calls").fetchone()[0] == 600
+    assert connection.execute("SELECT count(DISTINCT kernel) FROM calls").fetchone()[0] == 2
+    connection.close()
+
+
+def test_the_trait_and_the_footer_say_the_log_is_on(
+    tmp_path: Path, server: LoopbackServer, ip: Any, capsys: Any
+) -> None:
+    path = tmp_path / "trait.db"
+    ip.run_line_magic("config", f"ChatMagics.log = '{path}'")
+    try:
+        ip.run_cell_magic("chat", "p/m --no-stream", "First")
+        ip.run_cell_magic("chat", "p/m --no-stream", "Second")
+        shown = capsys.readouterr().out
+        assert shown.count(f"calls are logged to {path}") == 1  # once per session
+    finally:
+        ip.run_line_magic("config", "ChatMagics.log = ''")
+    assert not get_log().on
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT count(*) FROM calls").fetchone()[0] == 2
+    connection.close()
