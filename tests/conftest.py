@@ -21,6 +21,7 @@ SLOW_FILES = frozenset(
         "test_kernel_context.py",
         "test_kernel_tools.py",
         "test_kernel_mcp.py",
+        "test_kernel_log.py",  # two kernels writing one log; an exported notebook under nbval
         "test_mcp_http.py",  # a real MCP server over HTTP
         "test_local_model.py",  # the bundled model on llama.cpp
         "test_notebooks.py",  # whole notebooks executed in kernels

@@ -250,13 +250,20 @@ def query(
     if conversation is not None:
         where.append("conversation = ?")
         args.append(conversation)
+    selected = ", ".join(f"calls.{name}" for name in COLUMNS)
     if search is not None:
-        where.append("id IN (SELECT rowid FROM calls_text WHERE calls_text MATCH ?)")
-        args.append(fts_query(search))
-    sql = f"SELECT {', '.join(COLUMNS)} FROM calls"
+        # Newest matches first by rowid, which FTS5 walks backwards and stops at the limit: a
+        # word in most calls is as fast as a rare one. Call ids grow with time.
+        sql = f"SELECT {selected} FROM calls_text JOIN calls ON calls.id = calls_text.rowid"
+        where.insert(0, "calls_text MATCH ?")
+        args.insert(0, fts_query(search))
+        order = " ORDER BY calls_text.rowid DESC"
+    else:
+        sql = f"SELECT {selected} FROM calls"
+        order = " ORDER BY time DESC, id DESC"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY time DESC, id DESC"
+    sql += order
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [dict(zip(COLUMNS, row, strict=True)) for row in connection.execute(sql, args)]

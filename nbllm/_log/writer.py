@@ -34,6 +34,8 @@ from nbllm._session import session
 LOG_ENV = "NBLLM_LOG"
 STOP = None
 RETRY_AFTER_S = 0.5
+BATCH = 200
+"""Records written in one transaction at most."""
 
 
 def default_log_path() -> Path:
@@ -117,28 +119,37 @@ class ConversationLog:
 
     def _drain(self) -> None:
         while True:
-            item = self._queue.get()
+            items = [self._queue.get()]
+            # What queued up meanwhile (a map run's rows) goes in the same transaction.
+            while len(items) < BATCH and items[-1] is not STOP:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if item is STOP:
-                    return
-                self._write(*item)
+                calls = [item for item in items if item is not STOP]
+                if calls:
+                    self._write([to_logged(record, transcript, self._kernel) for record, transcript in calls])
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if items[-1] is STOP:
+                return
 
-    def _write(self, record: CallRecord, transcript: Transcript | None) -> None:
-        logged = to_logged(record, transcript, self._kernel)
+    def _write(self, logged: list[database.LoggedCall]) -> None:
         for attempt in range(2):
             try:
                 assert self._connection is not None
-                database.write(self._connection, [logged])
-                self.written += 1
+                database.write(self._connection, logged)
+                self.written += len(logged)
                 return
             except (sqlite3.Error, OSError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if attempt == 0:
                     time.sleep(RETRY_AFTER_S)
-        self.lost += 1
-        if self.lost == 1:
+        first = not self.lost
+        self.lost += len(logged)
+        if first:
             print(f"nbllm: a call could not be logged to {self.path}: {self.last_error}", file=sys.stderr)
 
 
