@@ -7,6 +7,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# hypothesis's pytest plugin imports hypothesis at the terminal summary when no test used it;
+# CPython 3.11.7's parser can then fail with "AST constructor recursion depth mismatch" under
+# pytest's assertion rewriting. Importing it here, at collection, avoids that late import.
+import hypothesis  # noqa: F401
 import pytest
 
 import nbllm

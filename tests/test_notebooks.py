@@ -33,8 +33,8 @@ def outputs_text(path: Path) -> str:
     return json.dumps([c["outputs"] for c in code_cells(path)])
 
 
-def test_there_are_eleven_tutorials() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 12)]
+def test_there_are_twelve_tutorials() -> None:
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 13)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

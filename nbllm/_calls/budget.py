@@ -83,7 +83,8 @@ class Budget:
         name = resolved.qualified_name
         if left <= 0:
             raise BudgetError(
-                f"the session's budget of {self.limit:.4g} is spent ({self.spent:.4g}); {name} was not asked",
+                f"the session's budget of {self.limit:.4g} is spent ({self.spent:.4g}), so {name} "
+                "was not asked",
                 hint="raise it with %llm_budget AMOUNT, or lift it with %llm_budget off",
             )
         price = resolved.spec.price
@@ -93,7 +94,7 @@ class Budget:
                 warnings.warn(
                     f"nbllm: {name} has no price, so the budget cannot estimate its calls before "
                     "they are sent (a cost the server reports still counts); give it one with "
-                    f"%llm_provider model {name} --price IN,OUT",
+                    f"%llm_provider model {resolved.provider.name} set {resolved.model} --price IN,OUT",
                     BudgetWarning,
                     stacklevel=2,
                 )
@@ -103,8 +104,8 @@ class Budget:
         estimate = price.cost(prompt, reply)
         if estimate > left:
             raise BudgetError(
-                f"{name} was not asked: the call would cost about {estimate:.4g} ({prompt:,} prompt "
-                f"tokens, up to {reply:,} reply tokens) and {left:.4g} of the budget is left",
+                f"the call would cost about {estimate:.4g} ({prompt:,} prompt tokens, up to {reply:,} "
+                f"reply tokens) and {left:.4g} of the budget is left, so {name} was not asked",
                 hint="raise the budget (%llm_budget AMOUNT), shorten the prompt, or lower --max-tokens",
             )
 

@@ -305,7 +305,7 @@ class _Call:
         price = self.routes[len(result.fallbacks)].spec.price
         if state.reported_cost is not None:
             result.cost, result.cost_reported = state.reported_cost, True
-        elif price is not None:
+        elif price is not None and self.attempts:  # a call refused before sending cost nothing
             result.cost = price.cost(result.usage.prompt_tokens, result.usage.completion_tokens)
         if self.booking is not None:
             self.booking.settle(result.usage.total_tokens)

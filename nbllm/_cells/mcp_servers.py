@@ -236,10 +236,11 @@ async def _keep(server: McpServer, ready: asyncio.Future[None]) -> None:
             ready.set_result(None)
             get_mcp_servers().changes.emit()
             await server._closing.wait()
-    except BaseException as exc:
+    except Exception as exc:
+        # Said to the starter through `ready`, or (a crash later) noticed on the next use,
+        # which starts the server again: never an unretrieved task exception.
         if not ready.done():
             ready.set_exception(exc)
-        raise
     finally:
         server.client = None
         get_mcp_servers().changes.emit()

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, display
 
 from nbllm._exceptions import NbllmError
@@ -50,6 +50,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> HTML:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str) and len(value) > 19 and value[4:5] == "-" and value[10:11] == "T":
+        return value[:19].replace("T", " ") + " UTC"  # a logged time, to the second
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)
@@ -58,7 +60,6 @@ def _cell(value: Any) -> str:
 
 @magics_class
 class LogMagics(Magics):
-    @no_var_expand
     @line_magic
     def llm_log(self, line: str) -> None:
         """The opt-in conversation log: on, off, search, stats, prune (no argument: its state)."""
@@ -128,7 +129,6 @@ class LogMagics(Magics):
         except NbllmError as exc:
             raise UsageError(str(exc)) from None
 
-    @no_var_expand
     @line_magic
     def llm_export(self, line: str) -> None:
         """Write a conversation as Markdown, JSON (to resend or import) or a notebook."""
@@ -146,7 +146,6 @@ class LogMagics(Magics):
             raise UsageError(str(exc)) from None
         print(f"Exported conversation {conversation or 'default'!r} to {written}")
 
-    @no_var_expand
     @line_magic
     def llm_import(self, line: str) -> None:
         """Restore a conversation from a JSON export (%llm_import PATH [--as NAME])."""

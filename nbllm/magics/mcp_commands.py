@@ -27,10 +27,13 @@ USAGE = (
 
 @magics_class
 class McpMagics(Magics):
-    @no_var_expand  # ${VAR} in a header is the environment's, read when connecting
+    @no_var_expand  # {expr} expanded, ${VAR} kept for nbllm: see expand_line
     @line_magic
     def llm_mcp(self, line: str) -> None:
         """MCP servers as tool sources for %%chat --tools mcp:NAME (or mcp:NAME/TOOL)."""
+        from nbllm.magics.parsing import expand_line
+
+        line = expand_line(self.shell, line)
         from nbllm._cells.mcp_servers import get_mcp_servers, list_tools
         from nbllm._exceptions import NbllmError
 

@@ -3,6 +3,7 @@ the plain `UsageError` IPython prints without a traceback, and warnings shown ev
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -58,3 +59,21 @@ def parse_headers(items: list[str]) -> dict[str, str]:
             raise ConfigError("each --header should be NAME=VALUE, e.g. HTTP-Referer=https://me.example")
         headers[name.strip()] = value
     return headers
+
+
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
+
+
+def expand_line(shell: Any, line: str) -> str:
+    """IPython's ``{expr}`` and ``$name`` expansion of a magic line, except ``${VAR}``, which
+    means the environment's variable, read by nbllm when it is used (a Python variable of the
+    same name must not put its value there: a key, into a saved file)."""
+    kept: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        kept.append(match.group())
+        return f"\x00{len(kept) - 1}\x00"
+
+    protected = _ENV_REFERENCE.sub(keep, line)
+    expanded = shell.var_expand(protected) if shell is not None else protected
+    return re.sub("\x00(\\d+)\x00", lambda m: kept[int(m.group(1))], expanded)

@@ -13,7 +13,7 @@ from IPython.utils.text import dedent
 
 from nbllm._constants import APIS, REASONING_STYLES
 from nbllm._providers.network import TRUST_STORES
-from nbllm.magics.parsing import parse_line, usage_errors
+from nbllm.magics.parsing import expand_line, parse_line, usage_errors
 
 # -- one parser per subcommand; their help is joined into %llm_provider? ------
 
@@ -210,11 +210,11 @@ def _provider_doc() -> str:
 class ProviderMagics(Magics):
     """`%llm_provider` and `%%llm_provider`."""
 
-    # ${VAR} means the environment's variable, read by nbllm; IPython's own $name/{expr}
-    # expansion would put a same-named Python variable's value there (a key, into a saved file).
+    # {expr} is expanded as IPython does, but not ${VAR}: see expand_line.
     @no_var_expand
     @line_cell_magic
     def llm_provider(self, line: str, cell: str | None = None) -> None:
+        line = expand_line(self.shell, line)
         with usage_errors(line):
             # The work (pydantic, httpx, yaml) is imported on first use, not at %load_ext.
             from nbllm.magics.provider_commands import ProviderCommands
