@@ -64,50 +64,65 @@ def get_tool_weather(city: str) -> str:
     return f"Sunny in {city}, and the key is {SENTINEL_KEY}"
 
 
+TIMES = 10
+
+
 def test_every_kind_of_call_is_logged_with_its_fields_and_no_secret(
     log: ConversationLog, server: LoopbackServer, ip: Any
 ) -> None:
-    nbllm.chat(f"Tell me about zebras. My key is {SENTINEL_KEY}", model="p/m")  # a user's slip
-    assert nbllm.chat("Stream about lions", model="p/m", stream=True).text == "Zebras have stripes."
-    server.tool_calls = [ScriptedToolCall("get_tool_weather", {"city": "Oslo"})]
     ip.user_ns["get_tool_weather"] = get_tool_weather
-    ip.run_cell_magic("chat", "p/m -c weather --tools get_tool_weather", "Weather in Oslo?")
-    server.tool_calls = []
-    nbllm.embed(["one", "two"], model="p/m")
-    nbllm.map("Summarise {text}", [{"text": "a"}, {"text": "b"}], model="p/m", progress=False)
-    server.enqueue("server_error", "server_error", "server_error", "server_error")
-    with pytest.raises(nbllm.ServerError):
-        nbllm.chat("This one fails", model="p/m")
+    with serve(reply="Forty-two.", reasoning="Let me think about zebras first.") as thinker:
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(name="r", url=thinker.base_url, auth="none", models={"t": {}})
+        )
+        for n in range(TIMES):
+            nbllm.chat(f"Tell me about zebras {n}. My key is {SENTINEL_KEY}", model="p/m")  # a user's slip
+            assert (
+                nbllm.chat(f"Stream about lions {n}", model="p/m", stream=True).text == "Zebras have stripes."
+            )
+            server.tool_calls = [ScriptedToolCall("get_tool_weather", {"city": f"Oslo {n}"})]
+            ip.run_cell_magic("chat", "p/m -c weather --tools get_tool_weather", "Weather in Oslo?")
+            server.tool_calls = []
+            nbllm.chat(f"Think about it {n}", model="r/t")
+            nbllm.embed([f"one {n}", "two"], model="p/m")
+            server.enqueue("unknown_model")
+            with pytest.raises(nbllm.ModelNotFoundError):
+                nbllm.chat("This one fails", model="p/m")
+        nbllm.map("Summarise {text}", [{"text": str(n)} for n in range(TIMES)], model="p/m", progress=False)
     logged = rows(log)
-    kinds = [(r["kind"], r["status"]) for r in reversed(logged)]
-    assert kinds == [
-        ("chat", "ok"),  # chat
-        ("chat", "ok"),  # stream
-        ("chat", "ok"),  # the round that asked for the tool
-        ("tool", "ok"),
-        ("chat", "ok"),  # the round after it
-        ("embed", "ok"),
-        ("chat", "ok"),  # two map rows
-        ("chat", "ok"),
-        ("chat", "error"),
-    ]
+    by_kind: dict[tuple[str, str], int] = {}
+    for row in logged:
+        by_kind[(row["kind"], row["status"])] = by_kind.get((row["kind"], row["status"]), 0) + 1
+    # per loop: chat, stream, two tool-loop rounds, the thinking call; then the map's rows
+    assert by_kind == {
+        ("chat", "ok"): 5 * TIMES + TIMES,
+        ("tool", "ok"): TIMES,
+        ("embed", "ok"): TIMES,
+        ("chat", "error"): TIMES,
+    }
     first = logged[-1]
     assert first["model"] == "p/m" and first["provider"] == "p" and first["reply"] == "Zebras have stripes."
     assert first["cost"] == pytest.approx(0.002) and first["prompt_tokens"] > 0 and first["latency_s"] > 0
-    tool = next(r for r in logged if r["kind"] == "tool")
-    assert tool["model"] == "tool:get_tool_weather" and '"Oslo"' in tool["tool_arguments"]
-    cell_rounds = [r for r in logged if r["conversation"] == "weather"]
-    assert len(cell_rounds) == 3  # the cell's rounds and its tool are labelled with its conversation
-    asked = next(r for r in cell_rounds if r["tool_calls"])
-    assert "get_tool_weather" in asked["tool_calls"]
-    failed = logged[0]
-    assert failed["error_class"] == "ServerError" and failed["retries"] >= 1
-    assert next(r for r in logged if r["kind"] == "embed")["texts"] == 2
+    assert first["protocol"] and first["kernel"] and first["status"] == "ok"
+    tools = [r for r in logged if r["kind"] == "tool"]
+    assert all(r["model"] == "tool:get_tool_weather" and '"Oslo' in r["tool_arguments"] for r in tools)
+    assert all(r["conversation"] == "weather" for r in tools)  # labelled with the cell's conversation
+    asked = [r for r in logged if r["conversation"] == "weather" and r["tool_calls"]]
+    assert len(asked) == TIMES and all("get_tool_weather" in r["tool_calls"] for r in asked)
+    thinking = [r for r in logged if r["model"] == "r/t"]
+    assert len(thinking) == TIMES
+    assert all(
+        r["reasoning"] == "Let me think about zebras first." and r["reasoning_tokens"] > 0 for r in thinking
+    )
+    failed = [r for r in logged if r["status"] == "error"]
+    assert {r["error_class"] for r in failed} == {"ModelNotFoundError"}
+    assert all(r["texts"] == 2 for r in logged if r["kind"] == "embed")
+    assert len(nbllm.logs(search="lions", limit=None)) == TIMES  # the streamed calls' prompts
     log.flush()
     assert log.path is not None
     data = b"".join(p.read_bytes() for p in log.path.parent.glob("log.db*"))
     assert SENTINEL_KEY.encode() not in data and HEADER_SECRET.encode() not in data
-    assert b"Tell me about zebras. My key is " in data  # the prompt is kept, the key masked
+    assert b"Tell me about zebras 0. My key is " in data  # the prompt is kept, the key masked
 
 
 def test_messages_are_stored_once_however_long_the_conversation(
