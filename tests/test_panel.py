@@ -441,3 +441,14 @@ def test_the_mcp_tab_follows_the_servers_and_tool_calls_are_in_the_calls_tab(pan
     )
     nbllm.get_history().add(tool)
     assert "tool:read_file" in panel.calls.table.value
+
+
+def test_the_calls_tab_shows_spending_per_provider_and_the_budget(panel: Panel) -> None:
+    now = datetime.now(timezone.utc)
+    history = nbllm.get_history()
+    history.add(CallRecord("gw/m1", "gw/m1", "h", now, latency_s=0.5, cost=0.25))
+    history.add(CallRecord("local/m2", "local/m2", "h", now, latency_s=0.5, cost=0.5))
+    assert "Spent this session: 0.75 (gw 0.25, local 0.5)" in panel.calls.spending.value
+    nbllm.budget(2.0)
+    history.add(CallRecord("gw/m1", "gw/m1", "h", now, latency_s=0.5, cost=0.25))
+    assert "Budget 2: spent 1 (gw 0.5, local 0.5), 1 left." in panel.calls.spending.value

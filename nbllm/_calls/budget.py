@@ -1,7 +1,8 @@
 """The session's budget (``%llm_budget 2.00``): a limit on what the session's calls cost, in
 the currency of the prices (the server's reported cost, or ``--price``).
 
-Spending is summed from the call history (every kind of call passes it), by provider. Before
+Spending is summed by the call history as calls are recorded (every kind passes it), by
+provider. Before
 each route of a call is tried, the engine asks `check`: a call is refused, with nothing sent,
 when the budget is spent or when its estimated cost (the prompt's tokens at the input price,
 and the reply's limit, or a typical reply, at the output price) would pass what is left. A
@@ -11,11 +12,10 @@ warning is shown once. ``nbllm.map``'s ``max_cost`` applies within the budget.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable
 
-from nbllm._calls.history import CallRecord, get_history
+from nbllm._calls.history import get_history
 from nbllm._calls.request import ChatRequest
 from nbllm._calls.tokens import default_counter
 from nbllm._constants import TYPICAL_REPLY_TOKENS
@@ -33,37 +33,28 @@ class BudgetWarning(UserWarning):
 class Budget:
     def __init__(self) -> None:
         self.limit: float | None = None
-        self.spent_by_provider: dict[str, float] = {}
-        self._lock = threading.Lock()
         self._warned = False
         self._unpriced: set[str] = set()
         self._unsubscribe: Callable[[], None] | None = None
 
     @property
+    def spent_by_provider(self) -> dict[str, float]:
+        return get_history().spent_by_provider()
+
+    @property
     def spent(self) -> float:
-        with self._lock:
-            return sum(self.spent_by_provider.values())
+        return sum(self.spent_by_provider.values())
 
     def set(self, limit: float | None) -> None:
-        """Set (or with None, lift) the limit. Spending counts from the session's first call:
-        what the history holds when the budget is first set, and every call after."""
+        """Set (or with None, lift) the limit, over what the session's calls have cost since it
+        began (the history sums it as calls are recorded)."""
         if limit is not None and not limit >= 0:
             raise BudgetError(f"a budget is an amount of 0 or more, not {limit}")
         self.limit = limit
         self._warned = False
         if self._unsubscribe is None:
-            history = get_history()
-            for record in history.records():
-                self._count(record)
-            self._unsubscribe = history.subscribe(self._count)
+            self._unsubscribe = get_history().subscribe(lambda _record: self._warn_if_near())
         self._warn_if_near()
-
-    def _count(self, record: CallRecord) -> None:
-        if record.cost:
-            provider = record.model.partition("/")[0]
-            with self._lock:
-                self.spent_by_provider[provider] = self.spent_by_provider.get(provider, 0.0) + record.cost
-            self._warn_if_near()
 
     def _warn_if_near(self) -> None:
         if self.limit and not self._warned and self.spent >= WARN_AT * self.limit:
@@ -110,14 +101,7 @@ class Budget:
             )
 
     def summary(self) -> str:
-        if self._unsubscribe is None:  # never set: count what the history holds
-            for record in get_history().records():
-                self._count(record)
-            self.spent_by_provider, counted = {}, self.spent_by_provider
-            spent, by = sum(counted.values()), _by_provider(counted)
-            return f"No budget set (%llm_budget AMOUNT sets one). Spent this session: {spent:.4g} ({by})."
-        spent = self.spent
-        by = _by_provider(self.spent_by_provider)
+        spent, by = self.spent, _by_provider(self.spent_by_provider)
         if self.limit is None:
             return f"No budget set (%llm_budget AMOUNT sets one). Spent this session: {spent:.4g} ({by})."
         return f"Budget {self.limit:.4g}: spent {spent:.4g} ({by}), {max(self.limit - spent, 0):.4g} left."

@@ -248,6 +248,7 @@ class History:
         self._observers = Observers("history")
         self.transcript_wanted_by: set[str] = set()
         """Who wants calls to attach their `Transcript` (the log, traces with content)."""
+        self._spent: dict[str, float] = {}
         self.notice: str | None = None
         """A one-time note for the next reply's footer (the log says it is on)."""
 
@@ -255,6 +256,12 @@ class History:
     def keep_transcripts(self) -> bool:
         """Whether calls should attach their transcript to their record."""
         return bool(self.transcript_wanted_by)
+
+    def spent_by_provider(self) -> dict[str, float]:
+        """What the session's calls cost, by provider (every call since the session began, also
+        those the bounded history has forgotten)."""
+        with self._lock:
+            return dict(self._spent)
 
     def take_notice(self) -> str | None:
         """The pending notice, once."""
@@ -282,6 +289,9 @@ class History:
         record.cell_id = record.cell_id or labels.cell_id
         with self._lock:
             self._records.append(record)
+            if record.cost:
+                provider = record.model.partition("/")[0]
+                self._spent[provider] = self._spent.get(provider, 0.0) + record.cost
         self._observers.emit(record)
         # Subscribers that want the prompt and reply took them as they were told; the history
         # itself keeps no prompt or reply.

@@ -9,6 +9,7 @@ import html
 
 import ipywidgets as widgets
 
+from nbllm._calls.budget import get_budget
 from nbllm._calls.history import History
 from nbllm._cells.inflight import InFlight, RunningCall
 from nbllm._panel.latency_chart import latency_chart_svg
@@ -28,11 +29,14 @@ class CallsTab(widgets.VBox):  # type: ignore[misc]
         self.table.add_class("nbllm-history")
         self.chart = widgets.HTML()
         self.chart.add_class("nbllm-latency")
+        self.spending = widgets.HTML()
+        self.spending.add_class("nbllm-spending")
         super().__init__(
             [
                 widgets.HTML("<b>In flight</b>"),
                 self.running,
                 widgets.HTML("<b>Recent calls</b>"),
+                self.spending,
                 self.table,
                 widgets.HTML("<b>Latency per model</b>"),
                 self.chart,
@@ -46,6 +50,7 @@ class CallsTab(widgets.VBox):  # type: ignore[misc]
         self.table.value = HistoryTable(records[-SHOWN_CALLS:], self.history.summaries())._repr_html_()
         models = [r for r in records if r.kind != "tool"]  # the chart is the models' latency
         self.chart.value = latency_chart_svg(models[-CHARTED_CALLS:])
+        self.spending.value = html.escape(get_budget().summary())
 
     def refresh_running(self) -> None:
         calls = self.in_flight.calls()
