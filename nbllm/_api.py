@@ -42,7 +42,8 @@ from nbllm._replay.cassette import Cassette
 from nbllm._views.progress import progress_view
 
 Prompt = str | Sequence[dict[str, Any]]
-ToolSpec = Callable[..., Any] | dict[str, Any]
+ToolSpec = Callable[..., Any] | dict[str, Any] | str
+"""A Python function, an OpenAI tool schema, or ``"mcp:NAME"``/``"mcp:NAME/TOOL"`` (the server's schemas)."""
 
 
 class RequestOptions(TypedDict, total=False):
@@ -139,8 +140,24 @@ def _tool_schemas(tools: Sequence[ToolSpec] | None) -> list[dict[str, Any]] | No
     if tools is None:
         return None
     if isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Sequence):
-        raise PromptError("tools should be a list of Python functions or OpenAI tool schemas")
-    return [tool if isinstance(tool, dict) else tool_schema(tool) for tool in tools]
+        raise PromptError(
+            "tools should be a list of Python functions, OpenAI tool schemas or 'mcp:NAME[/TOOL]'"
+        )
+    schemas: list[dict[str, Any]] = []
+    for tool in tools:
+        if isinstance(tool, str) and tool.startswith("mcp:"):
+            from nbllm._cells.mcp_servers import tools_of
+
+            schemas += [found.schema() for found in tools_of(tool).values()]
+        elif isinstance(tool, dict):
+            schemas.append(tool)
+        elif callable(tool):
+            schemas.append(tool_schema(tool))
+        else:
+            raise PromptError(
+                f"a tool is a Python function, an OpenAI tool schema or 'mcp:NAME', not {tool!r}"
+            )
+    return schemas
 
 
 def chat(

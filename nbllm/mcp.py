@@ -55,3 +55,14 @@ def tools(name: str) -> list[dict[str, Any]]:
         }
         for tool in list_tools(name)
     ]
+
+
+def call(name: str, tool: str, arguments: Mapping[str, Any] | None = None) -> str:
+    """Run one tool of a server yourself (a tool call a model returned from ``nbllm.chat``, say)
+    and get its result as the model would read it (images named in the text)."""
+    from nbllm._calls.loop_thread import loop_thread
+    from nbllm._cells.mcp_servers import tools_of
+
+    found = tools_of(f"mcp:{name}/{tool}")[tool]
+    output = loop_thread().run(found.function(dict(arguments or {})))
+    return str(output.text)

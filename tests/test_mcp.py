@@ -3,29 +3,37 @@ servers run in tests/test_kernel_mcp.py."""
 
 from __future__ import annotations
 
+import base64
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 
-from nbllm._cells.mcp_servers import result_text
+from nbllm._cells.mcp_servers import result_output
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n not really a png").decode()
 
 
-def test_a_result_becomes_text_with_what_cannot_go_back_named() -> None:
+def test_a_result_becomes_text_and_its_images() -> None:
     result = SimpleNamespace(
         is_error=False,
         content=[
             SimpleNamespace(type="text", text="12:00"),
             SimpleNamespace(type="resource", resource=SimpleNamespace(text="file body", uri="file:///a")),
-            SimpleNamespace(type="image", mime_type="image/png"),
+            SimpleNamespace(type="image", mime_type="image/png", data=PNG),
+            SimpleNamespace(type="image", mime_type="image/png", data="%%% not base64"),
         ],
     )
-    assert result_text(result) == "12:00\nfile body\n[an image (image/png): not sent back as text]"
+    output = result_output(result)
     assert (
-        result_text(SimpleNamespace(is_error=True, content=[SimpleNamespace(type="text", text="no")]))
-        == "error: no"
+        output.text
+        == "12:00\nfile body\n[image 1 (image/png)]\n[an image (image/png) that was not valid base64]"
     )
+    assert [image.mime for image in output.images] == ["image/png"]
+    assert output.images[0].data.startswith(b"\x89PNG")
+    failed = result_output(SimpleNamespace(is_error=True, content=[SimpleNamespace(type="text", text="no")]))
+    assert failed.text == "error: no" and failed.images == ()
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,7 @@ def test_a_gateway_token_goes_as_a_header_and_is_saved_as_a_reference(
             ip.run_line_magic("llm_mcp", "tools bare")  # the server refuses a request without it
         ip.run_line_magic("llm_mcp", "remove bare")
         names = [tool["name"] for tool in nbllm.mcp.tools("notes")]
-        assert sorted(names) == ["delete_all_notes", "read_note"]
+        assert sorted(names) == ["delete_all_notes", "read_note", "sketch_note"]
         saved = tmp_path / "providers.yaml"
         ip.run_line_magic("llm_provider", f"save {saved}")
         out = capsys.readouterr().out
@@ -126,7 +126,8 @@ def test_a_gateway_token_goes_as_a_header_and_is_saved_as_a_reference(
         ip.run_line_magic("llm_mcp", "remove literal")
         ip.run_line_magic("llm_provider", f"load {saved}")
         assert {s["name"]: s["running"] for s in nbllm.mcp.servers()} == {"notes": False, "literal": False}
-        assert [t["name"] for t in nbllm.mcp.tools("notes") if t["read_only_hint"]] == ["read_note"]
+        hinted = [t["name"] for t in nbllm.mcp.tools("notes") if t["read_only_hint"]]
+        assert hinted == ["read_note", "sketch_note"]
         monkeypatch.delenv("NOTES_TOKEN")
         ip.run_line_magic("llm_mcp", "remove notes")
         ip.run_line_magic("llm_provider", f"load {saved}")
@@ -135,3 +136,39 @@ def test_a_gateway_token_goes_as_a_header_and_is_saved_as_a_reference(
     finally:
         for server in nbllm.mcp.servers():
             nbllm.mcp.remove(server["name"])
+
+
+@pytest.mark.parametrize("vision", [True, False])
+def test_an_image_result_reaches_a_vision_model_and_is_named_for_others(
+    ip: Any, mcp_url: str, model: LoopbackServer, vision: bool
+) -> None:
+    caps = "tools,vision" if vision else "tools"
+    nbllm.get_store().add_provider(
+        nbllm.ProviderConfig(name="v", url=model.base_url, auth="none", models={"m": {"capabilities": caps}})
+    )
+    ip.run_line_magic("llm_mcp", f"add notes --url {mcp_url} --trust-read-only")
+    try:
+        model.tool_calls = [ScriptedToolCall("sketch_note", {"title": "todo"})]
+        ip.run_cell_magic("chat", "v/m --tools mcp:notes/sketch_note", "Show me the todo sketch")
+        messages = [r for r in model.requests if r.method == "POST"][-1].body["messages"]
+        (result,) = [m["content"] for m in messages if m["role"] == "tool"]
+        assert result.startswith("[image 1 (image/png)]")
+        if vision:
+            assert "in the next message" in result
+            shown = messages[-1]
+            assert shown["role"] == "user" and shown["content"][1]["image_url"]["url"].startswith(
+                "data:image/png;base64,iVBOR"
+            )
+        else:
+            assert "not sent: v/m is not flagged vision" in result
+            assert messages[-1]["role"] == "tool"
+        # the API gives a model the server's schemas too (the caller runs what it asks for)
+        model.tool_calls = [ScriptedToolCall("sketch_note", {"title": "x"})]
+        asked = nbllm.chat("Sketch?", model="v/m", tools=["mcp:notes/sketch_note"])
+        assert asked.tool_calls[0].name == "sketch_note"
+        sent = [r for r in model.requests if r.method == "POST"][-1].body["tools"]
+        assert [t["function"]["name"] for t in sent] == ["sketch_note"]
+        assert nbllm.mcp.call("notes", "read_note", {"title": "x"}).startswith("Note 'x'")
+    finally:
+        model.tool_calls = []
+        ip.run_line_magic("llm_mcp", "remove notes")

@@ -57,10 +57,10 @@ from nbllm._cells.conversation import (
     plan_messages,
 )
 from nbllm._cells.inflight import get_in_flight
-from nbllm._cells.interpolate import Interpolated, interpolate
+from nbllm._cells.interpolate import ImagePart, Interpolated, interpolate
 from nbllm._cells.notebook_cells import get_cell_log
 from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, ContextLevel, ContextPart
-from nbllm._cells.tools import Tool, error_text, outcome_text, tools_from_names
+from nbllm._cells.tools import Tool, ToolOutput, error_text, outcome_text, tools_from_names
 from nbllm._cells.typed import ask_typed_round, check_schema, repair_messages, typed_loop, typed_request
 from nbllm._cells.ui_thread import Ui
 from nbllm._cells.view import MultiView, View
@@ -74,6 +74,9 @@ from nbllm._exceptions import (
 )
 from nbllm._providers.resolved import Resolved
 from nbllm._providers.store import Store, get_store
+
+TOOL_IMAGES_TEXT = "The images the tool calls above returned, in order:"
+"""Heads the message that carries tools' images to a vision model."""
 
 
 @dataclass
@@ -423,13 +426,31 @@ class CellRun:
                 combined.status = "error"
                 raise _ToolRoundsSpent(CellOutcome(combined, error))
             rounds_left -= 1
+            images: list[ImagePart] = []
             for call in result.tool_calls:
                 ui.post(self.view.tool_call, call)
-                text, ok = await self._run_tool(ui, call)
+                text, ok, returned = await self._run_tool(ui, call)
+                if returned:
+                    text += self._image_note(len(returned))
+                    images += returned if self._sees_images() else []
                 ui.post(self.view.tool_result, call, text, ok)
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
                 self.turn.append(tool_message)
                 messages.append(tool_message)
+            if images:
+                content: list[dict[str, Any]] = [{"type": "text", "text": TOOL_IMAGES_TEXT}]
+                content += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in images]
+                shown: Message = {"role": "user", "content": content}
+                self.turn.append(shown)
+                messages.append(shown)
+
+    def _sees_images(self) -> bool:
+        return self.cell.resolved.spec.capabilities.vision
+
+    def _image_note(self, count: int) -> str:
+        if self._sees_images():
+            return f"\n({count} image(s): in the next message)"
+        return f"\n({count} image(s) not sent: {self.cell.resolved.qualified_name} is not flagged vision)"
 
     async def _repair_round(
         self, ui: Ui, messages: list[Message], reply: ChatResult, problem: str
@@ -477,12 +498,14 @@ class CellRun:
                     return event.result
         raise AssertionError("a call ends with DoneEvent or an error")
 
-    async def _run_tool(self, ui: Ui, call: ToolCall) -> tuple[str, bool]:
+    async def _run_tool(self, ui: Ui, call: ToolCall) -> tuple[str, bool, tuple[ImagePart, ...]]:
+        """The tool's result as the model reads it, whether it ran well, and any images it gave."""
         tool = self.cell.tools.get(call.name)
         if tool is None:
             return (
                 f"error: there is no tool named {call.name!r}; use one of {', '.join(self.cell.tools)}",
                 False,
+                (),
             )
         started = time.perf_counter()
         asked_by = self.cell.resolved.qualified_name
@@ -490,7 +513,8 @@ class CellRun:
         if not allowed:
             text = DENIAL_TEXTS.get(how, DENIAL_TEXTS["denied"])
             record_tool_call(call, asked_by, started, how, ran=False, result=text, ok=False)
-            return text, False
+            return text, False, ()
+        images: tuple[ImagePart, ...] = ()
         try:
             value = await ui.call(tool.bind(call))
             if asyncio.iscoroutine(value):
@@ -498,9 +522,11 @@ class CellRun:
         except Exception as exc:  # the model reads the error and may try again
             text, ok = error_text(exc), False
         else:
-            text, ok = outcome_text(value), True
+            if isinstance(value, ToolOutput):
+                images = value.images
+            text, ok = outcome_text(value.text if isinstance(value, ToolOutput) else value), True
         record_tool_call(call, asked_by, started, how, ran=True, result=text, ok=ok)
-        return text, ok
+        return text, ok, images
 
 
 async def run_compare(

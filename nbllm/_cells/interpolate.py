@@ -121,7 +121,7 @@ def _as_image(value: Any) -> ImagePart | None:
             if isinstance(data, str):
                 data = base64.b64decode(data)
             if isinstance(data, bytes) and data:
-                return _scaled(ImagePart(mime, data))
+                return scaled(ImagePart(mime, data))
     return None
 
 
@@ -134,7 +134,7 @@ def _figure_png(figure: Any) -> ImagePart:
     return ImagePart("image/png", buffer.getvalue())
 
 
-def _scaled(image: ImagePart) -> ImagePart:
+def scaled(image: ImagePart) -> ImagePart:
     """`image` scaled down to `MAX_IMAGE_SIDE` a side when Pillow is there (else as it is)."""
     try:
         from PIL import Image

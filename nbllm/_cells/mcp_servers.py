@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -32,7 +34,8 @@ import pydantic
 
 from nbllm._calls.loop_thread import loop_thread
 from nbllm._calls.results import ToolCall
-from nbllm._cells.tools import Tool, outcome_text
+from nbllm._cells.interpolate import ImagePart, scaled
+from nbllm._cells.tools import Tool, ToolOutput, outcome_text
 from nbllm._exceptions import ConfigError, ToolError
 from nbllm._observers import Observers
 from nbllm._providers.config import expand_vars, header_problem, literal_secret_headers
@@ -379,7 +382,7 @@ def tools_of(spec: str) -> dict[str, Tool]:
 
 
 def _caller(server: McpServer, tool: str) -> Any:
-    async def call(arguments: dict[str, Any]) -> str:
+    async def call(arguments: dict[str, Any]) -> ToolOutput:
         if _needs_start(server):  # it crashed since the cell began: start it again
             server.client = None
             await _on_background(_start_async(server))
@@ -390,15 +393,15 @@ def _caller(server: McpServer, tool: str) -> Any:
             raise ToolError(
                 f"MCP server {server.name!r} failed on {tool}: {type(exc).__name__}: {exc}"
             ) from None
-        return result_text(result)
+        return result_output(result)
 
     return call
 
 
-def result_text(result: Any) -> str:
-    """What the model reads of a tool's result: its text parts, resources' text, and a note for
-    what cannot go back as text (images)."""
-    parts = []
+def result_output(result: Any) -> ToolOutput:
+    """What the model gets of a tool's result: its text parts and resources' text as the text,
+    and its images (scaled down as a prompt's are), each named in the text where it was."""
+    parts, images = [], []
     for item in getattr(result, "content", []) or []:
         kind = getattr(item, "type", "")
         if kind == "text":
@@ -407,8 +410,13 @@ def result_text(result: Any) -> str:
             resource = item.resource
             parts.append(getattr(resource, "text", None) or f"[a resource: {getattr(resource, 'uri', '?')}]")
         elif kind == "image":
-            parts.append(f"[an image ({getattr(item, 'mime_type', 'image')}): not sent back as text]")
+            mime = getattr(item, "mime_type", None) or "image/png"
+            try:
+                images.append(scaled(ImagePart(mime, base64.b64decode(item.data, validate=True))))
+                parts.append(f"[image {len(images)} ({mime})]")
+            except (binascii.Error, TypeError, ValueError):
+                parts.append(f"[an image ({mime}) that was not valid base64]")
         else:
             parts.append(f"[{kind or 'content'}]")
     text = outcome_text("\n".join(parts))
-    return f"error: {text}" if getattr(result, "is_error", False) else text
+    return ToolOutput(f"error: {text}" if getattr(result, "is_error", False) else text, tuple(images))

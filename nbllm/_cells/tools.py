@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 from nbllm._calls.results import ToolCall
+from nbllm._cells.interpolate import ImagePart
 from nbllm._exceptions import ToolError
 
 RESULT_CHARS_LIMIT = 20_000
@@ -157,6 +158,16 @@ class Tool:
         arguments = self.arguments_model.model_validate_json(call.arguments or "{}")
         values = {name: getattr(arguments, name) for name in type(arguments).model_fields}
         return lambda: self.function(**values)
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool returns when it has images as well as text (an MCP tool's result): the text
+    goes back as the tool's result, the images, to a model flagged ``vision``, in a message
+    after the round's results (a tool message carries text only in the OpenAI shape)."""
+
+    text: str
+    images: tuple[ImagePart, ...] = ()
 
 
 def outcome_text(value: Any) -> str:

@@ -280,9 +280,16 @@ class LoopbackServer:
             return self.reply(body)
         messages = body.get("messages") or []
         last = messages[-1] if messages else {}
-        if self.tool_calls and body.get("tools") and last.get("role") != "tool":
+        # After tool results (and whatever a client sends with them, such as the images a tool
+        # returned, in a user message): the tool reply, not the same calls again.
+        after_tools = False
+        for message in reversed(messages):
+            if message.get("role") == "assistant":
+                break
+            after_tools = after_tools or message.get("role") == "tool"
+        if self.tool_calls and body.get("tools") and not after_tools:
             return self.tool_calls
-        if last.get("role") == "tool":
+        if after_tools:
             return self.tool_reply
         if self.echo:
             content = last.get("content", "")
