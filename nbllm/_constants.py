@@ -171,3 +171,6 @@ CONTEXT_LEVELS = ("schema", "sample", "full")
 only, a compact summary with a sample (the default), or the value's ``str()``."""
 DEFAULT_CONTEXT_TOKENS = 1_500
 """About how many tokens one value's summary may take (``--context-tokens``)."""
+
+CHARS_PER_TOKEN = 4.0
+"""A rough average for English text with BPE tokenizers: the estimate when no tokenizer counts."""

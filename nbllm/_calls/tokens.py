@@ -14,12 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nbllm._constants import IMAGE_TOKENS_ESTIMATE, MESSAGE_FRAMING_TOKENS
+from nbllm._constants import CHARS_PER_TOKEN, IMAGE_TOKENS_ESTIMATE, MESSAGE_FRAMING_TOKENS
 
 Message = dict[str, Any]
-
-CHARS_PER_TOKEN = 4.0
-"""A rough average for English text with BPE tokenizers."""
 
 
 def estimate_tokens(text: str) -> int:

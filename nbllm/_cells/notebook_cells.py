@@ -19,11 +19,8 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from nbllm._constants import CHARS_PER_TOKEN  # not _calls.tokens: %load_ext loads this module
 from nbllm._session import session
-
-CHARS_PER_TOKEN = 4.0
-"""As `nbllm._calls.tokens` counts (not imported: ``%load_ext`` loads this module and must stay
-cheap; the summaries and the tokenizer are imported when a prompt asks)."""
 
 KEPT_CELLS = 200
 CODE_CHARS = 4_000

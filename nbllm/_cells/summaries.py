@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nbllm._calls.tokens import CHARS_PER_TOKEN, estimate_tokens
-from nbllm._constants import CONTEXT_LEVELS, DEFAULT_CONTEXT_TOKENS
+from nbllm._calls.tokens import estimate_tokens
+from nbllm._constants import CHARS_PER_TOKEN, CONTEXT_LEVELS, DEFAULT_CONTEXT_TOKENS
 
 ContextLevel = Literal["schema", "sample", "full"]
 __all__ = ["CONTEXT_LEVELS", "DEFAULT_CONTEXT_TOKENS", "ContextLevel", "ContextPart", "describe"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from nbllm import _numbers as numbers
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
-from nbllm._calls.tokens import CHARS_PER_TOKEN
+from nbllm._constants import CHARS_PER_TOKEN
 from nbllm._safe_markdown import inert_markdown
 from nbllm._views.reply import (
     WAITING,

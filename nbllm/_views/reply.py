@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from nbllm._calls.results import ChatResult, StatusEvent, ToolCall
-from nbllm._calls.tokens import CHARS_PER_TOKEN
-from nbllm._constants import THROTTLE_MS, THROTTLE_STRETCH_CHARS
+from nbllm._constants import CHARS_PER_TOKEN, THROTTLE_MS, THROTTLE_STRETCH_CHARS
 from nbllm._exceptions import NbllmError, ThinkingBudgetError
 from nbllm._safe_markdown import inert_markdown
 from nbllm._views.blocks import find_cut, freeze_size

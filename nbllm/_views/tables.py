@@ -7,7 +7,6 @@ hold only what is safe to print: the key's *status*, never the key.
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,9 +208,11 @@ def error_summary(record: CallRecord) -> str:
     message = record.error_message or ""
     for name in (record.model, record.requested):
         message = message.removeprefix(f"{name}: ")
-    status = re.match(r"HTTP (\d{3}):?\s*", message)
-    if status:
-        return f"HTTP {status.group(1)} \N{MIDDLE DOT} {message[status.end() :]}".rstrip(" \N{MIDDLE DOT}")
+    # The status the last attempt got, as it was recorded (not read back from the message).
+    status = next((a.http_status for a in reversed(record.attempts) if a.http_status), None)
+    if status is not None and status >= 400:
+        message = message.removeprefix(f"HTTP {status}").lstrip(": ")
+        return f"HTTP {status} \N{MIDDLE DOT} {message}".rstrip(" \N{MIDDLE DOT}")
     kind = (record.error_class or "").removesuffix("Error") or "error"
     return f"{kind} \N{MIDDLE DOT} {message}" if message else kind
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from nbllm import _numbers as numbers
 from nbllm._calls.results import ChatResult
-from nbllm._calls.tokens import CHARS_PER_TOKEN
-from nbllm._constants import MAX_SHOWN_THINKING_CHARS
+from nbllm._constants import CHARS_PER_TOKEN, MAX_SHOWN_THINKING_CHARS
 from nbllm._safe_markdown import inert_markdown
 
 Bundle = dict[str, Any]
