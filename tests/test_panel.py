@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 import nbllm
-from nbllm._calls.history import CallRecord, History
+from nbllm._calls.history import AttemptRecord, CallRecord, History
 from nbllm._cells.cell import CellRun, ChatOptions, prepare_cell
 from nbllm._cells.inflight import get_in_flight
 from nbllm._cells.ui_thread import DirectUi
@@ -349,6 +349,7 @@ def test_calls_show_up_with_a_latency_chart(panel: Panel) -> None:
             status="error",
             error_class="RateLimitError",
             error_message="gw/m2: HTTP 429: slow down, please",
+            attempts=[AttemptRecord("gw/m2", "h", now, 0.2, http_status=429, outcome="RateLimitError")],
         )
     )
     table = panel.calls.table.value
