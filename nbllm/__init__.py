@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import typing
 
-from nbllm._constants import VERSION as __version__
 from nbllm._exceptions import (
     AmbiguousModelError,
     APIConnectionError,
@@ -147,6 +146,10 @@ _SUBMODULES = frozenset({"mcp"})
 
 
 def __getattr__(name: str) -> typing.Any:
+    if name == "__version__":
+        from nbllm._constants import version
+
+        return version()  # from the package metadata, read on first use
     if name in _SUBMODULES:
         return importlib.import_module(f"nbllm.{name}")
     module = _LAZY.get(name)

@@ -1,6 +1,8 @@
-"""Tunable numbers, named with their unit. No logic lives here."""
+"""Tunable numbers, named with their unit, and the package's version. No other logic lives here."""
 
 from __future__ import annotations
+
+import functools
 
 CONNECT_TIMEOUT_S = 10.0
 """How long to wait for a TCP/TLS connection to an endpoint."""
@@ -44,8 +46,19 @@ CONFIG_DIR_ENV = "NBLLM_CONFIG_DIR"
 KEYRING_SERVICE = "nbllm"
 """Service name under which keys are kept in the OS keyring."""
 
-VERSION = "0.1.0"
-"""The package version (sent in the User-Agent header)."""
+
+@functools.cache
+def version() -> str:
+    """The installed package's version, from its metadata (sent in the User-Agent header; read
+    on first use: importlib.metadata costs about 40 ms, more than %load_ext itself)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("nbllm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
 
 THROTTLE_MS = 66
 """Shortest interval between two live updates of a streaming reply's display: about 15 a second,

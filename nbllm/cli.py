@@ -62,8 +62,19 @@ def run_notebook(path: Path, *, save: bool, timeout_s: int) -> int:
     return status
 
 
+def _version() -> str:
+    # Not nbllm._constants: the CLI imports nothing of the package it does not need.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nbllm")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nbllm", description="nbllm from the command line.")
+    parser.add_argument("--version", action="version", version=f"nbllm {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute a notebook headless and print its outputs")
     run.add_argument("notebook", type=Path)

@@ -1,4 +1,4 @@
-"""The README's Compatibility table is made from the conformance run's findings."""
+"""The Compatibility page's table is made from the conformance run's findings."""
 
 from __future__ import annotations
 
@@ -24,6 +24,6 @@ def test_footnotes_are_shared_and_missing_rows_are_not_applicable() -> None:
     ]
 
 
-def test_the_readme_holds_a_generated_table() -> None:
-    committed = table.readme_table(table.README.read_text())
+def test_the_compatibility_page_holds_a_generated_table() -> None:
+    committed = table.page_table(table.PAGE.read_text())
     assert committed.startswith("| behaviour |") and "\n1. " in committed

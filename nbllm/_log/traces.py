@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nbllm._calls.history import CallRecord, get_history
-from nbllm._constants import VERSION
+from nbllm._constants import version
 from nbllm._exceptions import LogError
 from nbllm._providers.secret_registry import session_secrets
 from nbllm._providers.secret_text import mask_json, mask_values
@@ -52,7 +52,7 @@ class Traces:
         except ImportError:
             raise LogError(f"traces need OpenTelemetry: {OTEL_INSTALL}") from None
         self.turn_off()
-        self._tracer = trace.get_tracer("nbllm", VERSION)
+        self._tracer = trace.get_tracer("nbllm", version())
         self.content = content
         history = get_history()
         if content:

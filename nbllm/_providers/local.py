@@ -47,7 +47,7 @@ INSTALL_COMMAND = "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" python -m pip install 'nbllm
 LOG_TAIL_LINES = 20
 STOP_GRACE_S = 5.0
 
-# What llama-cpp-python's server really does with SmolLM2 (measured, see the README and the
+# What llama-cpp-python's server really does with SmolLM2 (measured, see docs/getting-started.md and the
 # conformance suite): JSON mode works; usage is never reported in streams; tool calls work
 # (it streams nothing for an automatic tool choice, and the call engine then asks unstreamed).
 LOCAL_CAPABILITIES = {"tools": True, "vision": False, "json_mode": True, "include_usage": False}

@@ -3,7 +3,7 @@
 A behaviour is ``ok`` when the server does what OpenAI's API does and nbllm gives the right
 answer, or a ``deviation`` when the server does something else and nbllm copes (the reply is
 right, or the error says what really happened). A behaviour nbllm gets wrong fails its test.
-Notes must not hold timings or ids: the README's table is compared with a fresh run.
+Notes must not hold timings or ids: the Compatibility page's table is compared with a fresh run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ RESULTS_PATH = Path(__file__).resolve().parents[1] / "results" / "conformance.js
 
 Verdict = Literal["ok", "deviation"]
 
-# Rows of the table, in order: (id, what the README calls it).
+# Rows of the table, in order: (id, what the Compatibility table calls it).
 BEHAVIOURS: list[tuple[str, str]] = [
     ("register", "register with `--key-env`"),
     ("doctor", "`%llm_provider test`"),

@@ -55,7 +55,7 @@ class Server:
     name: str
     """Short id used as the provider name and the test id (llamacpp_python, llama_server, litellm)."""
     title: str
-    """What the README's table calls it."""
+    """What the Compatibility table calls it."""
     version: str
     base_url: str
     key: str

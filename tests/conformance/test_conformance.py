@@ -3,7 +3,7 @@ surface only: magics in a real IPython shell, and the Python API.
 
 Every server is expected to behave the same. Where one deviates from OpenAI's API, nbllm must
 still get the reply right or raise an error that names the real cause; the test then records
-the deviation (``FINDINGS.deviation``) instead of skipping. The README's "Compatibility" table is
+the deviation (``FINDINGS.deviation``) instead of skipping. The "Compatibility" page's table is
 made from these findings, and the last test checks that the committed table matches this run.
 """
 
@@ -1000,7 +1000,7 @@ def test_key_never_shown(ip: Any, provider: Server) -> None:
     FINDINGS.ok(provider.name, "key_hidden")
 
 
-def test_readme_table_matches_this_run() -> None:
+def test_the_compatibility_page_matches_this_run() -> None:
     expected_rows = {name: set(BEHAVIOUR_IDS) - GATEWAY_ONLY for name in SERVER_NAMES}
     expected_rows["litellm"] = set(BEHAVIOUR_IDS)
     for name in set(SERVER_NAMES) - ANTHROPIC_SERVERS:
@@ -1015,8 +1015,8 @@ def test_readme_table_matches_this_run() -> None:
     if found != expected_rows:
         pytest.skip("only part of the conformance suite ran, so the table cannot be checked")
     fresh = table.render(FINDINGS.to_json())
-    committed = table.readme_table(table.README.read_text())
+    committed = table.page_table(table.PAGE.read_text())
     assert committed == fresh, (
-        "README.md's Compatibility table differs from this run; update it with "
+        "docs/compatibility.md's table differs from this run; update it with "
         "`python tests/conformance/table.py --write` (the run wrote tests/results/conformance.json)"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbllm._calls.request import PreparedRequest
-from nbllm._constants import ANTHROPIC_VERSION, VERSION
+from nbllm._constants import ANTHROPIC_VERSION, version
 from nbllm._exceptions import ConfigError
 from nbllm._providers.auth import auth_headers
 from nbllm._providers.config import ProviderConfig, expand_vars
@@ -28,7 +28,7 @@ def request_headers(provider: ProviderConfig, *, stream: bool) -> tuple[dict[str
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
-        "User-Agent": f"nbllm/{VERSION}",
+        "User-Agent": f"nbllm/{version()}",
         **protocol_headers(provider),
     }
     for name, template in provider.header_templates().items():
