@@ -190,3 +190,30 @@ def test_notebook_tools_read_the_kernel_within_the_context_level(ip: Any, server
     ip.run_cell_magic("chat", "p/m --tools notebook --context schema -c other", "Look again.")
     (schema_only,) = tool_results(server)
     assert "| city | str |" in schema_only and "Paris" not in schema_only
+
+
+# -- --tools run_python ----------------------------------------------------------------------
+
+
+async def test_run_python_exists_only_when_named_and_asks_even_under_auto(server: LoopbackServer) -> None:
+    namespace: dict[str, Any] = {"prices": [3, 4, 5]}
+    code = "print('summing')\ntotal = sum(prices)\ntotal * 2"
+    server.tool_calls, server.tool_reply = [ScriptedToolCall("run_python", {"code": code})], "24."
+
+    async def run(tools: list[str], approve: str, approver: Any) -> None:
+        options = ChatOptions(model="p/m", tools=tools, approve=approve)  # type: ignore[arg-type]
+        prepared = prepare_cell(options, "Double the total.", namespace)
+        await CellRun(prepared, TerminalView("p/m", out=io.StringIO()), approver=approver).run(DirectUi())
+
+    with pytest.raises(nbllm.ToolError, match="no such function"):
+        prepare_cell(ChatOptions(model="p/m", tools=["run_pyth"]), "x", namespace)
+    approver = Scripted("denied")
+    await run(["run_python"], "auto", approver)
+    assert approver.asked == ["run_python"]  # auto does not cover code the model wrote
+    assert "total" not in namespace and tool_results(server)[0].startswith("the user denied")
+    await run(["run_python"], "never", Scripted())
+    assert "total" not in namespace
+    await run(["run_python"], "ask", Scripted("approved"))
+    assert tool_results(server)[-1] == "summing\n24" and namespace["total"] == 12
+    runs = [r.approval for r in nbllm.history() if r.kind == "tool"]
+    assert runs == ["denied", "never", "approved"]

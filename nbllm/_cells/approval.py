@@ -66,7 +66,7 @@ class ApprovalGate:
         the text the model gets back)."""
         if tool.read_only:
             return True, "read-only"
-        if self.mode == "auto":
+        if self.mode == "auto" and not tool.always_ask:
             return True, "auto"
         if self.mode == "never":
             return False, "never"

@@ -8,11 +8,18 @@
 
 They run no code the user did not write (a summary may call an object's ``__str__`` or
 ``_repr_llm_``, as displaying it would) and are declared read-only, so they run without asking.
-There is no tool that runs Python here: one that does is the user's own, and needs approval.
+
+``--tools run_python`` is apart: the one tool that runs code the model wrote, in the user's
+namespace. It exists only when the user names it, and it asks before every run, even under
+``--approve auto`` (under ``never`` it is denied).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import dataclasses
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,3 +92,33 @@ def notebook_tools(namespace: Mapping[str, Any], level: ContextLevel, context_to
 
     functions = (list_variables, describe_variable, recent_cells, last_error)
     return {f.__name__: Tool.from_callable(f) for f in functions}
+
+
+RUN_PYTHON_OUTPUT_CHARS = 20_000
+
+
+def run_python_tool(namespace: Mapping[str, Any]) -> Tool:
+    """``run_python``: runs code the model wrote in the user's namespace, and returns what it
+    printed and the value of its last expression. It exists only when the user names it in
+    ``--tools``, and it always asks, even under ``--approve auto`` (never: denied)."""
+
+    def run_python(code: str) -> str:
+        """Run Python code in the user's notebook kernel (with the user's variables) and return
+        what it printed and the value of its last expression. The user approves each run."""
+        tree = ast.parse(code, "<run_python>")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        assert last is None or isinstance(last, ast.Expr)
+        printed = io.StringIO()
+        target = namespace if isinstance(namespace, dict) else dict(namespace)
+        with contextlib.redirect_stdout(printed):
+            exec(compile(tree, "<run_python>", "exec"), target)  # the user approved this code
+            value = (
+                eval(compile(ast.Expression(last.value), "<run_python>", "eval"), target) if last else None
+            )
+        shown = printed.getvalue() + ("" if value is None else repr(value))
+        if len(shown) > RUN_PYTHON_OUTPUT_CHARS:
+            shown = shown[:RUN_PYTHON_OUTPUT_CHARS] + f"\n[cut: {len(shown)} characters]"
+        return shown or "(no output)"
+
+    described = Tool.from_callable(run_python)
+    return dataclasses.replace(described, always_ask=True)

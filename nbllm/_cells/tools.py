@@ -100,6 +100,8 @@ class Tool:
     description: str
     read_only: bool = False
     """Declared with ``@nbllm.tool(read_only=True)``: runs without the user's approval."""
+    always_ask: bool = False
+    """Asks even under ``--approve auto`` (``run_python``: it runs code the model wrote)."""
 
     @classmethod
     def from_callable(cls, function: Callable[..., Any], name: str | None = None) -> Tool:
@@ -201,7 +203,8 @@ def tools_from_names(
     names: Sequence[str], namespace: Mapping[str, Any], level: Any = "sample", context_tokens: int = 1_500
 ) -> dict[str, Tool]:
     """Look up each name in the user's namespace and describe it as a tool; ``notebook``
-    stands for the read-only notebook tools (`nbllm._cells.notebook_tools`)."""
+    stands for the read-only notebook tools, ``run_python`` for the one tool that runs code
+    (`nbllm._cells.notebook_tools`), ``mcp:NAME`` for an MCP server's tools."""
     tools: dict[str, Tool] = {}
     for name in names:
         if name.startswith("mcp:"):
@@ -213,6 +216,11 @@ def tools_from_names(
             from nbllm._cells.notebook_tools import notebook_tools
 
             tools.update(notebook_tools(namespace, level, context_tokens))
+            continue
+        if name == "run_python" and name not in namespace:
+            from nbllm._cells.notebook_tools import run_python_tool
+
+            tools["run_python"] = run_python_tool(namespace)
             continue
         if name not in namespace:
             raise ToolError(f"--tools names {name!r}, but no such function is defined; define it first")
