@@ -103,7 +103,7 @@ def test_every_kind_of_call_is_logged_with_its_fields_and_no_secret(
     first = logged[-1]
     assert first["model"] == "p/m" and first["provider"] == "p" and first["reply"] == "Zebras have stripes."
     assert first["cost"] == pytest.approx(0.002) and first["prompt_tokens"] > 0 and first["latency_s"] > 0
-    assert first["protocol"] and first["kernel"] and first["status"] == "ok"
+    assert first["protocol"] == "chat" and first["kernel"] and first["status"] == "ok"
     tools = [r for r in logged if r["kind"] == "tool"]
     assert all(r["model"] == "tool:get_tool_weather" and '"Oslo' in r["tool_arguments"] for r in tools)
     assert all(r["conversation"] == "weather" for r in tools)  # labelled with the cell's conversation

@@ -138,6 +138,8 @@ class _Call:
         self.done = False
         self.recorded = False
         self.booking: Booking | None = None
+        self.protocol: str | None = None
+        """The wire protocol of the last attempt (chat, responses or anthropic)."""
 
     async def events(self) -> AsyncGenerator[ChatEvent, None]:
         try:
@@ -214,7 +216,7 @@ class _Call:
                     self.result.text,
                     self.result.reasoning,
                     [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in self.result.tool_calls],
-                    protocol=answered.provider.api,
+                    protocol=self.protocol,
                 )
             self.history.add(record)
 
@@ -328,6 +330,7 @@ class _ChatExchange:
 
     def prepare(self, resolved: Resolved) -> Outgoing:
         protocol = choose_protocol(resolved.provider)  # once: it prepares and it reads
+        self.call.protocol = protocol.name  # the last attempt's, for the log
         return Outgoing(protocol.prepare(resolved, self.asking), protocol)
 
     def read(
