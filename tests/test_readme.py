@@ -19,6 +19,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(test_commands) == 1
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_commands[0] in ci_lines
+    assert f"```bash\n{test_commands[0]}\n```" in (ROOT / "CONTRIBUTING.md").read_text()
 
 
 def test_the_readme_gives_the_fast_tier_command() -> None:
@@ -35,3 +36,14 @@ def test_every_help_command_the_readme_names_shows_help(ip: Any) -> None:
         with capture_output() as captured:
             ip.run_cell(question)
         assert "not found" not in captured.stdout and "Docstring" in captured.stdout, question
+
+
+def test_getting_started_gives_the_readme_quickstart_command() -> None:
+    """The site's first page and the README install the same way."""
+
+    def quickstart(text: str) -> str:
+        blocks = re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
+        return next(b for b in blocks if "nbllm run notebooks/01-quickstart.ipynb" in b)
+
+    readme = (ROOT / "README.md").read_text()
+    assert quickstart(readme) == quickstart((ROOT / "docs" / "getting-started.md").read_text())
