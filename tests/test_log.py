@@ -188,7 +188,9 @@ def test_a_failed_write_loses_the_row_never_the_call(
     assert len(rows(log)) == 1
 
 
-def test_a_bad_path_or_a_newer_log_is_refused_when_turned_on(tmp_path: Path, ip: Any) -> None:
+def test_a_bad_path_or_a_newer_log_is_refused_when_turned_on(
+    tmp_path: Path, ip: Any, monkeypatch: Any
+) -> None:
     newer = tmp_path / "newer.db"
     connection = sqlite3.connect(newer)
     connection.execute("PRAGMA user_version = 99")
@@ -201,6 +203,10 @@ def test_a_bad_path_or_a_newer_log_is_refused_when_turned_on(tmp_path: Path, ip:
     with pytest.raises(UsageError, match="unknown %llm_log command"):
         ip.run_line_magic("llm_log", "frobnicate")
     assert not get_log().on
+    monkeypatch.setenv("NBLLM_LOG", str(tmp_path / "never-made.db"))
+    with pytest.raises(nbllm.LogError, match=r"there is no log at .*never-made\.db yet"):
+        nbllm.logs()  # reading never creates a log
+    assert not (tmp_path / "never-made.db").exists()
 
 
 WRITER = textwrap.dedent(

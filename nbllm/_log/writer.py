@@ -103,9 +103,16 @@ class ConversationLog:
             time.sleep(0.005)
 
     def connection(self) -> sqlite3.Connection:
-        """A connection for reading: the log's own file, or the default one when off."""
+        """A connection for reading: the log's own file, or the default one when off (which
+        must exist: reading never creates a log)."""
         self.flush()
-        return database.connect(self.path or default_log_path())
+        path = self.path or default_log_path()
+        if not self.on and not path.exists():
+            raise LogError(
+                f"there is no log at {path} yet",
+                hint="%llm_log on [PATH] starts one (NBLLM_LOG=PATH names another file to read)",
+            )
+        return database.connect(path)
 
     def status(self) -> str:
         if not self.on:
