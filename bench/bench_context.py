@@ -16,7 +16,6 @@ and ``str(df)`` (pandas' truncated repr), and counts the summary's tokens.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_results
+from bench.common import bench_parser, write_results
 from nbllm._cells.summaries import DEFAULT_CONTEXT_TOKENS, describe
 
 TARGET_S = 0.200
@@ -63,13 +62,9 @@ def timed(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__, "context.json")
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "context.json")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
 
     frame = make_frame(args.rows)

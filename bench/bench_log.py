@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import sqlite3
@@ -35,7 +34,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nbllm
-from bench.common import loopback, register, write_results
+from bench.common import bench_parser, loopback, register, write_results
 from nbllm._calls.history import CallRecord, Transcript, get_history
 from nbllm._log import database
 from nbllm._log.writer import get_log
@@ -189,13 +188,9 @@ def time_search(path: Path, word: str, repeat: int = 5) -> tuple[float, float, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__, "log.json")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "log.json")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     random.seed(7)
     figures: dict[str, Any] = {}

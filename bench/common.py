@@ -3,6 +3,7 @@ and timing one run (wall and this process's CPU)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -59,6 +60,15 @@ async def interleaved(
         "raw_cpu_s": statistics.median(c for _, c in raw_runs),
         "nbllm_cpu_s": statistics.median(c for _, c in our_runs),
     }
+
+
+def bench_parser(doc: str | None, results_file: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: where its figures go (``bench/results/``), and whether
+    a missed target makes it fail."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / results_file)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    return parser
 
 
 def write_results(

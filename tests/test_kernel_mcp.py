@@ -6,6 +6,7 @@ the server is removed and after the kernel shuts down (checked by PID)."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -76,15 +77,22 @@ def test_an_mcp_tool_answers_the_model_and_its_process_ends_with_the_kernel(
     assert not alive(pid), "the MCP server outlived its kernel"
 
 
-def test_untrusted_mcp_tools_wait_for_approval_and_remove_stops_the_process(
-    server: LoopbackServer, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def asking_kernel(server: LoopbackServer, tmp_path: Path) -> Iterator[KernelSession]:
+    """A kernel with the loopback model, where an unapproved tool call is denied after 1 s."""
     env = {"NBLLM_CONFIG_DIR": str(tmp_path / "config"), "NBLLM_LIVE": "0"}
     with KernelSession(env) as kernel:
         kernel.check("%load_ext nbllm\n%config ChatMagics.approval_timeout_s = 1")
         kernel.check(
             f"%llm_provider add loop --url {server.base_url} --auth none --model m=100000 --caps tools"
         )
+        yield kernel
+
+
+def test_untrusted_mcp_tools_wait_for_approval_and_remove_stops_the_process(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    with asking_kernel(server, tmp_path) as kernel:
         kernel.check(f"%llm_mcp add clock -- {SERVER} --local-timezone UTC")
         server.tool_calls = [ScriptedToolCall("get_current_time", {"timezone": "Asia/Tokyo"})]
         kernel.check("%%chat loop/m --tools mcp:clock/get_current_time\nTime in Tokyo?")
@@ -116,12 +124,7 @@ def test_mcp_server_git_reads_a_repository_and_cannot_commit_unapproved(
     subprocess.run([*git, "commit", "-qm", "Seed the notes"], check=True)
     (repo / "notes.txt").write_text("first\nsecond\n")
     subprocess.run([*git, "add", "notes.txt"], check=True)
-    env = {"NBLLM_CONFIG_DIR": str(tmp_path / "config"), "NBLLM_LIVE": "0"}
-    with KernelSession(env) as kernel:
-        kernel.check("%load_ext nbllm\n%config ChatMagics.approval_timeout_s = 1")
-        kernel.check(
-            f"%llm_provider add loop --url {server.base_url} --auth none --model m=100000 --caps tools"
-        )
+    with asking_kernel(server, tmp_path) as kernel:
         kernel.check(f"%llm_mcp add git --trust-read-only -- {GIT_SERVER} --repository {repo}")
         server.tool_calls = [
             ScriptedToolCall("git_log", {"repo_path": str(repo)}),
