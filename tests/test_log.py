@@ -5,10 +5,13 @@ once lose nothing."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -256,3 +259,61 @@ def test_the_trait_and_the_footer_say_the_log_is_on(
     connection = sqlite3.connect(path)
     assert connection.execute("SELECT count(*) FROM calls").fetchone()[0] == 2
     connection.close()
+
+
+class EchoingKeyHandler(http.server.BaseHTTPRequestHandler):
+    """A hostile server written for this test: its (huge) reply repeats the key it was sent,
+    and its thinking repeats the custom header's secret."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        said = f"Your key is {self.headers.get('Authorization')}. " + "padding " * 150_000
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {
+                            "role": "assistant",
+                            "content": said,
+                            "reasoning_content": f"the header was {self.headers.get('X-Api-Token')}",
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 300_000, "total_tokens": 300_005},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_server_echoing_the_key_in_a_huge_reply_is_logged_masked(log: ConversationLog) -> None:
+    hostile = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingKeyHandler)
+    threading.Thread(target=hostile.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{hostile.server_address[1]}/v1"
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(
+                name="h", url=url, key=SENTINEL_KEY, headers={"X-Api-Token": HEADER_SECRET}, models=["m"]
+            )
+        )
+        result = nbllm.chat("Hello", model="h/m", stream=False)
+        assert SENTINEL_KEY in result.text  # what the server said, as it said it, to the caller
+    finally:
+        hostile.shutdown()
+    (row,) = rows(log)
+    assert row["reply"].startswith("Your key is Bearer ") and len(row["reply"]) > 1_000_000
+    assert SENTINEL_KEY not in row["reply"] and HEADER_SECRET not in row["reasoning"]
+    assert log.path is not None
+    data = b"".join(p.read_bytes() for p in log.path.parent.glob("log.db*"))
+    assert SENTINEL_KEY.encode() not in data and HEADER_SECRET.encode() not in data
