@@ -116,6 +116,13 @@ def test_import_refuses_what_is_not_an_export(ip: Any, tmp_path: Path) -> None:
     (tmp_path / "y.json").write_text('{"nbllm": "conversation", "messages": [{"role": "wizard"}]}')
     with pytest.raises(UsageError, match="chat messages with roles"):
         ip.run_line_magic("llm_import", str(tmp_path / "y.json"))
+    (tmp_path / "z.json").write_text(
+        '{"nbllm": "conversation", "messages": [{"role": "user", "content": 7}]}'
+    )
+    with pytest.raises(UsageError, match="chat messages with roles and text"):
+        ip.run_line_magic("llm_import", str(tmp_path / "z.json"))
+    with pytest.raises(UsageError, match="cannot read"):
+        ip.run_line_magic("llm_import", str(tmp_path / "missing.json"))
 
 
 def test_the_budget_refuses_the_call_that_would_pass_it_before_sending(

@@ -118,9 +118,15 @@ def import_conversation(path: Path | str, name: str | None = None) -> str:
         raise LogError(f"{source} is not an nbllm conversation export (%llm_export NAME --to json)")
     messages = document.get("messages")
     if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant", "tool") for m in messages
+        isinstance(m, dict)
+        and m.get("role") in ("system", "user", "assistant", "tool")
+        and isinstance(m.get("content"), (str, list, type(None)))
+        for m in messages
     ):
-        raise LogError(f"{source}: 'messages' should be a list of chat messages with roles")
+        raise LogError(
+            f"{source}: 'messages' should be a list of chat messages with roles and text (or parts) "
+            "as content"
+        )
     target = name or str(document.get("conversation") or "default")
     conversation = get_conversations().get(target)
     conversation.reset()
