@@ -184,3 +184,18 @@ def test_traces_follow_the_genai_conventions(server: LoopbackServer, ip: Any) ->
     tool = spans["execute_tool get_time"]
     assert tool.parent is not None and tool.parent.span_id == first.context.span_id
     assert first.start_time < first.end_time
+
+
+def test_the_budget_refuses_embeddings_it_cannot_pay_for_before_sending() -> None:
+    with serve() as server:
+        models = {"e": {"capabilities": "embeddings", "price": "100000,0"}}
+        nbllm.get_store().add_provider(
+            nbllm.ProviderConfig(name="q", url=server.base_url, auth="none", models=models)
+        )
+        nbllm.budget(0.001)
+        with pytest.raises(nbllm.BudgetError, match=r"about 60 \(600 prompt tokens\)"):
+            nbllm.embed(["a long text " * 50] * 4, model="q/e")
+        assert [r for r in server.requests if r.method == "POST"] == []
+        assert nbllm.history()[-1].error_class == "BudgetError"
+        nbllm.budget(1.0)
+        assert nbllm.embed(["short"], model="q/e").shape == (1, 16)  # about 0.1: fits now

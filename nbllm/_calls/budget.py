@@ -67,7 +67,15 @@ class Budget:
             warnings.warn(f"nbllm: {message}", BudgetWarning, stacklevel=2)
 
     def check(self, request: ChatRequest, resolved: Resolved) -> None:
-        """Refuse (a `BudgetError`) a call to `resolved` that the budget cannot pay for."""
+        """Refuse (a `BudgetError`) a chat call to `resolved` that the budget cannot pay for:
+        its prompt, and its reply limit or a typical reply."""
+        if self.limit is not None:
+            reply = request.max_tokens or TYPICAL_REPLY_TOKENS
+            self.check_tokens(resolved, lambda: default_counter().messages(request.messages), reply)
+
+    def check_tokens(self, resolved: Resolved, prompt_tokens: Callable[[], int], reply_tokens: int) -> None:
+        """Refuse a call of about this many tokens (the prompt's counted only when a price can
+        use them) that the budget cannot pay for; the chat and embedding engines ask."""
         if self.limit is None:
             return
         left = self.limit - self.spent
@@ -90,14 +98,15 @@ class Budget:
                     stacklevel=2,
                 )
             return
-        prompt = default_counter().messages(request.messages)
-        reply = request.max_tokens or TYPICAL_REPLY_TOKENS
-        estimate = price.cost(prompt, reply)
+        prompt = prompt_tokens()
+        estimate = price.cost(prompt, reply_tokens)
         if estimate > left:
+            up_to = f", up to {reply_tokens:,} reply tokens" if reply_tokens else ""
             raise BudgetError(
-                f"the call would cost about {estimate:.4g} ({prompt:,} prompt tokens, up to {reply:,} "
-                f"reply tokens) and {left:.4g} of the budget is left, so {name} was not asked",
-                hint="raise the budget (%llm_budget AMOUNT), shorten the prompt, or lower --max-tokens",
+                f"the call would cost about {estimate:.4g} ({prompt:,} prompt tokens{up_to}) and "
+                f"{left:.4g} of the budget is left, so {name} was not asked",
+                hint="raise the budget (%llm_budget AMOUNT), "
+                + ("shorten the prompt, or lower --max-tokens" if reply_tokens else "or send fewer texts"),
             )
 
     def summary(self) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import httpx
 
 from nbllm._calls.attempt import Again, AttemptLoop, CallOptions, Outgoing
+from nbllm._calls.budget import get_budget
 from nbllm._calls.edge import translate
 from nbllm._calls.errors import json_object
 from nbllm._calls.history import AttemptRecord, CallRecord, History, get_history
@@ -140,11 +141,17 @@ class _Embedding:
             async with slots:
                 await self._batch(number, len(batches), start, texts)
 
-        tasks = [
-            asyncio.ensure_future(one(number, start, texts))
-            for number, (start, texts) in enumerate(batches, 1)
-        ]
+        counter = default_counter()
+        tasks: list[asyncio.Future[None]] = []
         try:
+            # Before any batch is sent: a budget the texts would pass refuses them all.
+            get_budget().check_tokens(
+                self.resolved, lambda: sum(counter.count_text(t) for _, texts in batches for t in texts), 0
+            )
+            tasks = [
+                asyncio.ensure_future(one(number, start, texts))
+                for number, (start, texts) in enumerate(batches, 1)
+            ]
             await asyncio.gather(*tasks)
             self.result.status = "ok"  # earned: every batch came back whole
         except Exception as exc:  # the first batch to fail; the others stop

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -145,19 +146,31 @@ def connect(path: Path) -> sqlite3.Connection:
         raise LogError(
             f"cannot open the log at {path}: {exc}", hint="give another path: %llm_log on PATH"
         ) from None
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(
-            "PRAGMA synchronous=NORMAL"
-        )  # WAL keeps it consistent; a crash may lose the last row
-        _migrate(connection, path)
-    except sqlite3.Error as exc:
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            _prepare(connection, path)
+            return connection
+        except sqlite3.OperationalError as exc:
+            # Switching a new file to WAL needs it alone, and SQLite says "locked" at once,
+            # without waiting, while another kernel is creating the same log: wait and retry.
+            if "locked" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            failure: sqlite3.Error = exc
+        except sqlite3.Error as exc:
+            failure = exc
         connection.close()
         raise LogError(
-            f"the log at {path} cannot be used: {exc}",
+            f"the log at {path} cannot be used: {failure}",
             hint="if it is not an nbllm log, give another path (%llm_log on PATH)",
         ) from None
-    return connection
+
+
+def _prepare(connection: sqlite3.Connection, path: Path) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it consistent; a crash may lose the last row
+    _migrate(connection, path)
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
