@@ -107,6 +107,7 @@ def test_a_conversation_no_longer_in_the_session_comes_from_the_log(
 def test_export_mistakes_say_what_to_do(ip: Any, line: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):
         ip.run_line_magic("llm_export", line)
+    assert "ghost" not in get_conversations().names()  # looking for it did not make it
 
 
 def test_import_refuses_what_is_not_an_export(ip: Any, tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from nbllm.testing import LoopbackServer, ScriptedToolCall, serve
 from tests.kernel_session import KernelSession
 
 SERVER = shutil.which("mcp-server-time") or str(Path(sys.executable).parent / "mcp-server-time")
-if not Path(SERVER).exists():
-    pytest.skip("needs mcp-server-time (the test extra installs it)", allow_module_level=True)
+# The test extra installs both servers: a missing one is a failure here, not a skip.
+assert Path(SERVER).exists(), "needs mcp-server-time: pip install -e '.[test]'"
 
 
 def alive(pid: int) -> bool:
@@ -111,10 +111,10 @@ def test_untrusted_mcp_tools_wait_for_approval_and_remove_stops_the_process(
 GIT_SERVER = shutil.which("mcp-server-git") or str(Path(sys.executable).parent / "mcp-server-git")
 
 
-@pytest.mark.skipif(not Path(GIT_SERVER).exists(), reason="needs mcp-server-git (the test extra installs it)")
 def test_mcp_server_git_reads_a_repository_and_cannot_commit_unapproved(
     server: LoopbackServer, tmp_path: Path
 ) -> None:
+    assert Path(GIT_SERVER).exists(), "needs mcp-server-git: pip install -e '.[test]'"
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nbllm._batch.rows import read_rows
 from nbllm._calls.history import get_history
 from nbllm._calls.tokens import Message
 from nbllm._cells.conversation import get_conversations
@@ -43,9 +44,9 @@ def conversation_messages(name: str) -> tuple[list[Message], str | None]:
         (r.model for r in reversed(get_history().records()) if r.conversation == name and r.kind == "chat"),
         None,
     )
-    conversation = get_conversations().get(name)
-    if conversation.turns:
-        return mask_json(conversation.messages(), session_secrets()), model
+    conversations = get_conversations()
+    if name in conversations.names() and conversations.get(name).turns:  # get() would create it
+        return mask_json(conversations.get(name).messages(), session_secrets()), model
     log = get_log()
     try:
         connection = log.connection()
@@ -84,7 +85,7 @@ def export(
     if rows is not None:
         if to == "ipynb":
             raise LogError("log rows export as md or json; a notebook is made from one conversation")
-        records = _rows(rows)
+        records = read_rows(rows).records
         text = _rows_markdown(records) if to == "md" else json.dumps(records, indent=1, default=str)
         return _write(Path(path or f"nbllm-log.{to}"), text)
     name = conversation or "default"
@@ -217,14 +218,6 @@ def _cell(kind: str, source: str) -> dict[str, Any]:
     if kind == "code":
         cell |= {"execution_count": None, "outputs": []}
     return cell
-
-
-def _rows(rows: Any) -> list[dict[str, Any]]:
-    if hasattr(rows, "to_dicts"):  # polars
-        return list(rows.to_dicts())
-    if hasattr(rows, "to_dict"):  # pandas
-        return list(rows.to_dict(orient="records"))
-    return [dict(row) for row in rows]
 
 
 def _rows_markdown(rows: list[dict[str, Any]]) -> str:
